@@ -1,0 +1,138 @@
+"""Microphone and speaker through sounddevice (PortAudio): push-to-talk capture and streamed playback.
+
+Both use PortAudio callbacks on its own thread: capture appends frames while the button is held (bounded by the
+maximum utterance length), playback pulls from a buffer that the network fills, so audio plays as it arrives and
+`stop_now` silences the speaker within one audio block (barge-in).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from plush.errors import AudioFormatError, PlushError
+
+
+class AudioDeviceError(PlushError):
+    """The microphone or speaker cannot be opened."""
+
+
+def _sounddevice() -> Any:
+    try:
+        import sounddevice
+    except (ImportError, OSError) as exc:  # OSError: PortAudio library missing
+        raise AudioDeviceError(
+            "audio needs sounddevice and PortAudio: pip install 'plush[device]' and apt-get install libportaudio2"
+        ) from exc
+    return sounddevice
+
+
+def _device(spec: str | None) -> int | str | None:
+    if spec is None or spec == "":
+        return None
+    return int(spec) if spec.isdigit() else spec
+
+
+class Recorder:
+    """Records mono s16le from the microphone between `start()` and `stop()`."""
+
+    def __init__(self, sample_rate: int = 16000, device: str | None = None, max_seconds: float = 30.0) -> None:
+        self.sample_rate = sample_rate
+        self._device = _device(device)
+        self._max_bytes = int(max_seconds * sample_rate) * 2
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        self._stream: Any = None
+
+    def _callback(self, indata: Any, frames: int, time: Any, status: Any) -> None:
+        with self._lock:
+            room = self._max_bytes - len(self._buffer)
+            if room > 0:
+                self._buffer.extend(bytes(indata)[:room])
+
+    def start(self) -> None:
+        sd = _sounddevice()
+        with self._lock:
+            self._buffer.clear()
+        try:
+            self._stream = sd.RawInputStream(
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="int16",
+                device=self._device,
+                callback=self._callback,
+            )
+            self._stream.start()
+        except sd.PortAudioError as exc:
+            raise AudioDeviceError(f"cannot open the microphone ({self._device or 'default'}): {exc}") from exc
+
+    def stop(self) -> bytes:
+        """Stop recording and return what was captured."""
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None
+        with self._lock:
+            return bytes(self._buffer)
+
+
+class Player:
+    """Plays mono s16le as it is written; one instance per reply."""
+
+    def __init__(self, sample_rate: int, device: str | None = None) -> None:
+        sd = _sounddevice()
+        self.sample_rate = sample_rate
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._done = threading.Event()
+        try:
+            self._stream = sd.RawOutputStream(
+                samplerate=sample_rate,
+                channels=1,
+                dtype="int16",
+                device=_device(device),
+                callback=self._callback,
+                finished_callback=self._done.set,
+            )
+        except sd.PortAudioError as exc:
+            raise AudioDeviceError(f"cannot open the speaker ({device or 'default'}): {exc}") from exc
+        self._started = False
+
+    def _callback(self, outdata: Any, frames: int, time: Any, status: Any) -> None:
+        size = len(outdata)
+        with self._lock:
+            take = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            finished = self._closing and not self._buffer
+        outdata[: len(take)] = take
+        if len(take) < size:
+            outdata[len(take) :] = b"\x00" * (size - len(take))
+        if finished:
+            raise _sounddevice().CallbackStop
+
+    def write(self, pcm: bytes) -> None:
+        """Queue audio; playback starts with the first write."""
+        if len(pcm) % 2:
+            raise AudioFormatError("PCM s16le must have an even number of bytes")
+        with self._lock:
+            self._buffer.extend(pcm)
+        if not self._started:
+            self._started = True
+            self._stream.start()
+
+    def finish(self, timeout_s: float | None = None) -> None:
+        """Block until everything written has been played."""
+        with self._lock:
+            self._closing = True
+        if self._started:
+            self._done.wait(timeout_s)
+        self._stream.close()
+
+    def stop_now(self) -> None:
+        """Silence at once (barge-in): drop what is buffered and abort the stream."""
+        with self._lock:
+            self._buffer.clear()
+            self._closing = True
+        self._stream.abort()
+        self._stream.close()

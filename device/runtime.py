@@ -1,0 +1,214 @@
+"""The plush's turn loop: button down -> listen, button up -> transcribe and ask the server, play the reply.
+
+States follow ARCHITECTURE.md (idle, listening, thinking, speaking, error) and are reported to an indicator
+(LEDs later, a terminal status line now). Pressing the button while the plush speaks stops the reply at once,
+cancels the turn on the server and starts listening again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from device.audio_io import Player, Recorder
+from device.client import CompanionClient, ConverseCall
+from device.controls import ButtonEvent
+from plush.config import DeviceConfig
+from plush.errors import PlushError
+from plush.logs import get_logger
+from protos.plush.v1 import companion_pb2 as pb
+from voice_models.audio import pcm16_to_float, write_wav
+from voice_models.stt import Transcriber
+
+log = get_logger(__name__)
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    ERROR = "error"
+
+
+class AudioSink(Protocol):
+    """Where the reply's audio goes: the speaker, or a file."""
+
+    def write(self, pcm: bytes, sample_rate: int) -> None: ...
+    def finish(self) -> None: ...
+    def stop_now(self) -> None: ...
+
+
+class WavSink:
+    """Collects the reply and writes it as a WAV file when the turn ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pcm = bytearray()
+        self._rate = 0
+
+    def write(self, pcm: bytes, sample_rate: int) -> None:
+        self._rate = sample_rate
+        self._pcm.extend(pcm)
+
+    def finish(self) -> None:
+        write_wav(self.path, bytes(self._pcm), self._rate or 16000)
+
+    def stop_now(self) -> None:
+        self.finish()
+
+
+class SpeakerSink:
+    """Plays the reply as it arrives; the stream opens at the rate of the first chunk."""
+
+    def __init__(self, device: str | None = None) -> None:
+        self._device = device
+        self._player: Player | None = None
+
+    def write(self, pcm: bytes, sample_rate: int) -> None:
+        if self._player is None:
+            self._player = Player(sample_rate, self._device)
+        self._player.write(pcm)
+
+    def finish(self) -> None:
+        if self._player is not None:
+            self._player.finish(timeout_s=120)
+
+    def stop_now(self) -> None:
+        if self._player is not None:
+            self._player.stop_now()
+
+
+@dataclass
+class TurnResult:
+    """What happened in one turn, as the plush saw it."""
+
+    transcript: str = ""
+    reply: str = ""
+    backend: str = ""
+    backend_reason: str = ""
+    audio_chunks: int = 0
+    sample_rate: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    event_kinds: list[str] = field(default_factory=list)
+    """The kinds of events received, in order (transcript, text_delta, audio, timing, done ...)."""
+
+
+class Plush:
+    """One plush: its settings, a server connection, and optionally its own Whisper."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        client: CompanionClient,
+        transcriber: Transcriber | None,
+        *,
+        on_state: Callable[[State], None] = lambda state: None,
+        on_text: Callable[[str, str], None] = lambda kind, text: None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.transcriber = transcriber
+        self.on_state = on_state
+        self.on_text = on_text
+
+    async def take_turn(self, pcm: bytes, sink: AudioSink) -> TurnResult:
+        """Send one recorded utterance (mono s16le at config.sample_rate) and play the reply into `sink`."""
+        self.on_state(State.THINKING)
+        result = TurnResult()
+        start = pb.TurnStart(want_audio=True)
+        if self.config.stt == "device":
+            if self.transcriber is None:
+                raise PlushError("device.stt is 'device' but no speech model is loaded")
+            heard = await asyncio.to_thread(self.transcriber.transcribe, pcm16_to_float(pcm))
+            if not heard.text:
+                result.errors.append("no speech recognised")
+                self.on_text("heard", "")
+                return result
+            start.language = heard.language
+            call = await self.client.converse(start, transcript=heard.text)
+        else:
+            call = await self.client.converse(start, pcm=pcm, sample_rate=self.config.sample_rate)
+        try:
+            await self._receive(call, sink, result)
+        except asyncio.CancelledError:
+            sink.stop_now()
+            await call.cancel()
+            result.interrupted = True
+            raise
+        await asyncio.to_thread(sink.finish)
+        return result
+
+    async def _receive(self, call: ConverseCall, sink: AudioSink, result: TurnResult) -> None:
+        async for event in call.events():
+            kind = event.WhichOneof("kind")
+            result.event_kinds.append(str(kind))
+            if kind == "transcript":
+                result.transcript = event.transcript.text
+                self.on_text("heard", result.transcript)
+            elif kind == "text_delta":
+                result.reply += event.text_delta.text
+                self.on_text("reply", event.text_delta.text)
+            elif kind == "audio":
+                if result.audio_chunks == 0:
+                    self.on_state(State.SPEAKING)
+                result.audio_chunks += 1
+                result.sample_rate = event.audio.sample_rate
+                sink.write(event.audio.data, event.audio.sample_rate)
+            elif kind == "timing":
+                result.timings[event.timing.stage] = event.timing.duration_ms
+            elif kind == "error":
+                result.errors.append(event.error.message)
+            elif kind == "done":
+                result.backend = event.done.backend
+                result.backend_reason = event.done.backend_reason
+                result.interrupted = event.done.interrupted
+
+    async def run(
+        self,
+        buttons: AsyncIterator[ButtonEvent],
+        recorder: Recorder,
+        make_sink: Callable[[], AudioSink],
+    ) -> None:
+        """The interactive loop until the button says quit. Errors end a turn, never the loop."""
+        turn: asyncio.Task[TurnResult] | None = None
+        listening = False
+        self.on_state(State.IDLE)
+        async for event in buttons:
+            if event is ButtonEvent.QUIT:
+                break
+            if event is ButtonEvent.DOWN and not listening:
+                if turn is not None and not turn.done():
+                    turn.cancel()  # barge-in
+                    await asyncio.gather(turn, return_exceptions=True)
+                recorder.start()
+                listening = True
+                self.on_state(State.LISTENING)
+            elif event is ButtonEvent.UP and listening:
+                listening = False
+                turn = asyncio.create_task(self._guarded_turn(recorder.stop(), make_sink()))
+        if listening:
+            recorder.stop()
+        if turn is not None and not turn.done():
+            turn.cancel()
+            await asyncio.gather(turn, return_exceptions=True)
+
+    async def _guarded_turn(self, pcm: bytes, sink: AudioSink) -> TurnResult:
+        try:
+            if len(pcm) < self.config.sample_rate // 5:  # under 0.1 s: a slip of the finger
+                self.on_text("heard", "")
+                return TurnResult(errors=["too short"])
+            return await self.take_turn(pcm, sink)
+        except PlushError as exc:
+            log.warning("turn_failed", device_id=self.config.id, error=str(exc))
+            self.on_state(State.ERROR)
+            self.on_text("error", str(exc))
+            return TurnResult(errors=[str(exc)])
+        finally:
+            self.on_state(State.IDLE)

@@ -1,0 +1,85 @@
+"""Run the plush from the command line: one turn from a file, or the interactive space-bar loop.
+
+This is the device's entry point: it loads the speech model, connects to the server, wires the button,
+microphone and speaker to the turn loop, and shows what the plush is doing on the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from device.audio_io import Recorder
+from device.client import CompanionClient
+from device.controls import KeyboardButton
+from device.runtime import AudioSink, Plush, SpeakerSink, State, TurnResult, WavSink
+from plush.config import PlushConfig
+from plush.errors import PlushError
+from voice_models.audio import read_audio_file
+from voice_models.model_store import ModelStore
+from voice_models.stt import Transcriber
+
+STATE_LOOK = {
+    State.IDLE: "[dim]idle - hold or tap space to talk, q quits[/]",
+    State.LISTENING: "[bold green]listening...[/]",
+    State.THINKING: "[bold yellow]thinking...[/]",
+    State.SPEAKING: "[bold cyan]speaking[/]",
+    State.ERROR: "[bold red]error[/]",
+}
+
+
+def _terminal_ui(console: Console) -> tuple[object, object]:
+    def on_state(state: State) -> None:
+        console.print(STATE_LOOK[state])
+
+    def on_text(kind: str, text: str) -> None:
+        if kind == "heard":
+            console.print(f"you: {text}" if text else "[dim](heard nothing)[/]", highlight=False)
+        elif kind == "reply":
+            console.print(text, end="", highlight=False, markup=False)
+        elif kind == "error":
+            console.print(f"[red]{text}[/]", highlight=False)
+
+    return on_state, on_text
+
+
+def load_device_transcriber(config: PlushConfig) -> Transcriber | None:
+    """The plush's own Whisper, when it transcribes on the device."""
+    if config.device.stt != "device":
+        return None
+    return Transcriber.from_config(config.stt, ModelStore.from_config(config.models))
+
+
+async def run_device(
+    config: PlushConfig, *, audio_file: Path | None, output_file: Path | None, console: Console
+) -> int:
+    """Returns the process exit status."""
+    transcriber = load_device_transcriber(config)
+    on_state, on_text = _terminal_ui(console)
+    async with CompanionClient(config.device.server, config.device.id) as client:
+        await client.wait_ready(config.device.connect_timeout_s)
+        plush = Plush(config.device, client, transcriber, on_state=on_state, on_text=on_text)  # type: ignore[arg-type]
+        if audio_file is not None:
+            pcm = read_audio_file(audio_file, config.device.sample_rate)
+            sink: AudioSink = WavSink(output_file) if output_file else SpeakerSink(config.device.output_device)
+            result = await plush.take_turn(pcm, sink)
+            _summary(console, result, output_file)
+            return 0 if result.reply else 1
+        if not os.isatty(sys.stdin.fileno()):
+            raise PlushError("the interactive plush needs a terminal for the space bar; use --audio-file otherwise")
+        recorder = Recorder(config.device.sample_rate, config.device.input_device, config.device.max_record_seconds)
+        await plush.run(KeyboardButton().events(), recorder, lambda: SpeakerSink(config.device.output_device))
+        return 0
+
+
+def _summary(console: Console, result: TurnResult, output_file: Path | None) -> None:
+    console.print()
+    for problem in result.errors:
+        console.print(f"[red]{problem}[/]", highlight=False)
+    timings = ", ".join(f"{stage} {ms:.0f} ms" for stage, ms in result.timings.items())
+    console.print(f"[dim]answered by {result.backend or '-'} ({result.backend_reason or '-'}); {timings}[/]")
+    if output_file is not None and result.audio_chunks:
+        console.print(f"reply audio: {output_file}")

@@ -1,0 +1,5 @@
+"""`python -m plush` is the same as the `plush` command."""
+
+from plush.cli import main
+
+main()

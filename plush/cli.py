@@ -1,0 +1,214 @@
+"""The `plush` command: run the server, the plush, a text chat; manage models and configuration.
+
+Every subcommand takes `--config FILE` (else $PLUSH_CONFIG, ./plush.toml, ~/.config/plush/plush.toml). Errors
+Plush raises on purpose are printed as one clear line with exit status 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from plush import __version__
+from plush.config import PlushConfig, default_config_text, find_config_file, load_config, masked
+from plush.errors import PlushError
+from plush.logs import setup_logging
+
+app = typer.Typer(
+    help="Plush: a voice companion that lives inside a plush toy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List and download the speech and language models.", no_args_is_help=True)
+config_app = typer.Typer(help="Show or create the configuration file.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (default: $PLUSH_CONFIG, ./plush.toml, ~/.config/plush/plush.toml).",
+    ),
+]
+ServerOption = Annotated[str | None, typer.Option("--server", "-s", help="host:port of the Plush server.")]
+
+
+def _load(config: Path | None, **overrides: Any) -> PlushConfig:
+    cfg = load_config(config, **{k: v for k, v in overrides.items() if v})
+    setup_logging(cfg.log_level)
+    return cfg
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"plush {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Press the button (space bar), speak, release: the companion answers in its own voice."""
+
+
+@app.command()
+def server(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (0.0.0.0 for the network).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the companion server (gRPC) until Ctrl+C."""
+    cfg = _load(config, server={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    from server.app import serve_forever
+
+    def ready(bound: int) -> None:
+        out.print(f"Plush server listening on {cfg.server.host}:{bound} (Ctrl+C stops it)")
+
+    asyncio.run(serve_forever(cfg, on_ready=ready))
+
+
+@app.command()
+def device(
+    config: ConfigOption = None,
+    server: ServerOption = None,
+    audio_file: Annotated[
+        Path | None,
+        typer.Option("--audio-file", help="Take one turn from this audio file instead of the microphone."),
+    ] = None,
+    output_file: Annotated[
+        Path | None,
+        typer.Option("--output-file", help="Write the reply to this WAV file instead of the speaker."),
+    ] = None,
+) -> None:
+    """Run the plush on this computer: hold (or tap) the space bar to talk, q to quit."""
+    cfg = _load(config, device={"server": server})
+    if output_file is not None and audio_file is None:
+        raise PlushError("--output-file needs --audio-file (the interactive plush plays through the speaker)")
+    from device.session import run_device
+
+    sys.exit(asyncio.run(run_device(cfg, audio_file=audio_file, output_file=output_file, console=out)))
+
+
+@app.command()
+def chat(
+    config: ConfigOption = None,
+    server: ServerOption = None,
+    show_backend: Annotated[bool, typer.Option(help="After each reply, show which LLM answered and why.")] = False,
+    conversation: Annotated[str, typer.Option(help="Conversation id (memory) to talk in.")] = "",
+) -> None:
+    """Chat in text. Reads lines from the keyboard or from a pipe (echo hi | plush chat)."""
+    cfg = _load(config, device={"server": server})
+    from device.client import CompanionClient
+    from plush.chat import chat_loop
+
+    async def run() -> None:
+        async with CompanionClient(cfg.device.server, cfg.device.id) as client:
+            await client.wait_ready(cfg.device.connect_timeout_s)
+            await chat_loop(
+                client,
+                lines=sys.stdin,
+                out=sys.stdout,
+                show_backend=show_backend,
+                conversation_id=conversation,
+                interactive=sys.stdin.isatty(),
+            )
+
+    asyncio.run(run())
+
+
+@models_app.command("list")
+def models_list(config: ConfigOption = None) -> None:
+    """Show the models Plush knows and whether each is downloaded."""
+    cfg = _load(config)
+    from voice_models.model_store import KNOWN_MODELS, ModelStore
+
+    store = ModelStore.from_config(cfg.models)
+    table = Table(title=f"Models in {store.root}")
+    for column in ("name", "kind", "size", "languages", "downloaded", "notes"):
+        table.add_column(column)
+    for model in KNOWN_MODELS.values():
+        table.add_row(
+            model.name,
+            model.kind,
+            f"{model.size_mb} MB",
+            model.languages,
+            "yes" if store.is_downloaded(model) else "no",
+            model.description,
+        )
+    out.print(table)
+
+
+@models_app.command("download")
+def models_download(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Model names (default: the models the config uses).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Download models with progress bars (resumes interrupted downloads; skips complete ones)."""
+    cfg = _load(config)
+    from voice_models.model_store import KNOWN_MODELS, ModelStore
+
+    store = ModelStore.from_config(cfg.models)
+    wanted = names or [n for n in (cfg.stt.model, cfg.tts.voice, cfg.llm.llama.model) if n in KNOWN_MODELS]
+    for name in wanted:
+        out.print(f"[bold]{name}[/] -> {store.folder(name)}")
+        path = store.download(name)
+        out.print(f"  ready: {path}")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective configuration (file + environment), secrets masked."""
+    import tomli_w
+
+    cfg = load_config(config)
+    source = find_config_file(config)
+    out.print(f"# from: {source or 'built-in defaults'} + environment", markup=False, highlight=False)
+    data = _drop_none(masked(cfg))
+    out.print(tomli_w.dumps(data), markup=False, highlight=False)
+
+
+@config_app.command("init")
+def config_init(
+    path: Annotated[Path, typer.Argument(help="Where to write the file.")] = Path("plush.toml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write the commented default configuration to a file to edit."""
+    if path.exists() and not force:
+        raise PlushError(f"{path} exists; use --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(default_config_text(), encoding="utf-8")
+    out.print(f"wrote {path}")
+
+
+def _drop_none(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_none(v) for k, v in data.items() if v is not None}
+    return data
+
+
+def main() -> None:
+    """Entry point: run the app, turning Plush errors into one readable line."""
+    try:
+        app()
+    except PlushError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,255 @@
+"""Configuration: one TOML file with commented defaults, environment overrides, secrets kept out of it.
+
+Precedence, highest first: environment (`PLUSH_<SECTION>__<KEY>`, e.g. `PLUSH_SERVER__PORT=50052`), a `.env` file
+in the working directory (untracked), the TOML file, the defaults in `default_config.toml` (which mirrors the
+models below; a test keeps the two equal). Secrets (`GEMINI_API_KEY`) come only from the environment or `.env`:
+a secret in the TOML file is refused, so a config file can be shared or committed safely.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from plush.errors import ConfigError
+
+SECRET_KEYS = ("gemini_api_key",)
+CONFIG_ENV = "PLUSH_CONFIG"
+
+
+class Section(BaseModel):
+    """A config table: unknown keys are errors (a typo must not be silently ignored), values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelsConfig(Section):
+    dir: Path | None = None
+    """Where downloaded models live; empty means `~/.cache/plush/models` (or `$XDG_CACHE_HOME/plush/models`)."""
+
+
+class SttConfig(Section):
+    model: str = "whisper-base"
+    """A model name from `plush models list`, or a path to a CTranslate2 Whisper directory."""
+    language: str = "auto"
+    """`ko`, `en`, ... or `auto` to detect per utterance."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type: int8 is fastest on a Pi; float16 on CUDA."""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    cpu_threads: int = Field(default=0, ge=0)
+    """0 lets CTranslate2 choose."""
+    beam_size: int = Field(default=1, ge=1)
+    """1 (greedy) is fastest; 5 is a little more accurate."""
+    max_new_tokens: int = Field(default=128, ge=1, le=440)
+    """Upper bound on transcript length, in tokens."""
+    no_speech_threshold: float | None = 0.6
+    """Segments whose no-speech probability is above this are dropped; empty disables the check."""
+
+
+class TtsConfig(Section):
+    voice: str = "piper-en-lessac-medium"
+    """A voice name from `plush models list`, or a path to a Piper `.onnx` (with its `.onnx.json` beside it)."""
+    length_scale: float | None = Field(default=None, gt=0)
+    """Speaking rate: above 1 is slower; empty keeps the voice's own setting."""
+    chunk_ms: int = Field(default=100, ge=10, le=1000)
+    """Size of the audio chunks streamed back to the device."""
+
+
+class GeminiConfig(Section):
+    model: str = "gemini-flash-latest"
+    temperature: float = Field(default=0.8, ge=0, le=2)
+    max_output_tokens: int = Field(default=300, ge=1)
+    timeout_s: float = Field(default=20.0, gt=0)
+    base_url: str | None = None
+    """Only for tests and proxies: where the Gemini API is (default: Google's)."""
+
+
+class LlamaConfig(Section):
+    model: str = "qwen2.5-1.5b-instruct-q4_k_m"
+    """A model name from `plush models list`, or a path to a GGUF chat model."""
+    n_ctx: int = Field(default=4096, ge=256)
+    n_threads: int = Field(default=0, ge=0)
+    """0 uses all cores."""
+    n_gpu_layers: int = 0
+    """Layers to offload to a GPU (Jetson, CUDA build); -1 offloads all."""
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    max_tokens: int = Field(default=300, ge=1)
+    seed: int = 0
+
+
+class LlmConfig(Section):
+    backend: Literal["auto", "gemini", "llama"] = "auto"
+    """auto: Gemini when GEMINI_API_KEY is set, local Llama otherwise and when Gemini fails."""
+    gemini: GeminiConfig = GeminiConfig()
+    llama: LlamaConfig = LlamaConfig()
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    """Use 0.0.0.0 to let a plush on the network reach the server."""
+    port: int = Field(default=50051, ge=0, le=65535)
+    persona: str = "en"
+    """A built-in persona (`en`, `ko`) or a path to a persona TOML file."""
+    database: Path | None = None
+    """SQLite file for turns and memory; empty means `~/.local/share/plush/plush.db`."""
+    history_turns: int = Field(default=6, ge=0, le=100)
+    """How many recent turns of the conversation go into the prompt."""
+    max_audio_seconds: float = Field(default=30.0, gt=0)
+    """Longest utterance the server accepts from a device."""
+    max_message_mb: float = Field(default=4.0, gt=0)
+    """gRPC message size limit, both directions."""
+    stt_on_server: bool = True
+    """Load a Whisper model on the server so devices may stream audio instead of a transcript."""
+
+
+class DeviceConfig(Section):
+    server: str = "127.0.0.1:50051"
+    """host:port of the Plush server."""
+    id: str = Field(default_factory=socket.gethostname)
+    """This plush's name in the server's logs and memory; defaults to the host name."""
+    button: Literal["keyboard"] = "keyboard"
+    """How the owner talks: keyboard (space bar). Serial and GPIO come with the hardware."""
+    stt: Literal["device", "server"] = "device"
+    """Where speech is transcribed: on the plush, or on the server (bigger model, needs the network)."""
+    sample_rate: int = 16000
+    """Microphone rate; Whisper wants 16 kHz."""
+    input_device: str | None = None
+    """sounddevice input device name or index; empty means the system default."""
+    output_device: str | None = None
+    max_record_seconds: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class PlushConfig(BaseSettings):
+    """The whole configuration; see `default_config.toml` for every key with its comment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PLUSH_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    log_level: str = "INFO"
+    models: ModelsConfig = ModelsConfig()
+    stt: SttConfig = SttConfig()
+    tts: TtsConfig = TtsConfig()
+    llm: LlmConfig = LlmConfig()
+    server: ServerConfig = ServerConfig()
+    device: DeviceConfig = DeviceConfig()
+    gemini_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "PLUSH_GEMINI_API_KEY")
+    )
+    """Secret: from the environment or .env only."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment must win over it.
+        return env_settings, dotenv_settings, init_settings
+
+
+def default_config_text() -> str:
+    """The commented default configuration, as shipped (what `plush config init` writes)."""
+    return resources.files("plush").joinpath("default_config.toml").read_text(encoding="utf-8")
+
+
+def find_config_file(explicit: Path | None = None) -> Path | None:
+    """The config file to use: `--config`, `$PLUSH_CONFIG`, `./plush.toml`, `~/.config/plush/plush.toml`."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file not found: {explicit}")
+        return explicit
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (from ${CONFIG_ENV})")
+        return path
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    for candidate in (Path("plush.toml"), xdg / "plush" / "plush.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    for key in SECRET_KEYS:
+        if key in data or key.upper() in data:
+            raise ConfigError(
+                f"{path}: '{key}' is a secret and is not read from the config file; "
+                f"set the environment variable {key.upper()} or put it in an untracked .env file"
+            )
+    known = set(PlushConfig.model_fields) - set(SECRET_KEYS)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known top-level keys: {', '.join(sorted(known))})")
+    return data
+
+
+def _describe(exc: ValidationError, source: str) -> ConfigError:
+    """Turn pydantic's report into one line per problem that names the dotted key."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        lines.append(
+            f"{source}: '{key}': {err['msg']}" + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
+        )
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def load_config(path: Path | None = None, *, search: bool = True, **overrides: Any) -> PlushConfig:
+    """Load the effective configuration.
+
+    `path` is an explicit file; with `search` the usual places are tried when it is None. `overrides` are
+    top-level sections given as dicts (used by tests and CLI flags); the environment still wins over them.
+    """
+    file = find_config_file(path) if (path is not None or search) else None
+    data: dict[str, Any] = _read_toml(file) if file else {}
+    for section, values in overrides.items():
+        merged = dict(data.get(section, {}))
+        merged.update(values)
+        data[section] = merged
+    try:
+        return PlushConfig(**data)
+    except ValidationError as exc:
+        raise _describe(exc, str(file) if file else "configuration") from exc
+
+
+def masked(config: PlushConfig) -> dict[str, Any]:
+    """The effective config as plain data with secrets masked, for `plush config show`."""
+    data = config.model_dump(mode="json", exclude_none=False)
+    for key in SECRET_KEYS:
+        value = getattr(config, key)
+        data[key] = "(not set)" if value is None else "****" + value.get_secret_value()[-4:]
+    return data
+
+
+def data_home() -> Path:
+    """Per-user data folder (database) following XDG."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "plush"
+
+
+def cache_home() -> Path:
+    """Per-user cache folder (models) following XDG."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plush"

@@ -1,0 +1,39 @@
+"""Structured logging: one event per line, `key=value` fields (turn id, device id, timings).
+
+Library code gets a logger with `get_logger(__name__)` and logs events such as
+`log.info("turn_done", turn_id=..., backend=...)`; the CLI calls `setup_logging()` once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Route structlog and the standard library (grpc, httpx ...) to stderr as key=value lines."""
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger().setLevel(numeric)
+    for noisy in ("httpx", "httpcore", "faster_whisper", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.format_exc_info,
+            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"], sort_keys=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A structured logger bound to the module name."""
+    return structlog.get_logger().bind(logger=name)

@@ -1,0 +1,1 @@
+"""The Plush server: the gRPC companion service, its brain (persona, memory, LLM router), speech out and storage."""

@@ -1,0 +1,147 @@
+"""Build the server from the configuration and run it: models, brain, store, gRPC with health and reflection.
+
+Models load in worker threads before the port opens, and health reports SERVING only once everything is
+ready, so a plush that connects early waits instead of failing a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from plush.config import PlushConfig, data_home
+from plush.errors import PlushError
+from plush.logs import get_logger
+from protos.plush.v1 import companion_pb2 as pb
+from protos.plush.v1 import companion_pb2_grpc as pb_grpc
+from server.companion import Companion
+from server.llm.base import LlmBackend, LlmError
+from server.llm.router import LlmRouter
+from server.persona import load_persona
+from server.service import CompanionService, Limits
+from server.speech import SpeechOut
+from server.store import Store
+from voice_models.model_store import ModelStore
+from voice_models.stt import Transcriber
+from voice_models.tts import Synthesizer
+
+log = get_logger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Companion"].full_name
+
+
+def build_router(config: PlushConfig) -> LlmRouter:
+    """Gemini when a key is set and allowed, the local Llama when allowed and loadable."""
+    llm = config.llm
+    primary: LlmBackend | None = None
+    fallback: LlmBackend | None = None
+    key = config.gemini_api_key.get_secret_value() if config.gemini_api_key else ""
+    if llm.backend in ("auto", "gemini") and key:
+        from server.llm.gemini import GeminiBackend
+
+        primary = GeminiBackend(key, llm.gemini)
+    if llm.backend in ("auto", "llama"):
+        from server.llm.llama import LlamaBackend
+
+        try:
+            path = ModelStore.from_config(config.models).resolve(llm.llama.model, "llm")
+            fallback = LlamaBackend(path, llm.llama)
+        except (PlushError, LlmError) as exc:
+            if primary is None:
+                raise PlushError(
+                    f"no LLM can answer: GEMINI_API_KEY is not set and the local model is not usable ({exc})"
+                ) from exc
+            log.warning("llama_unavailable", error=str(exc))
+    if llm.backend == "gemini" and primary is None:
+        raise PlushError("llm.backend is 'gemini' but GEMINI_API_KEY is not set")
+    reason = "no_api_key" if not key else f"backend_{llm.backend}"
+    return LlmRouter(primary, fallback, no_primary_reason=reason)
+
+
+@dataclass
+class RunningServer:
+    """A started server; `port` is the bound port (useful with port 0)."""
+
+    server: grpc.aio.Server
+    port: int
+    companion: Companion
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.companion.router.aclose()
+        await self.companion.store.close()
+
+
+async def start_server(config: PlushConfig) -> RunningServer:
+    """Load everything and start serving on `server.host:server.port`."""
+    cfg = config.server
+    persona = load_persona(cfg.persona)
+    router, synthesizer, transcriber = await asyncio.gather(
+        asyncio.to_thread(build_router, config),
+        asyncio.to_thread(_load_voice, config),
+        asyncio.to_thread(Transcriber.from_config, config.stt, ModelStore.from_config(config.models))
+        if cfg.stt_on_server
+        else _none(),
+    )
+    if not synthesizer.language.startswith(persona.language):
+        log.warning("voice_language_mismatch", persona=persona.language, voice=synthesizer.language)
+    store = await Store.open(cfg.database or data_home() / "plush.db")
+    companion = Companion(
+        persona=persona,
+        router=router,
+        store=store,
+        speech=SpeechOut(synthesizer, config.tts.chunk_ms),
+        history_turns=cfg.history_turns,
+    )
+    size = int(cfg.max_message_mb * 1024 * 1024)
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+    )
+    pb_grpc.add_CompanionServicer_to_server(
+        CompanionService(companion, transcriber, Limits(max_audio_seconds=cfg.max_audio_seconds)), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{cfg.host}:{cfg.port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        await store.close()
+        raise PlushError(f"cannot listen on {address}: {exc} (is another server running? set server.port)") from exc
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("server_started", address=f"{cfg.host}:{port}", persona=persona.name, llm=",".join(router.backends))
+    return RunningServer(server, port, companion, health_servicer)
+
+
+async def serve_forever(config: PlushConfig, on_ready: Callable[[int], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop gracefully; `on_ready` gets the bound port."""
+    running = await start_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready(running.port)
+    await stop.wait()
+    await running.stop()
+
+
+def _load_voice(config: PlushConfig) -> Synthesizer:
+    path = ModelStore.from_config(config.models).resolve(config.tts.voice, "tts")
+    return Synthesizer(path, length_scale=config.tts.length_scale)
+
+
+async def _none() -> None:
+    return None

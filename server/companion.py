@@ -1,0 +1,215 @@
+"""One turn of conversation, from the owner's words to streamed text and speech, stored with its timings.
+
+The LLM streams text deltas; the sentence chunker cuts them into pieces; each piece is synthesized in a worker
+thread while the LLM keeps going, so the first audio leaves long before the reply is complete. Whatever happens
+(an error, a cancelled turn), the turn is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+
+from plush.logs import get_logger
+from protos.plush.v1 import companion_pb2 as pb
+from server.llm.base import Message, Prompt
+from server.llm.router import LlmRouter, Route
+from server.persona import Persona
+from server.sentence_chunker import SentenceChunker
+from server.speech import SpeechOut
+from server.store import Store, TurnRecord
+from voice_models.tts import TtsError
+
+log = get_logger(__name__)
+Emit = Callable[[pb.TurnEvent], None]
+
+
+@dataclass
+class Stopwatch:
+    """Stage timings of a turn: stage -> (start offset ms, duration ms) from the turn's start."""
+
+    t0: float = field(default_factory=time.perf_counter)
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def now_ms(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000
+
+    def record(self, stage: str, start_ms: float, end_ms: float | None = None) -> None:
+        self.stages[stage] = (start_ms, (self.now_ms() if end_ms is None else end_ms) - start_ms)
+
+    def durations(self) -> dict[str, float]:
+        return {stage: round(duration, 1) for stage, (_, duration) in self.stages.items()}
+
+
+@dataclass
+class TurnRequestData:
+    """A validated turn, ready for the brain."""
+
+    turn_id: str
+    conversation_id: str
+    device_id: str
+    source: str
+    user_text: str
+    language: str = ""
+    want_audio: bool = True
+    output_sample_rate: int = 0
+    clock: Stopwatch = field(default_factory=Stopwatch)
+
+
+class Companion:
+    """The brain plus voice: persona, memory window, LLM router, speech and the turn log."""
+
+    def __init__(
+        self,
+        *,
+        persona: Persona,
+        router: LlmRouter,
+        store: Store,
+        speech: SpeechOut | None,
+        history_turns: int,
+    ) -> None:
+        self.persona = persona
+        self.router = router
+        self.store = store
+        self.speech = speech
+        self.history_turns = history_turns
+
+    async def prompt_for(self, conversation_id: str, user_text: str) -> Prompt:
+        """System prompt + the conversation's recent turns + the new message."""
+        history: list[Message] = []
+        for turn in await self.store.recent_turns(conversation_id, self.history_turns):
+            history.append(Message("user", turn.user_text))
+            history.append(Message("assistant", turn.reply_text))
+        return Prompt(self.persona.system_prompt, tuple(history), user_text)
+
+    async def reply(self, turn: TurnRequestData) -> AsyncGenerator[pb.TurnEvent]:
+        """Stream the reply's events; cancelling the consumer cancels the turn (stored as interrupted)."""
+        events: asyncio.Queue[pb.TurnEvent | None] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(turn, events.put_nowait, lambda: events.put_nowait(None)))
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+        finally:
+            if not producer.done():
+                producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _produce(self, turn: TurnRequestData, emit: Emit, finish: Callable[[], None]) -> None:
+        record = TurnRecord(
+            id=turn.turn_id,
+            conversation_id=turn.conversation_id,
+            device_id=turn.device_id,
+            source=turn.source,
+            user_text=turn.user_text,
+            language=turn.language,
+        )
+        route = Route()
+        try:
+            prompt = await self.prompt_for(turn.conversation_id, turn.user_text)
+            pieces: asyncio.Queue[str | None] = asyncio.Queue()
+            speaking = self.speech is not None and turn.want_audio
+            async with asyncio.TaskGroup() as tasks:
+                if speaking:
+                    tasks.create_task(self._speak(turn, pieces, emit, record))
+                record.reply_text = await self._think(turn, prompt, route, pieces, emit)
+        except asyncio.CancelledError:
+            record.interrupted = True
+            raise
+        except Exception as exc:  # any failure is reported to the client and stored, never lost
+            log.exception("turn_failed", turn_id=turn.turn_id)
+            record.error = record.error or f"{type(exc).__name__}: {exc}"
+            emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_INTERNAL, message=record.error)))
+        finally:
+            turn.clock.record("total", 0.0)
+            record.backend, record.backend_reason = route.backend, route.reason
+            record.error = record.error or route.error
+            record.timings = turn.clock.durations()
+            await self._store(record)
+            for stage, (start, duration) in turn.clock.stages.items():
+                timing = pb.StageTiming(stage=stage, duration_ms=duration, started_at_ms=start)
+                emit(_event(turn, timing=timing))
+            done = pb.TurnDone(
+                turn_id=turn.turn_id,
+                backend=route.backend,
+                backend_reason=route.reason,
+                interrupted=record.interrupted,
+            )
+            emit(_event(turn, done=done))
+            finish()
+            log.info(
+                "turn_done",
+                turn_id=turn.turn_id,
+                device_id=turn.device_id,
+                backend=route.backend,
+                reason=route.reason,
+                interrupted=record.interrupted,
+                **{f"{k}_ms": v for k, v in record.timings.items()},
+            )
+
+    async def _think(
+        self,
+        turn: TurnRequestData,
+        prompt: Prompt,
+        route: Route,
+        pieces: asyncio.Queue[str | None],
+        emit: Emit,
+    ) -> str:
+        """Stream the LLM's reply as text deltas and feed finished sentences to the speaker."""
+        chunker = SentenceChunker()
+        reply: list[str] = []
+        start = turn.clock.now_ms()
+        try:
+            async for delta in self.router.stream(prompt, route, self.persona.spec.fallback_line):
+                if not reply:
+                    turn.clock.record("llm_first_token", start)
+                reply.append(delta)
+                emit(_event(turn, text_delta=pb.ReplyText(text=delta)))
+                for piece in chunker.feed(delta):
+                    pieces.put_nowait(piece)
+            turn.clock.record("llm", start)
+            if (rest := chunker.flush()) is not None:
+                pieces.put_nowait(rest)
+        finally:
+            pieces.put_nowait(None)
+        return "".join(reply).strip()
+
+    async def _speak(
+        self,
+        turn: TurnRequestData,
+        pieces: asyncio.Queue[str | None],
+        emit: Emit,
+        record: TurnRecord,
+    ) -> None:
+        """Synthesize each finished piece in order and stream its audio chunks."""
+        assert self.speech is not None
+        rate = turn.output_sample_rate or self.speech.native_rate
+        seq = 0
+        synth_ms = 0.0
+        while (piece := await pieces.get()) is not None:
+            started = turn.clock.now_ms()
+            try:
+                chunks = await self.speech.speak(piece, rate)
+            except TtsError as exc:
+                record.error = str(exc)
+                emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_TTS_FAILED, message=str(exc))))
+                continue
+            synth_ms += turn.clock.now_ms() - started
+            for data in chunks:
+                if seq == 0:
+                    turn.clock.record("first_audio", 0.0)
+                emit(_event(turn, audio=pb.AudioChunk(data=data, sample_rate=rate, channels=1, seq=seq)))
+                seq += 1
+        if seq:
+            turn.clock.stages["tts"] = (turn.clock.stages["first_audio"][0], synth_ms)
+
+    async def _store(self, record: TurnRecord) -> None:
+        try:
+            await self.store.add_turn(record)
+        except Exception:  # the reply already went out; a failed write must not break the stream
+            log.exception("turn_not_stored", turn_id=record.id)
+
+
+def _event(turn: TurnRequestData, **kind: object) -> pb.TurnEvent:
+    return pb.TurnEvent(turn_id=turn.turn_id, **kind)  # type: ignore[arg-type]

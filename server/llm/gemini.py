@@ -1,0 +1,82 @@
+"""Google Gemini through the `google-genai` SDK: async streaming with the persona as system instruction.
+
+Safety settings default to blocking at low probability and above in every category, because a child may be the
+one talking. The SDK's own retries are off: the router decides what to do when Gemini fails (use the local
+Llama), which is faster for a voice turn than waiting on a retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from plush.config import GeminiConfig
+from server.llm.base import LlmBackend, LlmError, Prompt
+
+CHILD_SAFE_CATEGORIES = (
+    "HARM_CATEGORY_HARASSMENT",
+    "HARM_CATEGORY_HATE_SPEECH",
+    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+    "HARM_CATEGORY_DANGEROUS_CONTENT",
+)
+
+
+class GeminiBackend(LlmBackend):
+    """Gemini flash (by default the `gemini-flash-latest` alias)."""
+
+    name = "gemini"
+
+    def __init__(self, api_key: str, config: GeminiConfig) -> None:
+        try:
+            from google import genai
+            from google.genai import types
+        except ImportError as exc:  # pragma: no cover - depends on the extras installed
+            raise LlmError("Gemini needs google-genai: pip install 'plush[server]'") from exc
+        self._types = types
+        self._config = config
+        http = types.HttpOptions(base_url=config.base_url, timeout=int(config.timeout_s * 1000))
+        self._client = genai.Client(api_key=api_key, http_options=http)
+
+    def _request_config(self, prompt: Prompt) -> object:
+        t = self._types
+        return t.GenerateContentConfig(
+            system_instruction=prompt.system,
+            temperature=self._config.temperature,
+            max_output_tokens=self._config.max_output_tokens,
+            safety_settings=[
+                t.SafetySetting(category=t.HarmCategory(c), threshold=t.HarmBlockThreshold.BLOCK_LOW_AND_ABOVE)
+                for c in CHILD_SAFE_CATEGORIES
+            ],
+        )
+
+    def _contents(self, prompt: Prompt) -> list[object]:
+        t = self._types
+        contents: list[object] = [
+            t.Content(role="model" if m.role == "assistant" else "user", parts=[t.Part(text=m.text)])
+            for m in prompt.history
+        ]
+        contents.append(t.Content(role="user", parts=[t.Part(text=prompt.user)]))
+        return contents
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+        from google.genai import errors
+
+        try:
+            response = await self._client.aio.models.generate_content_stream(
+                model=self._config.model,
+                contents=self._contents(prompt),
+                config=self._request_config(prompt),  # type: ignore[arg-type]
+            )
+            async for chunk in response:
+                for candidate in chunk.candidates or []:
+                    for part in (candidate.content.parts or []) if candidate.content else []:
+                        if part.text and not part.thought:
+                            yield part.text
+        except errors.APIError as exc:
+            raise LlmError(f"Gemini answered {exc.code}: {exc.message}") from exc
+        except LlmError:
+            raise
+        except Exception as exc:  # httpx timeouts, dropped connections, malformed streams
+            raise LlmError(f"Gemini request failed: {type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()

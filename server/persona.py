@@ -1,0 +1,114 @@
+"""Personas: who the companion is, from one TOML file, assembled into a system prompt.
+
+The prompt is built only from the persona file, never from per-turn data, so it stays byte-identical across
+turns; that lets Gemini's implicit cache and llama.cpp's prefix cache reuse it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from plush.errors import ConfigError
+
+BUILT_IN = ("en", "ko")
+
+
+class Example(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    user: str
+    assistant: str
+
+
+class Owner(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = ""
+    facts: list[str] = Field(default_factory=list)
+
+
+class PersonaFile(BaseModel):
+    """The schema of a persona TOML file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+    language: str = Field(min_length=2)
+    age: str = ""
+    style: str = Field(min_length=1)
+    rules: list[str] = Field(default_factory=list)
+    fallback_line: str = Field(min_length=1)
+    """Said when no LLM can answer, so the plush never goes silent."""
+    owner: Owner = Owner()
+    examples: list[Example] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Persona:
+    """A loaded persona and its ready-made system prompt."""
+
+    spec: PersonaFile
+    source: str
+    system_prompt: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "system_prompt", build_system_prompt(self.spec))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def language(self) -> str:
+        return self.spec.language
+
+
+def build_system_prompt(p: PersonaFile) -> str:
+    """Deterministic system prompt: same persona file -> same bytes."""
+    lines = [f"You are {p.name}, a plush toy companion who talks out loud with your owner."]
+    if p.age:
+        lines.append(f"You act like you are {p.age} years old.")
+    lines.append(f"Always answer in the language with code '{p.language}' unless the owner clearly uses another.")
+    lines.append(f"Speaking style: {p.style}")
+    lines.append(
+        "Your words are spoken by a voice synthesizer: no markdown, lists, emoji or stage directions; "
+        "short spoken sentences."
+    )
+    if p.rules:
+        lines.append("Rules:")
+        lines.extend(f"- {rule}" for rule in p.rules)
+    if p.owner.name or p.owner.facts:
+        lines.append("About your owner:")
+        if p.owner.name:
+            lines.append(f"- Their name is {p.owner.name}.")
+        lines.extend(f"- {fact}" for fact in p.owner.facts)
+    if p.examples:
+        lines.append("Examples of how you talk:")
+        for ex in p.examples:
+            lines.append(f"Owner: {ex.user}")
+            lines.append(f"{p.name}: {ex.assistant}")
+    return "\n".join(lines)
+
+
+def load_persona(spec: str) -> Persona:
+    """Load a built-in persona by name (`en`, `ko`) or a persona TOML file by path."""
+    if spec in BUILT_IN:
+        text = resources.files("server").joinpath("personas", f"{spec}.toml").read_text(encoding="utf-8")
+        source = f"built-in persona '{spec}'"
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"persona file not found: {path} (built-in personas: {', '.join(BUILT_IN)})")
+        text = path.read_text(encoding="utf-8")
+        source = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return Persona(PersonaFile(**data), source)
+    except ValidationError as exc:
+        problems = "; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: invalid persona: {problems}") from exc

@@ -1,0 +1,231 @@
+"""The gRPC Companion service: checks each stream against the contract, then hands the turn to the brain.
+
+Protocol mistakes (no TurnStart first, an unsupported audio format, too much audio, an empty turn) end the RPC
+with INVALID_ARGUMENT and a message saying what was wrong; the server itself carries on with the next turn.
+After TurnEnd the request stream is still read, so a Cancel (barge-in) stops the reply at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+
+from plush.errors import AudioFormatError
+from plush.logs import get_logger
+from protos.plush.v1 import companion_pb2 as pb
+from protos.plush.v1 import companion_pb2_grpc as pb_grpc
+from server.companion import Companion, TurnRequestData
+from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16
+from voice_models.stt import SttError, Transcriber
+
+log = get_logger(__name__)
+
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+DEVICE_ID_KEY = "plush-device-id"
+MIN_RATE, MAX_RATE = 8000, 48000
+MAX_CHAT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one turn may carry."""
+
+    max_audio_seconds: float
+
+
+class ProtocolError(Exception):
+    """A request that breaks the contract; becomes INVALID_ARGUMENT."""
+
+
+@dataclass
+class Utterance:
+    """What the device sent before TurnEnd."""
+
+    start: pb.TurnStart
+    transcript: str | None = None
+    pcm: bytearray | None = None
+    sample_rate: int = 0
+    cancelled: bool = False
+    ended: bool = False
+
+
+class CompanionService(pb_grpc.CompanionServicer):
+    """Implements Converse (the plush) and Chat (text clients)."""
+
+    def __init__(self, companion: Companion, transcriber: Transcriber | None, limits: Limits) -> None:
+        self.companion = companion
+        self.transcriber = transcriber
+        self.limits = limits
+
+    async def Converse(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[pb.TurnRequest], context: Context
+    ) -> AsyncIterator[pb.TurnEvent]:
+        device_id = _device_id(context)
+        turn_id = uuid.uuid4().hex[:12]
+        try:
+            utterance = await self._read_utterance(request_iterator)
+        except ProtocolError as exc:
+            log.warning("bad_request", device_id=device_id, error=str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        if utterance.cancelled or not utterance.ended:
+            return
+        turn = TurnRequestData(
+            turn_id=turn_id,
+            conversation_id=utterance.start.conversation_id or f"device:{device_id}",
+            device_id=device_id,
+            source="device",
+            user_text="",
+            language=utterance.start.language,
+            want_audio=utterance.start.want_audio,
+            output_sample_rate=utterance.start.output_sample_rate,
+        )
+        if utterance.transcript is None:
+            try:
+                turn.user_text, turn.language = await self._transcribe(utterance, turn)
+            except (AudioFormatError, SttError) as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                return
+        else:
+            turn.user_text = utterance.transcript
+        yield pb.TurnEvent(
+            turn_id=turn_id, transcript=pb.Transcript(text=turn.user_text, language=turn.language, final=True)
+        )
+        if not turn.user_text:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no speech was recognised in the audio")
+            return
+        async for event in self._reply_until_cancelled(turn, request_iterator):
+            yield event
+
+    async def Chat(  # noqa: N802 - gRPC method name
+        self, request: pb.ChatRequest, context: Context
+    ) -> AsyncIterator[pb.TurnEvent]:
+        text = request.text.strip()
+        if not text:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty message: send some text")
+            return
+        if len(text) > MAX_CHAT_CHARS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"message too long: {len(text)} characters (max {MAX_CHAT_CHARS})",
+            )
+            return
+        client_id = _device_id(context)
+        turn = TurnRequestData(
+            turn_id=uuid.uuid4().hex[:12],
+            conversation_id=request.conversation_id or f"chat:{client_id}",
+            device_id=client_id,
+            source="chat",
+            user_text=text,
+            want_audio=request.want_audio,
+            output_sample_rate=request.output_sample_rate,
+        )
+        async for event in self.companion.reply(turn):
+            yield event
+
+    async def _read_utterance(self, requests: AsyncIterator[pb.TurnRequest]) -> Utterance:
+        """Read TurnStart, then audio or a transcript, up to TurnEnd (or Cancel, or the stream's end)."""
+        first = await anext(requests, None)
+        if first is None:
+            raise ProtocolError("empty stream: a turn starts with a TurnStart message")
+        kind = first.WhichOneof("kind")
+        if kind != "start":
+            raise ProtocolError(f"a turn must start with TurnStart, got '{kind}' first")
+        utterance = Utterance(start=first.start)
+        async for request in requests:
+            kind = request.WhichOneof("kind")
+            if kind == "audio":
+                self._add_audio(utterance, request.audio)
+            elif kind == "transcript":
+                utterance.transcript = request.transcript.text.strip()
+            elif kind == "end":
+                utterance.ended = True
+                break
+            elif kind == "cancel":
+                utterance.cancelled = True
+                break
+            else:
+                raise ProtocolError(f"unexpected '{kind}' message inside a turn")
+        if utterance.ended and utterance.transcript is None and not utterance.pcm:
+            raise ProtocolError("empty turn: no audio and no transcript before TurnEnd")
+        if utterance.transcript is not None and utterance.pcm:
+            raise ProtocolError("a turn carries audio or a transcript, not both")
+        return utterance
+
+    def _add_audio(self, utterance: Utterance, chunk: pb.AudioChunk) -> None:
+        if chunk.encoding not in (pb.AUDIO_ENCODING_UNSPECIFIED, pb.AUDIO_ENCODING_PCM_S16LE):
+            raise ProtocolError(f"unsupported audio encoding {pb.AudioEncoding.Name(chunk.encoding)}; send PCM_S16LE")
+        if chunk.channels not in (0, 1):
+            raise ProtocolError(f"unsupported channel count {chunk.channels}; send mono audio")
+        if not MIN_RATE <= chunk.sample_rate <= MAX_RATE:
+            raise ProtocolError(
+                f"unsupported sample rate {chunk.sample_rate} Hz; send {MIN_RATE}-{MAX_RATE} Hz (16000 is best)"
+            )
+        if utterance.pcm is None:
+            utterance.pcm, utterance.sample_rate = bytearray(), chunk.sample_rate
+        elif chunk.sample_rate != utterance.sample_rate:
+            raise ProtocolError(f"sample rate changed mid-turn from {utterance.sample_rate} to {chunk.sample_rate}")
+        if len(chunk.data) % 2:
+            raise ProtocolError("PCM_S16LE audio must have an even number of bytes")
+        utterance.pcm.extend(chunk.data)
+        seconds = len(utterance.pcm) / (2 * utterance.sample_rate)
+        if seconds > self.limits.max_audio_seconds:
+            raise ProtocolError(f"audio is longer than the {self.limits.max_audio_seconds:g} s maximum for a turn")
+
+    async def _transcribe(self, utterance: Utterance, turn: TurnRequestData) -> tuple[str, str]:
+        if self.transcriber is None:
+            raise SttError("speech to text is off on this server (server.stt_on_server); send a transcript instead")
+        assert utterance.pcm is not None
+        pcm = resample_pcm16(bytes(utterance.pcm), utterance.sample_rate, WHISPER_RATE)
+        start = turn.clock.now_ms()
+        result = await asyncio.to_thread(self.transcriber.transcribe, pcm16_to_float(pcm))
+        turn.clock.record("stt", start)
+        return result.text, result.language
+
+    async def _reply_until_cancelled(
+        self, turn: TurnRequestData, requests: AsyncIterator[pb.TurnRequest]
+    ) -> AsyncIterator[pb.TurnEvent]:
+        """Stream the reply while watching the request stream for Cancel."""
+        cancelled = asyncio.Event()
+
+        async def watch() -> None:
+            async for request in requests:
+                if request.WhichOneof("kind") == "cancel":
+                    cancelled.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        replies = self.companion.reply(turn)
+        try:
+            while True:
+                next_event = asyncio.ensure_future(anext(replies, None))
+                stop = asyncio.ensure_future(cancelled.wait())
+                done, _ = await asyncio.wait({next_event, stop}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                if next_event not in done:
+                    next_event.cancel()
+                    await asyncio.gather(next_event, return_exceptions=True)
+                    log.info("turn_cancelled", turn_id=turn.turn_id, device_id=turn.device_id)
+                    break
+                event = next_event.result()
+                if event is None:
+                    break
+                yield event
+        finally:
+            watcher.cancel()
+            await replies.aclose()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+
+def _device_id(context: Context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == DEVICE_ID_KEY and isinstance(value, str) and value:
+            return value[:64]
+    return "unknown"

@@ -1,0 +1,167 @@
+"""The model store: which models Plush knows, where they live on disk, and how to fetch them.
+
+Config values name a model either by a known name (`whisper-base`) or by a path. Known models are fetched from
+the Hugging Face Hub with `plush models download` (progress bars, resumable) into the cache folder; at run time
+nothing is downloaded, so a plush works offline and a missing model is a clear error naming the command to run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from plush.config import ModelsConfig, cache_home
+from plush.errors import ModelMissingError, PlushError
+
+Kind = Literal["stt", "tts", "llm"]
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A model Plush can download by name."""
+
+    name: str
+    kind: Kind
+    repo_id: str
+    """Hugging Face repository that holds the files."""
+    files: tuple[str, ...]
+    """Paths inside the repository; all are fetched."""
+    entry: str | None
+    """The file the loader opens, or None when the loader takes the folder (Whisper)."""
+    size_mb: int
+    languages: str
+    description: str
+
+
+def _whisper(size: str, mb: int, note: str) -> KnownModel:
+    return KnownModel(
+        name=f"whisper-{size}",
+        kind="stt",
+        repo_id=f"Systran/faster-whisper-{size}",
+        files=("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"),
+        entry=None,
+        size_mb=mb,
+        languages="multilingual",
+        description=note,
+    )
+
+
+def _piper(name: str, path: str, mb: int, languages: str, note: str) -> KnownModel:
+    return KnownModel(
+        name=name,
+        kind="tts",
+        repo_id="rhasspy/piper-voices",
+        files=(path, path + ".json"),
+        entry=path,
+        size_mb=mb,
+        languages=languages,
+        description=note,
+    )
+
+
+def _gguf(name: str, repo: str, mb: int, note: str) -> KnownModel:
+    return KnownModel(
+        name=name,
+        kind="llm",
+        repo_id=repo,
+        files=(f"{name}.gguf",),
+        entry=f"{name}.gguf",
+        size_mb=mb,
+        languages="multilingual (ko, en, ...)",
+        description=note,
+    )
+
+
+KNOWN_MODELS: dict[str, KnownModel] = {
+    m.name: m
+    for m in (
+        _whisper("tiny", 75, "fastest; weak on Korean"),
+        _whisper("base", 145, "default on the plush: fast on a Pi 5, fair English, weak Korean"),
+        _whisper("small", 485, "good Korean; for the server or a Jetson"),
+        _whisper("medium", 1530, "best Korean here; server with a GPU"),
+        _piper(
+            "piper-en-lessac-medium",
+            "en/en_US/lessac/medium/en_US-lessac-medium.onnx",
+            63,
+            "en",
+            "default voice until the owner's voice is cloned",
+        ),
+        _gguf(
+            "qwen2.5-1.5b-instruct-q4_k_m",
+            "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
+            1120,
+            "default local brain: speaks Korean and English",
+        ),
+        _gguf(
+            "qwen2.5-0.5b-instruct-q4_k_m",
+            "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+            400,
+            "smallest local brain, for a Pi",
+        ),
+    )
+}
+
+DEFAULT_DOWNLOADS = ("whisper-base", "piper-en-lessac-medium", "qwen2.5-1.5b-instruct-q4_k_m")
+
+
+class ModelStore:
+    """Resolves model names or paths to files on disk and downloads known models into `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def from_config(cls, config: ModelsConfig) -> ModelStore:
+        """The store at `models.dir`, or the per-user cache folder."""
+        return cls(config.dir or cache_home() / "models")
+
+    def folder(self, name: str) -> Path:
+        """The folder a known model is (or will be) stored in."""
+        return self.root / name
+
+    def is_downloaded(self, model: KnownModel) -> bool:
+        """True when every file of the model is on disk."""
+        return all((self.folder(model.name) / f).is_file() for f in model.files)
+
+    def resolve(self, spec: str, kind: Kind) -> Path:
+        """The path a loader should open for a config value: a known name or an explicit path."""
+        known = KNOWN_MODELS.get(spec)
+        if known is None:
+            path = Path(spec).expanduser()
+            if path.exists():
+                return path
+            names = ", ".join(n for n, m in KNOWN_MODELS.items() if m.kind == kind)
+            raise ModelMissingError(
+                f"{kind} model '{spec}' is neither a file nor a known model name (known: {names}); "
+                "see `plush models list`"
+            )
+        if known.kind != kind:
+            raise PlushError(f"'{spec}' is a {known.kind} model, but a {kind} model is needed here")
+        if not self.is_downloaded(known):
+            raise ModelMissingError(
+                f"{kind} model '{spec}' is not downloaded (looked in {self.folder(spec)}); "
+                f"run: plush models download {spec}"
+            )
+        folder = self.folder(spec)
+        return folder / known.entry if known.entry else folder
+
+    def download(self, name: str) -> Path:
+        """Fetch a known model (skipping files already complete; interrupted files resume) with progress bars."""
+        known = KNOWN_MODELS.get(name)
+        if known is None:
+            raise PlushError(f"unknown model '{name}'; known: {', '.join(KNOWN_MODELS)}")
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        folder = self.folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in known.files:
+            try:
+                hf_hub_download(known.repo_id, file, local_dir=folder)
+            except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+                raise PlushError(
+                    f"could not download {file} of '{name}' from {known.repo_id}: {exc}. "
+                    "Check the network, or download the files yourself and set the model's path in the config."
+                ) from exc
+        return folder / known.entry if known.entry else folder
