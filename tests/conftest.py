@@ -1,0 +1,84 @@
+"""Shared test setup: tiny real models built once per session, isolated config, a real server on loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plush.config import PlushConfig, load_config
+from tiny_models import TinyModels, build_models, build_piper_voice
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MODELS = REPO.parent / "shared" / "models"
+REAL_TOKENIZER = SHARED_MODELS / "whisper-tiny-tokenizer"
+STORIES_GGUF = SHARED_MODELS / "stories260K" / "stories260K.gguf"
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """Random-weight Whisper (real tokenizer when ../shared has it), a tiny Piper voice, a tiny GGUF."""
+    tokenizer = REAL_TOKENIZER if (REAL_TOKENIZER / "tokenizer.json").is_file() else None
+    return build_models(tmp_path_factory.mktemp("models"), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def korean_voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_piper_voice(tmp_path_factory.mktemp("voice_ko"), espeak_voice="ko", name="tiny-ko")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No developer config, .env, API key or model cache leaks into a test (and none out of it)."""
+    for key in list(os.environ):
+        if key.startswith("PLUSH_") or key in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
+            monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    for var, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache"), ("XDG_DATA_HOME", "data")):
+        monkeypatch.setenv(var, str(home / sub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    yield
+
+
+ConfigFactory = Callable[..., PlushConfig]
+
+
+def config_sections(models: TinyModels, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Config sections that point every model at the tiny ones and keep decoding short."""
+    return {
+        "stt": {"model": str(models.whisper_dir), "max_new_tokens": 8, "language": "en"},
+        "tts": {"voice": str(models.piper_voice)},
+        "llm": {"backend": "llama", "llama": {"model": str(models.gguf), "n_ctx": 2048, "max_tokens": 24}},
+        "server": {"port": 0, "database": str(tmp_path / "plush.db")},
+        "device": {"id": "test-plush"},
+    }
+
+
+@pytest.fixture
+def make_config(models: TinyModels, tmp_path: Path) -> ConfigFactory:
+    """Build a config on the tiny models; keyword arguments replace whole sections."""
+
+    def make(**sections: dict[str, Any]) -> PlushConfig:
+        base = config_sections(models, tmp_path)
+        base.update(sections)
+        return load_config(search=False, **base)
+
+    return make
+
+
+@pytest.fixture
+async def running_server(make_config: ConfigFactory) -> AsyncIterator[Any]:
+    """A real Plush server on 127.0.0.1 (llama backend, Piper, server-side STT)."""
+    from server.app import start_server
+
+    running = await start_server(make_config())
+    try:
+        yield running
+    finally:
+        await running.stop(grace=0.5)
