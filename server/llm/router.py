@@ -48,6 +48,11 @@ class LlmRouter:
                 async for delta in self.primary.stream(prompt):
                     started = True
                     yield delta
+                if started:
+                    return
+                # Nothing to say (e.g. a reply blocked by safety filters): the persona's line, not silence.
+                route.backend, route.reason = "fallback_line", f"{self.primary.name}_empty_reply"
+                yield fallback_line
                 return
             except LlmError as exc:
                 route.error = str(exc)

@@ -1,0 +1,108 @@
+"""Gemini as the brain: the real google-genai client against a fake Gemini on 127.0.0.1, llama as the fallback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from conftest import ConfigFactory
+from fakes.gemini import FakeGemini
+
+from device.client import CompanionClient
+from protos.plush.v1 import companion_pb2 as pb
+from server.app import start_server
+
+
+@pytest.fixture
+def fake_gemini() -> Iterator[FakeGemini]:
+    with FakeGemini() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def gemini_server(
+    fake_gemini: FakeGemini, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Any]:
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key-1234")
+    config = make_config(
+        llm={
+            "backend": "auto",
+            "gemini": {"base_url": fake_gemini.base_url, "timeout_s": 5},
+            "llama": {"model": make_config().llm.llama.model, "n_ctx": 2048, "max_tokens": 16},
+        }
+    )
+    running = await start_server(config)
+    try:
+        yield running
+    finally:
+        await running.stop(grace=0.5)
+
+
+async def chat(port: int, text: str, conversation: str = "room") -> tuple[str, pb.TurnDone]:
+    async with CompanionClient(f"127.0.0.1:{port}", "gemini-test") as client:
+        events = [e async for e in client.chat(text, conversation_id=conversation)]
+    reply = "".join(e.text_delta.text for e in events if e.WhichOneof("kind") == "text_delta")
+    return reply, events[-1].done
+
+
+async def test_gemini_gets_the_persona_as_system_instruction_and_the_recent_history(
+    gemini_server: Any, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.reply("Hello Mina! ", "Rabbits are fluffy.")
+    fake_gemini.reply("You like rabbits!")
+
+    first, done = await chat(gemini_server.port, "Hi, I'm Mina and I like rabbits.")
+    assert first == "Hello Mina! Rabbits are fluffy."
+    assert (done.backend, done.backend_reason) == ("gemini", "primary")
+    second, _ = await chat(gemini_server.port, "What do I like?")
+    assert second == "You like rabbits!"
+
+    requests = fake_gemini.requests
+    assert len(requests) == 2
+    last = requests[-1]
+    assert last.streaming and last.model == "gemini-flash-latest"
+    assert last.api_key == "test-key-1234"
+    assert last.system_instruction == gemini_server.companion.persona.system_prompt
+    assert last.turns == [
+        ("user", "Hi, I'm Mina and I like rabbits."),
+        ("model", "Hello Mina! Rabbits are fluffy."),
+        ("user", "What do I like?"),
+    ]
+    safety = {s["category"]: s["threshold"] for s in last.body["safetySettings"]}
+    assert safety["HARM_CATEGORY_SEXUALLY_EXPLICIT"] == "BLOCK_LOW_AND_ABOVE"
+
+    stored = await gemini_server.companion.store.list_turns(limit=1)
+    assert stored[0].backend == "gemini" and stored[0].reply_text == "You like rabbits!"
+
+
+async def test_gemini_failure_before_the_first_token_is_answered_by_llama(
+    gemini_server: Any, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.fail(500)
+    reply, done = await chat(gemini_server.port, "Tell me a story.")
+    assert reply.strip()
+    assert (done.backend, done.backend_reason) == ("llama", "gemini_error")
+    stored = (await gemini_server.companion.store.list_turns(limit=1))[0]
+    assert "Gemini answered 500" in stored.error
+
+
+async def test_quota_exhausted_turn_falls_back_to_llama(gemini_server: Any, fake_gemini: FakeGemini) -> None:
+    fake_gemini.fail(429, retry_delay="53s")
+    reply, done = await chat(gemini_server.port, "Sing me a song.")
+    assert reply.strip()
+    assert done.backend == "llama"
+
+
+async def test_stream_cut_mid_answer_keeps_what_was_said(gemini_server: Any, fake_gemini: FakeGemini) -> None:
+    fake_gemini.cut_stream("Once upon a time, ")
+    reply, done = await chat(gemini_server.port, "Tell me a story.")
+    assert reply == "Once upon a time, "
+    assert (done.backend, done.backend_reason) == ("gemini", "error_mid_stream")
+
+
+async def test_safety_block_is_answered_in_persona_not_silence(gemini_server: Any, fake_gemini: FakeGemini) -> None:
+    fake_gemini.block_safety()
+    reply, done = await chat(gemini_server.port, "Something not for children.")
+    assert reply == gemini_server.companion.persona.spec.fallback_line
+    assert done.backend_reason == "gemini_empty_reply"
