@@ -139,7 +139,8 @@ def models_list(config: ConfigOption = None) -> None:
 
     store = ModelStore.from_config(cfg.models)
     table = Table(title=f"Models in {store.root}")
-    for column in ("name", "kind", "size", "languages", "downloaded", "notes"):
+    table.add_column("name", no_wrap=True)
+    for column in ("kind", "size", "languages", "downloaded", "notes"):
         table.add_column(column)
     for model in KNOWN_MODELS.values():
         table.add_row(
