@@ -39,21 +39,21 @@ class HoldOrTap:
     release_gap_s: float = 0.15
     _state: str = "idle"  # idle | pressed | holding | toggled | settling
     _last: float = 0.0
+    _repeating: bool = False
 
     def key(self, now: float) -> list[ButtonEvent]:
         """A space-bar press (or repeat) at time `now`."""
-        previous, self._last = self._last, now
+        self._last = now
         if self._state == "idle":
             self._state = "pressed"
             return [ButtonEvent.DOWN]
         if self._state == "pressed":
             self._state = "holding"
         elif self._state == "toggled":
-            self._state = "settling"
+            self._state, self._repeating = "settling", False
             return [ButtonEvent.UP]
-        elif self._state == "settling" and now - previous > self.release_gap_s:
-            self._state = "pressed"
-            return [ButtonEvent.DOWN]
+        elif self._state == "settling":
+            self._repeating = True
         return []
 
     def tick(self, now: float) -> list[ButtonEvent]:
@@ -64,8 +64,8 @@ class HoldOrTap:
         elif self._state == "holding" and quiet > self.release_gap_s:
             self._state = "idle"
             return [ButtonEvent.UP]
-        elif self._state == "settling" and quiet > self.release_gap_s:
-            self._state = "idle"
+        elif self._state == "settling" and quiet > (self.release_gap_s if self._repeating else self.repeat_wait_s):
+            self._state = "idle"  # the key that stopped a toggled turn is up: the next press is a new turn
         return []
 
 

@@ -77,13 +77,20 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(path)
+        except (OSError, aiosqlite.Error) as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        store = cls(db, path)
+        try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA busy_timeout=5000")
-            store = cls(db, path)
             await store._migrate()
-        except (OSError, aiosqlite.Error) as exc:
+        except aiosqlite.Error as exc:
+            await db.close()
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        except StoreError:
+            await db.close()
+            raise
         return store
 
     async def _migrate(self) -> None:
