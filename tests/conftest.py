@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_models import TinyModels, build_models, build_piper_voice
 
 from plush.config import PlushConfig, load_config
-from tiny_models import TinyModels, build_models, build_piper_voice
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = REPO.parent / "shared" / "models"
