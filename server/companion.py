@@ -113,7 +113,7 @@ class Companion:
             async with asyncio.TaskGroup() as tasks:
                 if speaking:
                     tasks.create_task(self._speak(turn, pieces, emit, record))
-                record.reply_text = await self._think(turn, prompt, route, pieces, emit)
+                await self._think(turn, prompt, route, pieces, emit, record)
         except asyncio.CancelledError:
             record.interrupted = True
             raise
@@ -123,6 +123,7 @@ class Companion:
             emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_INTERNAL, message=record.error)))
         finally:
             turn.clock.record("total", 0.0)
+            record.reply_text = record.reply_text.strip()
             record.backend, record.backend_reason = route.backend, route.reason
             record.error = record.error or route.error
             record.timings = turn.clock.durations()
@@ -155,16 +156,19 @@ class Companion:
         route: Route,
         pieces: asyncio.Queue[str | None],
         emit: Emit,
-    ) -> str:
-        """Stream the LLM's reply as text deltas and feed finished sentences to the speaker."""
+        record: TurnRecord,
+    ) -> None:
+        """Stream the LLM's reply as text deltas and feed finished sentences to the speaker.
+
+        The reply grows in `record` as it streams, so an interrupted turn keeps what was already said.
+        """
         chunker = SentenceChunker()
-        reply: list[str] = []
         start = turn.clock.now_ms()
         try:
             async for delta in self.router.stream(prompt, route, self.persona.spec.fallback_line):
-                if not reply:
+                if not record.reply_text:
                     turn.clock.record("llm_first_token", start)
-                reply.append(delta)
+                record.reply_text += delta
                 emit(_event(turn, text_delta=pb.ReplyText(text=delta)))
                 for piece in chunker.feed(delta):
                     pieces.put_nowait(piece)
@@ -173,7 +177,6 @@ class Companion:
                 pieces.put_nowait(rest)
         finally:
             pieces.put_nowait(None)
-        return "".join(reply).strip()
 
     async def _speak(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -106,3 +107,29 @@ async def test_safety_block_is_answered_in_persona_not_silence(gemini_server: An
     reply, done = await chat(gemini_server.port, "Something not for children.")
     assert reply == gemini_server.companion.persona.spec.fallback_line
     assert done.backend_reason == "gemini_empty_reply"
+
+
+async def test_cancel_mid_reply_stops_the_turn_and_keeps_what_was_said(
+    gemini_server: Any, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.reply("One. ", "Two. ", "Three. ", "Four. ", chunk_delay=0.4)
+    async with CompanionClient(f"127.0.0.1:{gemini_server.port}", "barge-in") as client:
+        call = await client.converse(pb.TurnStart(want_audio=True), transcript="Count for me.")
+        async for event in call.events():
+            if event.WhichOneof("kind") == "text_delta":
+                break
+        await call.cancel()
+
+    store = gemini_server.companion.store
+    for _ in range(100):
+        if turns := await store.list_turns(limit=1):
+            break
+        await asyncio.sleep(0.05)
+    assert turns, "the interrupted turn must be stored"
+    assert turns[0].interrupted
+    assert turns[0].reply_text.startswith("One.")
+    assert "Four" not in turns[0].reply_text
+    leftover = [t for t in asyncio.all_tasks() if "_produce" in repr(t.get_coro())]
+    assert leftover == [], "no turn task may outlive a cancelled turn"
+    reply, done = await chat(gemini_server.port, "Are you there?")  # the next turn works
+    assert reply and done.backend == "gemini"
