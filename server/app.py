@@ -103,7 +103,12 @@ async def start_server(config: PlushConfig) -> RunningServer:
     )
     size = int(cfg.max_message_mb * 1024 * 1024)
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+        options=[
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            # A second server on the same port must fail, not silently share the port's traffic.
+            ("grpc.so_reuseport", 0),
+        ]
     )
     pb_grpc.add_CompanionServicer_to_server(
         CompanionService(companion, transcriber, Limits(max_audio_seconds=cfg.max_audio_seconds)), server
