@@ -113,7 +113,7 @@ class Companion:
             async with asyncio.TaskGroup() as tasks:
                 if speaking:
                     tasks.create_task(self._speak(turn, pieces, emit, record))
-                await self._think(turn, prompt, route, pieces, emit, record)
+                await self._think(turn, prompt, route=route, pieces=pieces, emit=emit, record=record)
         except asyncio.CancelledError:
             record.interrupted = True
             raise
@@ -153,6 +153,7 @@ class Companion:
         self,
         turn: TurnRequestData,
         prompt: Prompt,
+        *,
         route: Route,
         pieces: asyncio.Queue[str | None],
         emit: Emit,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 DEVICE_ID_KEY = "plush-device-id"
 MIN_RATE, MAX_RATE = 8000, 48000
 MAX_CHAT_CHARS = 4000
+DRAIN_LIMIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,14 @@ class Limits:
 
 
 class ProtocolError(Exception):
-    """A request that breaks the contract; becomes INVALID_ARGUMENT."""
+    """A request that breaks the contract; becomes INVALID_ARGUMENT.
+
+    `client_done` says the client already sent TurnEnd (or closed), so there is nothing left to drain.
+    """
+
+    def __init__(self, message: str, *, client_done: bool = False) -> None:
+        super().__init__(message)
+        self.client_done = client_done
 
 
 @dataclass
@@ -73,6 +82,8 @@ class CompanionService(pb_grpc.CompanionServicer):
             utterance = await self._read_utterance(request_iterator)
         except ProtocolError as exc:
             log.warning("bad_request", device_id=device_id, error=str(exc))
+            if not exc.client_done:
+                await _drain(request_iterator)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
         if utterance.cancelled or not utterance.ended:
@@ -134,7 +145,7 @@ class CompanionService(pb_grpc.CompanionServicer):
         """Read TurnStart, then audio or a transcript, up to TurnEnd (or Cancel, or the stream's end)."""
         first = await anext(requests, None)
         if first is None:
-            raise ProtocolError("empty stream: a turn starts with a TurnStart message")
+            raise ProtocolError("empty stream: a turn starts with a TurnStart message", client_done=True)
         kind = first.WhichOneof("kind")
         if kind != "start":
             raise ProtocolError(f"a turn must start with TurnStart, got '{kind}' first")
@@ -154,9 +165,9 @@ class CompanionService(pb_grpc.CompanionServicer):
             else:
                 raise ProtocolError(f"unexpected '{kind}' message inside a turn")
         if utterance.ended and utterance.transcript is None and not utterance.pcm:
-            raise ProtocolError("empty turn: no audio and no transcript before TurnEnd")
+            raise ProtocolError("empty turn: no audio and no transcript before TurnEnd", client_done=True)
         if utterance.transcript is not None and utterance.pcm:
-            raise ProtocolError("a turn carries audio or a transcript, not both")
+            raise ProtocolError("a turn carries audio or a transcript, not both", client_done=True)
         return utterance
 
     def _add_audio(self, utterance: Utterance, chunk: pb.AudioChunk) -> None:
@@ -222,6 +233,19 @@ class CompanionService(pb_grpc.CompanionServicer):
             watcher.cancel()
             await replies.aclose()
             await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def _drain(requests: AsyncIterator[pb.TurnRequest], limit_s: float = DRAIN_LIMIT_S) -> None:
+    """Read what the client is still sending for this turn (up to TurnEnd/Cancel, bounded) before failing it.
+
+    grpc-python's asyncio client reports INTERNAL instead of the server's status when one of its writes fails
+    because the server already ended the call (grpc/grpc#36066), so the status waits until the client is done.
+    """
+    with suppress(TimeoutError, grpc.aio.AioRpcError):
+        async with asyncio.timeout(limit_s):
+            async for request in requests:
+                if request.WhichOneof("kind") in ("end", "cancel"):
+                    return
 
 
 def _device_id(context: Context) -> str:
