@@ -62,13 +62,32 @@ class TtsConfig(Section):
     """Size of the audio chunks streamed back to the device."""
 
 
+SafetyThreshold = Literal["BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_ONLY_HIGH", "BLOCK_NONE", "OFF"]
+
+
 class GeminiConfig(Section):
     model: str = "gemini-flash-latest"
     temperature: float = Field(default=0.8, ge=0, le=2)
     max_output_tokens: int = Field(default=300, ge=1)
+    thinking_level: Literal["minimal", "low", "medium", "high"] | None = None
+    """Thinking effort for models that take one (Gemini 3); unset leaves the model's default."""
+    safety_threshold: SafetyThreshold = "BLOCK_LOW_AND_ABOVE"
+    """Applied to harassment, hate, sexual and dangerous content; the strictest fits a child's toy."""
     timeout_s: float = Field(default=20.0, gt=0)
     base_url: str | None = None
     """Only for tests and proxies: where the Gemini API is (default: Google's)."""
+    requests_per_minute: int = Field(default=10, ge=0)
+    """Free-tier budgets, checked before each call so a spent budget costs no request; 0 means no limit."""
+    tokens_per_minute: int = Field(default=250_000, ge=0)
+    requests_per_day: int = Field(default=20, ge=0)
+    """Counted per Pacific day (Google resets at midnight Pacific) and kept across restarts."""
+    client_share: float = Field(default=0.6, gt=0, le=1)
+    """Most of each budget one client (a plush, a Telegram user) may use, so none starves the others."""
+    failures_to_open: int = Field(default=2, ge=1)
+    """Errors in a row (5xx, timeouts, broken streams) that stop Gemini calls for a while."""
+    backoff_s: float = Field(default=10.0, gt=0)
+    """First pause after Gemini fails; it doubles on each further failure, up to max_backoff_s."""
+    max_backoff_s: float = Field(default=300.0, gt=0)
 
 
 class LlamaConfig(Section):
@@ -82,6 +101,8 @@ class LlamaConfig(Section):
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int = Field(default=300, ge=1)
     seed: int = 0
+    max_queue: int = Field(default=2, ge=0)
+    """Turns that may wait for the model while it answers another; one more gets a quick "busy" error."""
 
 
 class LlmConfig(Section):

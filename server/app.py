@@ -11,6 +11,7 @@ import signal
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +24,8 @@ from protos.plush.v1 import companion_pb2 as pb
 from protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from server.companion import Companion
 from server.llm.base import LlmBackend, LlmError
+from server.llm.gemini_budget import GeminiBudget
+from server.llm.llama import LlamaBackend
 from server.llm.router import LlmRouter
 from server.persona import load_persona
 from server.service import CompanionService, Limits
@@ -36,8 +39,8 @@ log = get_logger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Companion"].full_name
 
 
-def build_router(config: PlushConfig) -> LlmRouter:
-    """Gemini when a key is set and allowed, the local Llama when allowed and loadable."""
+def build_router(config: PlushConfig, store: Store) -> LlmRouter:
+    """Gemini (behind its free-tier budget) when a key is set and allowed, the local Llama when loadable."""
     llm = config.llm
     primary: LlmBackend | None = None
     fallback: LlmBackend | None = None
@@ -61,7 +64,8 @@ def build_router(config: PlushConfig) -> LlmRouter:
     if llm.backend == "gemini" and primary is None:
         raise PlushError("llm.backend is 'gemini' but GEMINI_API_KEY is not set")
     reason = "no_api_key" if not key else f"backend_{llm.backend}"
-    return LlmRouter(primary, fallback, no_primary_reason=reason)
+    budget = GeminiBudget(llm.gemini, store) if primary is not None else None
+    return LlmRouter(primary, fallback, no_primary_reason=reason, budget=budget)
 
 
 @dataclass
@@ -84,16 +88,16 @@ async def start_server(config: PlushConfig) -> RunningServer:
     """Load everything and start serving on `server.host:server.port`."""
     cfg = config.server
     persona = load_persona(cfg.persona)
-    router, synthesizer, transcriber = await asyncio.gather(
-        asyncio.to_thread(build_router, config),
-        asyncio.to_thread(_load_voice, config),
-        asyncio.to_thread(Transcriber.from_config, config.stt, ModelStore.from_config(config.models))
-        if cfg.stt_on_server
-        else _none(),
-    )
+    store = await Store.open(cfg.database or data_home() / "plush.db")
+    try:
+        router, synthesizer, transcriber = await _load_models(config, store)
+    except BaseException:
+        await store.close()
+        raise
+    if isinstance(router.fallback, LlamaBackend):
+        await asyncio.to_thread(router.fallback.warm_up, persona.system_prompt)
     if not synthesizer.language.startswith(persona.language):
         log.warning("voice_language_mismatch", persona=persona.language, voice=synthesizer.language)
-    store = await Store.open(cfg.database or data_home() / "plush.db")
     companion = Companion(
         persona=persona,
         router=router,
@@ -120,6 +124,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
+        await router.aclose()
         await store.close()
         raise PlushError(f"cannot listen on {address}: {exc} (is another server running? set server.port)") from exc
     await server.start()
@@ -146,6 +151,19 @@ async def serve_forever(config: PlushConfig, on_ready: Callable[[int], None] | N
 def _load_voice(config: PlushConfig) -> Synthesizer:
     path = ModelStore.from_config(config.models).resolve(config.tts.voice, "tts")
     return Synthesizer(path, length_scale=config.tts.length_scale)
+
+
+async def _load_models(config: PlushConfig, store: Store) -> tuple[LlmRouter, Synthesizer, Transcriber | None]:
+    """Load the LLM(s), the voice and (optionally) Whisper side by side in worker threads."""
+    stt: Any = (
+        asyncio.to_thread(Transcriber.from_config, config.stt, ModelStore.from_config(config.models))
+        if config.server.stt_on_server
+        else _none()
+    )
+    router, voice, transcriber = await asyncio.gather(
+        asyncio.to_thread(build_router, config, store), asyncio.to_thread(_load_voice, config), stt
+    )
+    return router, voice, transcriber
 
 
 async def _none() -> None:

@@ -125,6 +125,7 @@ class Companion:
             turn.clock.record("total", 0.0)
             record.reply_text = record.reply_text.strip()
             record.backend, record.backend_reason = route.backend, route.reason
+            record.prompt_tokens, record.output_tokens = route.usage.prompt_tokens, route.usage.output_tokens
             record.error = record.error or route.error
             record.timings = turn.clock.durations()
             await self._store(record)
@@ -166,7 +167,8 @@ class Companion:
         chunker = SentenceChunker()
         start = turn.clock.now_ms()
         try:
-            async for delta in self.router.stream(prompt, route, self.persona.spec.fallback_line):
+            fallback = self.persona.spec.fallback_line
+            async for delta in self.router.stream(prompt, route, fallback, client_id=turn.device_id):
                 if not record.reply_text:
                     turn.clock.record("llm_first_token", start)
                 record.reply_text += delta

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -203,36 +203,33 @@ class CompanionService(pb_grpc.CompanionServicer):
     async def _reply_until_cancelled(
         self, turn: TurnRequestData, requests: AsyncIterator[pb.TurnRequest]
     ) -> AsyncIterator[pb.TurnEvent]:
-        """Stream the reply while watching the request stream for Cancel."""
-        cancelled = asyncio.Event()
+        """Stream the reply while watching the request stream for Cancel (barge-in)."""
+        events: asyncio.Queue[pb.TurnEvent | None] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async with aclosing(self.companion.reply(turn)) as replies:
+                    async for event in replies:
+                        events.put_nowait(event)
+            finally:
+                events.put_nowait(None)
 
         async def watch() -> None:
             async for request in requests:
                 if request.WhichOneof("kind") == "cancel":
-                    cancelled.set()
+                    log.info("turn_cancelled", turn_id=turn.turn_id, device_id=turn.device_id)
+                    pumper.cancel()
                     return
 
+        pumper = asyncio.create_task(pump())
         watcher = asyncio.create_task(watch())
-        replies = self.companion.reply(turn)
         try:
-            while True:
-                next_event = asyncio.ensure_future(anext(replies, None))
-                stop = asyncio.ensure_future(cancelled.wait())
-                done, _ = await asyncio.wait({next_event, stop}, return_when=asyncio.FIRST_COMPLETED)
-                stop.cancel()
-                if next_event not in done:
-                    next_event.cancel()
-                    await asyncio.gather(next_event, return_exceptions=True)
-                    log.info("turn_cancelled", turn_id=turn.turn_id, device_id=turn.device_id)
-                    break
-                event = next_event.result()
-                if event is None:
-                    break
+            while (event := await events.get()) is not None:
                 yield event
         finally:
-            watcher.cancel()
-            await replies.aclose()
-            await asyncio.gather(watcher, return_exceptions=True)
+            for task in (pumper, watcher):
+                task.cancel()
+            await asyncio.gather(pumper, watcher, return_exceptions=True)
 
 
 async def _drain(requests: AsyncIterator[pb.TurnRequest], limit_s: float = DRAIN_LIMIT_S) -> None:

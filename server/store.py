@@ -36,6 +36,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX turns_by_conversation ON turns (conversation_id, started_at);
     """,
+    """
+    CREATE TABLE usage_counters (
+        day TEXT NOT NULL,
+        key TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, key)
+    );
+    ALTER TABLE turns ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE turns ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -62,6 +72,8 @@ class TurnRecord:
     error: str = ""
     interrupted: bool = False
     started_at: float = field(default_factory=time.time)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
 
 
 class Store:
@@ -116,8 +128,8 @@ class Store:
         """Persist a finished (or interrupted, or failed) turn."""
         await self._db.execute(
             "INSERT INTO turns (id, conversation_id, device_id, source, started_at, user_text, reply_text,"
-            " language, backend, backend_reason, timings, error, interrupted)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " language, backend, backend_reason, timings, error, interrupted, prompt_tokens, output_tokens)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 turn.id,
                 turn.conversation_id,
@@ -132,9 +144,28 @@ class Store:
                 json.dumps(turn.timings, sort_keys=True),
                 turn.error,
                 int(turn.interrupted),
+                turn.prompt_tokens,
+                turn.output_tokens,
             ),
         )
         await self._db.commit()
+
+    async def add_usage(self, day: str, key: str, amount: int = 1) -> int:
+        """Add to a per-day counter (e.g. Gemini requests) and return its new value."""
+        async with self._db.execute(
+            "INSERT INTO usage_counters (day, key, count) VALUES (?, ?, ?)"
+            " ON CONFLICT (day, key) DO UPDATE SET count = count + excluded.count RETURNING count",
+            (day, key, amount),
+        ) as cur:
+            row = await cur.fetchone()
+        await self._db.commit()
+        return int(row[0]) if row else amount
+
+    async def usage(self, day: str, key: str) -> int:
+        """A per-day counter's value (0 when nothing was counted that day)."""
+        async with self._db.execute("SELECT count FROM usage_counters WHERE day = ? AND key = ?", (day, key)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def recent_turns(self, conversation_id: str, limit: int) -> list[TurnRecord]:
         """The last `limit` answered turns of a conversation, oldest first (the memory window)."""

@@ -46,6 +46,19 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     yield
 
 
+def require_pulse() -> None:
+    """Skip audio-device tests without the audio stack, except on CI, where a missing stack is a setup bug."""
+    from fakes.pulse import missing_binaries, pulse_available
+
+    if pulse_available():
+        return
+    missing = ", ".join(missing_binaries()) or "libportaudio2 (sounddevice cannot load PortAudio)"
+    reason = f"headless PulseAudio unavailable (missing: {missing}); run scripts/setup --test"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 ConfigFactory = Callable[..., PlushConfig]
 
 

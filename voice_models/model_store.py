@@ -154,14 +154,32 @@ class ModelStore:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+        # HfHubHTTPError subclasses its HTTP client's base error (httpx2.HTTPError in huggingface_hub 2.x). Once its
+        # retries are spent, hf_hub_download lets that client's own errors escape (a connection refused or cut
+        # mid-file, a timeout): catch that base too, so they are a download failure and not a traceback.
+        download_errors: tuple[type[Exception], ...] = (
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            OSError,
+            *(base for base in HfHubHTTPError.__bases__ if issubclass(base, Exception)),
+        )
         folder = self.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         for file in known.files:
             try:
                 hf_hub_download(known.repo_id, file, local_dir=folder)
-            except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+            except download_errors as exc:
+                reason = _one_line(exc)
+                if isinstance(exc, LocalEntryNotFoundError) and exc.__cause__ is not None:
+                    # "check your connection" hides what happened (refused, 404, 500 ...); the cause says it.
+                    reason += f" ({type(exc.__cause__).__name__}: {_one_line(exc.__cause__)})"
                 raise PlushError(
-                    f"could not download {file} of '{name}' from {known.repo_id}: {exc}. "
+                    f"could not download {file} of '{name}' from {known.repo_id}: {reason}. "
                     "Check the network, or download the files yourself and set the model's path in the config."
                 ) from exc
         return folder / known.entry if known.entry else folder
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line: huggingface_hub's span several, and the CLI prints one line per error."""
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__

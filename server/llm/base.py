@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +16,26 @@ class LlmError(PlushError):
 
 class LlmUnavailableError(LlmError):
     """No backend is configured or loadable."""
+
+
+class LlmQuotaError(LlmError):
+    """The provider refused for quota (HTTP 429); `retry_after_s` is its RetryInfo delay when it gave one."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class LlmBusyError(LlmError):
+    """The local model's queue is full; the turn is refused at once rather than waiting."""
+
+
+@dataclass
+class Usage:
+    """Tokens a turn cost, as the backend reported (or counted) them."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,8 +68,8 @@ class LlmBackend(ABC):
     name: str
 
     @abstractmethod
-    def stream(self, prompt: Prompt) -> AsyncIterator[str]:
-        """Yield the reply as text deltas; raise LlmError on failure."""
+    def stream(self, prompt: Prompt, usage: Usage | None = None) -> AsyncGenerator[str]:
+        """Yield the reply as text deltas, filling `usage` when given; raise LlmError on failure."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to close
         """Release connections or models."""

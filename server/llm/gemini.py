@@ -7,10 +7,12 @@ Llama), which is faster for a voice turn than waiting on a retry.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from plush.config import GeminiConfig
-from server.llm.base import LlmBackend, LlmError, Prompt
+from server.llm.base import LlmBackend, LlmError, LlmQuotaError, Prompt, Usage
 
 CHILD_SAFE_CATEGORIES = (
     "HARM_CATEGORY_HARASSMENT",
@@ -38,12 +40,17 @@ class GeminiBackend(LlmBackend):
 
     def _request_config(self, prompt: Prompt) -> object:
         t = self._types
+        cfg = self._config
+        thinking = None
+        if cfg.thinking_level is not None:
+            thinking = t.ThinkingConfig(thinking_level=t.ThinkingLevel(cfg.thinking_level.upper()))
         return t.GenerateContentConfig(
             system_instruction=prompt.system,
-            temperature=self._config.temperature,
-            max_output_tokens=self._config.max_output_tokens,
+            temperature=cfg.temperature,
+            max_output_tokens=cfg.max_output_tokens,
+            thinking_config=thinking,
             safety_settings=[
-                t.SafetySetting(category=t.HarmCategory(c), threshold=t.HarmBlockThreshold.BLOCK_LOW_AND_ABOVE)
+                t.SafetySetting(category=t.HarmCategory(c), threshold=t.HarmBlockThreshold(cfg.safety_threshold))
                 for c in CHILD_SAFE_CATEGORIES
             ],
         )
@@ -57,7 +64,7 @@ class GeminiBackend(LlmBackend):
         contents.append(t.Content(role="user", parts=[t.Part(text=prompt.user)]))
         return contents
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+    async def stream(self, prompt: Prompt, usage: Usage | None = None) -> AsyncGenerator[str]:
         from google.genai import errors
 
         try:
@@ -67,11 +74,16 @@ class GeminiBackend(LlmBackend):
                 config=self._request_config(prompt),  # type: ignore[arg-type]
             )
             async for chunk in response:
+                if usage is not None and chunk.usage_metadata is not None:
+                    usage.prompt_tokens = chunk.usage_metadata.prompt_token_count or usage.prompt_tokens
+                    usage.output_tokens = chunk.usage_metadata.candidates_token_count or usage.output_tokens
                 for candidate in chunk.candidates or []:
                     for part in (candidate.content.parts or []) if candidate.content else []:
                         if part.text and not part.thought:
                             yield part.text
         except errors.APIError as exc:
+            if exc.code == 429:
+                raise LlmQuotaError(f"Gemini quota: {exc.message}", retry_delay_s(exc.details)) from exc
             raise LlmError(f"Gemini answered {exc.code}: {exc.message}") from exc
         except LlmError:
             raise
@@ -80,3 +92,17 @@ class GeminiBackend(LlmBackend):
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()
+
+
+def retry_delay_s(details: Any) -> float | None:
+    """The `retryDelay` of a google.rpc.RetryInfo in an error body ("53s", "1.5s"), in seconds."""
+    try:
+        items = details["error"]["details"]
+    except (KeyError, TypeError):
+        return None
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and str(item.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(item.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None

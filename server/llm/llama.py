@@ -1,8 +1,11 @@
 """A local GGUF chat model through llama-cpp-python: the answer when Gemini cannot give one.
 
 llama.cpp is blocking and not thread-safe, so generation runs in a worker thread under a lock (one generation at
-a time per loaded model) and tokens cross back to the event loop through a queue. A cancelled turn sets a stop
-flag that the worker checks between tokens, so the model is free again within one token.
+a time per loaded model) and tokens cross back to the event loop through a queue. At most `max_queue` turns wait
+behind the one generating; more are refused at once with a "busy" error. A cancelled turn sets a stop flag that
+the worker checks between tokens, so the model is free again within one token. llama-cpp-python keeps the KV
+cache of the previous prompt and reuses its longest common prefix, so the persona's system prompt (identical
+every turn, and evaluated once at warm-up) is not recomputed.
 """
 
 from __future__ import annotations
@@ -10,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 from plush.config import LlamaConfig
-from server.llm.base import LlmBackend, LlmError, Prompt
+from server.llm.base import LlmBackend, LlmBusyError, LlmError, Prompt, Usage
 
 _END = object()
 
@@ -43,6 +46,7 @@ class LlamaBackend(LlmBackend):
         except Exception as exc:  # llama.cpp raises ValueError for unreadable files
             raise LlmError(f"cannot load the GGUF model {model_path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._in_flight = 0
 
     def _generate(self, prompt: Prompt, emit: Any, stop: threading.Event) -> None:
         """Worker thread: run one generation, emitting deltas until done or stopped."""
@@ -66,7 +70,27 @@ class LlamaBackend(LlmBackend):
             finally:
                 emit(_END)
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str]:
+    def warm_up(self, system_prompt: str) -> None:
+        """Evaluate the persona's system prompt once (blocking), so the first turn reuses it from the cache."""
+        with self._lock:
+            self._llm.create_chat_completion(
+                messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": "hi"}],
+                max_tokens=1,
+            )
+
+    async def stream(self, prompt: Prompt, usage: Usage | None = None) -> AsyncGenerator[str]:
+        if self._in_flight > self._config.max_queue:
+            raise LlmBusyError(f"the local model is busy ({self._in_flight} turns ahead); try again in a moment")
+        self._in_flight += 1
+        try:
+            async for delta in self._stream(prompt):
+                if usage is not None:
+                    usage.output_tokens += 1
+                yield delta
+        finally:
+            self._in_flight -= 1
+
+    async def _stream(self, prompt: Prompt) -> AsyncGenerator[str]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()

@@ -1,0 +1,112 @@
+"""Admission control for Gemini's free tier: decide before each call whether Gemini may take the turn.
+
+Per-minute request and token budgets use `limits` (moving windows; its storage can move to Redis for several
+server replicas). The daily request count lives in the store, keyed by the Pacific date, because Google resets
+free-tier quotas at midnight Pacific and a restart must not hand out a fresh day. A 429's RetryInfo pauses
+Gemini for the delay it names; errors open the circuit breaker. Every refusal has a reason the router records.
+Each client (a plush, a Telegram user) gets at most `client_share` of each budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from plush.config import GeminiConfig
+from server.llm.base import Prompt
+from server.llm.circuit_breaker import CircuitBreaker
+from server.store import Store
+
+PACIFIC = ZoneInfo("America/Los_Angeles")
+REQUESTS_KEY = "gemini:requests"
+
+
+def pacific_day(now: datetime) -> str:
+    """The free-tier day a moment belongs to (ISO date in America/Los_Angeles)."""
+    return now.astimezone(PACIFIC).date().isoformat()
+
+
+def estimate_tokens(prompt: Prompt, max_output_tokens: int) -> int:
+    """A cautious token estimate for the per-minute token budget (about 3 characters a token)."""
+    chars = len(prompt.system) + len(prompt.user) + sum(len(m.text) for m in prompt.history)
+    return math.ceil(chars / 3) + max_output_tokens
+
+
+class GeminiBudget:
+    """Budgets, Retry-After pause and circuit breaker in front of one Gemini API key."""
+
+    def __init__(
+        self,
+        config: GeminiConfig,
+        store: Store,
+        *,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._lock = asyncio.Lock()
+        self._paused_until = 0.0
+        self.breaker = CircuitBreaker(
+            failure_threshold=config.failures_to_open,
+            base_backoff_s=config.backoff_s,
+            max_backoff_s=config.max_backoff_s,
+            clock=clock,
+        )
+
+    def _share(self, budget: int) -> int:
+        return max(1, math.floor(budget * self.config.client_share))
+
+    async def admit(self, client_id: str, prompt: Prompt) -> str | None:
+        """Count the request and return None when Gemini may take it; otherwise the reason it may not."""
+        cfg = self.config
+        async with self._lock:
+            if self._clock() < self._paused_until:
+                return "retry_after"
+            if not self.breaker.allow():
+                return "circuit_open"
+            day = pacific_day(self._wall_clock())
+            client_key = f"{REQUESTS_KEY}:{client_id}"
+            if cfg.requests_per_day:
+                if await self._store.usage(day, REQUESTS_KEY) >= cfg.requests_per_day:
+                    return "daily_budget_spent"
+                if await self._store.usage(day, client_key) >= self._share(cfg.requests_per_day):
+                    return "client_daily_budget_spent"
+            tokens = estimate_tokens(prompt, cfg.max_output_tokens)
+            minute_checks = [
+                (cfg.requests_per_minute, ("rpm",), 1, "minute_budget_spent"),
+                (cfg.requests_per_minute and self._share(cfg.requests_per_minute), ("rpm", client_id), 1,
+                 "client_minute_budget_spent"),
+                (cfg.tokens_per_minute, ("tpm",), tokens, "token_budget_spent"),
+            ]  # fmt: skip
+            for amount, keys, cost, reason in minute_checks:
+                if amount and not await self._limiter.test(RateLimitItemPerMinute(amount), *keys, cost=cost):
+                    return reason
+            for amount, keys, cost, _ in minute_checks:
+                if amount:
+                    await self._limiter.hit(RateLimitItemPerMinute(amount), *keys, cost=cost)
+            await self._store.add_usage(day, REQUESTS_KEY)
+            await self._store.add_usage(day, client_key)
+        return None
+
+    async def requests_today(self) -> int:
+        """Gemini requests counted so far in the current Pacific day."""
+        return await self._store.usage(pacific_day(self._wall_clock()), REQUESTS_KEY)
+
+    def pause(self, seconds: float) -> None:
+        """Send no request for `seconds` (a 429's RetryInfo delay)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def paused_for(self) -> float:
+        return max(0.0, self._paused_until - self._clock())
