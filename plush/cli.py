@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from plush import __version__
 from plush.config import PlushConfig, default_config_text, find_config_file, load_config, masked
+from plush.console import ConfigOption, err, out
 from plush.errors import PlushError
 from plush.logs import setup_logging
+from plush.memory_cli import memory_app, persona_app
 
 app = typer.Typer(
     help="Plush: a voice companion that lives inside a plush toy.",
@@ -30,18 +31,9 @@ models_app = typer.Typer(help="List and download the speech and language models.
 config_app = typer.Typer(help="Show or create the configuration file.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
+app.add_typer(memory_app, name="memory")
+app.add_typer(persona_app, name="persona")
 
-out = Console()
-err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Config file (default: $PLUSH_CONFIG, ./plush.toml, ~/.config/plush/plush.toml).",
-    ),
-]
 ServerOption = Annotated[str | None, typer.Option("--server", "-s", help="host:port of the Plush server.")]
 
 

@@ -112,6 +112,21 @@ class LlmConfig(Section):
     llama: LlamaConfig = LlamaConfig()
 
 
+class MemoryConfig(Section):
+    history_turns: int = Field(default=6, ge=0, le=100)
+    """How many recent turns of the conversation go into the prompt (its window)."""
+    recall_turns: int = Field(default=3, ge=0, le=20)
+    """Older turns found by their words (full-text search) that may join the prompt; 0 turns recall off."""
+    recall_scope: Literal["conversation", "all"] = "conversation"
+    """Recall from the same conversation only, or from every conversation (a plush and its owner's Telegram)."""
+    max_tokens: int = Field(default=600, ge=0)
+    """Prompt budget for long-term facts and recalled turns together; facts come first."""
+    remember_phrases: bool = True
+    """Store a fact when the owner says "remember that ..." / "... 기억해 줘"."""
+    retention_days: int = Field(default=0, ge=0)
+    """Delete turns older than this many days (facts stay); 0 keeps every turn."""
+
+
 class ServerConfig(Section):
     host: str = "127.0.0.1"
     """Use 0.0.0.0 to let a plush on the network reach the server."""
@@ -120,14 +135,16 @@ class ServerConfig(Section):
     """A built-in persona (`en`, `ko`) or a path to a persona TOML file."""
     database: Path | None = None
     """SQLite file for turns and memory; empty means `~/.local/share/plush/plush.db`."""
-    history_turns: int = Field(default=6, ge=0, le=100)
-    """How many recent turns of the conversation go into the prompt."""
     max_audio_seconds: float = Field(default=30.0, gt=0)
     """Longest utterance the server accepts from a device."""
     max_message_mb: float = Field(default=4.0, gt=0)
     """gRPC message size limit, both directions."""
     stt_on_server: bool = True
     """Load a Whisper model on the server so devices may stream audio instead of a transcript."""
+
+    def database_path(self) -> Path:
+        """The SQLite file in use: `database`, or the per-user data folder."""
+        return self.database or data_home() / "plush.db"
 
 
 class DeviceConfig(Section):
@@ -164,6 +181,7 @@ class PlushConfig(BaseSettings):
     stt: SttConfig = SttConfig()
     tts: TtsConfig = TtsConfig()
     llm: LlmConfig = LlmConfig()
+    memory: MemoryConfig = MemoryConfig()
     server: ServerConfig = ServerConfig()
     device: DeviceConfig = DeviceConfig()
     gemini_api_key: SecretStr | None = Field(

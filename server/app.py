@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from plush.config import PlushConfig, data_home
+from plush.config import PlushConfig, ServerConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
@@ -27,7 +27,8 @@ from server.llm.base import LlmBackend, LlmError
 from server.llm.gemini_budget import GeminiBudget
 from server.llm.llama import LlamaBackend
 from server.llm.router import LlmRouter
-from server.persona import load_persona
+from server.memory import Memory
+from server.persona import PersonaSource
 from server.service import CompanionService, Limits
 from server.speech import SpeechOut
 from server.store import Store
@@ -36,6 +37,7 @@ from voice_models.stt import Transcriber
 from voice_models.tts import Synthesizer
 
 log = get_logger(__name__)
+HOUSEKEEPING_S = 3600.0
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Companion"].full_name
 
 
@@ -76,35 +78,58 @@ class RunningServer:
     port: int
     companion: Companion
     health: health.aio.HealthServicer
+    housekeeping: asyncio.Task[None]
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        self.housekeeping.cancel()
+        await asyncio.gather(self.housekeeping, return_exceptions=True)
         await self.companion.router.aclose()
         await self.companion.store.close()
 
 
 async def start_server(config: PlushConfig) -> RunningServer:
-    """Load everything and start serving on `server.host:server.port`."""
+    """Load everything and start serving on `server.host:server.port`.
+
+    Whatever fails on the way (a model, the warm-up, the port) releases what was already opened, so a failed
+    start exits at once instead of hanging on the database's worker thread.
+    """
     cfg = config.server
-    persona = load_persona(cfg.persona)
-    store = await Store.open(cfg.database or data_home() / "plush.db")
-    try:
+    personas = PersonaSource(cfg.persona)
+    persona = personas.current()
+    async with AsyncExitStack() as cleanup:
+        store = await Store.open(cfg.database_path())
+        cleanup.push_async_callback(store.close)
         router, synthesizer, transcriber = await _load_models(config, store)
-    except BaseException:
-        await store.close()
-        raise
-    if isinstance(router.fallback, LlamaBackend):
-        await asyncio.to_thread(router.fallback.warm_up, persona.system_prompt)
-    if not synthesizer.language.startswith(persona.language):
-        log.warning("voice_language_mismatch", persona=persona.language, voice=synthesizer.language)
-    companion = Companion(
-        persona=persona,
-        router=router,
-        store=store,
-        speech=SpeechOut(synthesizer, config.tts.chunk_ms),
-        history_turns=cfg.history_turns,
-    )
+        cleanup.push_async_callback(router.aclose)
+        if isinstance(router.fallback, LlamaBackend):
+            await asyncio.to_thread(router.fallback.warm_up, persona.system_prompt)
+        if not synthesizer.language.startswith(persona.language):
+            log.warning("voice_language_mismatch", persona=persona.language, voice=synthesizer.language)
+        memory = Memory(store, config.memory)
+        companion = Companion(
+            persona=personas, router=router, memory=memory, speech=SpeechOut(synthesizer, config.tts.chunk_ms)
+        )
+        server, health_servicer = _grpc_server(
+            cfg, CompanionService(companion, transcriber, Limits(cfg.max_audio_seconds))
+        )
+        address = f"{cfg.host}:{cfg.port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise PlushError(f"cannot listen on {address}: {exc} (is another server running? set server.port)") from exc
+        await server.start()
+        cleanup.pop_all()
+    housekeeping = asyncio.create_task(_housekeeping(memory), name="plush-housekeeping")
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("server_started", address=f"{cfg.host}:{port}", persona=persona.name, llm=",".join(router.backends))
+    return RunningServer(server, port, companion, health_servicer, housekeeping)
+
+
+def _grpc_server(cfg: ServerConfig, service: CompanionService) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server with explicit message limits, the Companion service, health checking and reflection."""
     size = int(cfg.max_message_mb * 1024 * 1024)
     server = grpc.aio.server(
         options=[
@@ -114,24 +139,21 @@ async def start_server(config: PlushConfig) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ]
     )
-    pb_grpc.add_CompanionServicer_to_server(
-        CompanionService(companion, transcriber, Limits(max_audio_seconds=cfg.max_audio_seconds)), server
-    )
+    pb_grpc.add_CompanionServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    address = f"{cfg.host}:{cfg.port}"
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        await router.aclose()
-        await store.close()
-        raise PlushError(f"cannot listen on {address}: {exc} (is another server running? set server.port)") from exc
-    await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("server_started", address=f"{cfg.host}:{port}", persona=persona.name, llm=",".join(router.backends))
-    return RunningServer(server, port, companion, health_servicer)
+    return server, health_servicer
+
+
+async def _housekeeping(memory: Memory, every_s: float = HOUSEKEEPING_S) -> None:
+    """Apply the retention setting at start and then every hour; a failure is logged and tried again later."""
+    while True:
+        try:
+            await memory.prune()
+        except Exception:  # the database may be busy or full; serving turns matters more
+            log.exception("housekeeping_failed")
+        await asyncio.sleep(every_s)
 
 
 async def serve_forever(config: PlushConfig, on_ready: Callable[[int], None] | None = None) -> None:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
-from server.llm.base import Message, Prompt
+from server.llm.base import Prompt
 from server.llm.router import LlmRouter, Route
-from server.persona import Persona
+from server.memory import Memory
+from server.persona import Persona, PersonaSource
 from server.sentence_chunker import SentenceChunker
 from server.speech import SpeechOut
 from server.store import Store, TurnRecord
@@ -59,30 +60,31 @@ class TurnRequestData:
 
 
 class Companion:
-    """The brain plus voice: persona, memory window, LLM router, speech and the turn log."""
+    """The brain plus voice: persona, memory, LLM router, speech and the turn log."""
 
     def __init__(
         self,
         *,
-        persona: Persona,
+        persona: PersonaSource,
         router: LlmRouter,
-        store: Store,
+        memory: Memory,
         speech: SpeechOut | None,
-        history_turns: int,
     ) -> None:
-        self.persona = persona
+        self.personas = persona
         self.router = router
-        self.store = store
+        self.memory = memory
+        self.store: Store = memory.store
         self.speech = speech
-        self.history_turns = history_turns
+
+    @property
+    def persona(self) -> Persona:
+        """The persona in use now (reloaded when its file changed)."""
+        return self.personas.current()
 
     async def prompt_for(self, conversation_id: str, user_text: str) -> Prompt:
-        """System prompt + the conversation's recent turns + the new message."""
-        history: list[Message] = []
-        for turn in await self.store.recent_turns(conversation_id, self.history_turns):
-            history.append(Message("user", turn.user_text))
-            history.append(Message("assistant", turn.reply_text))
-        return Prompt(self.persona.system_prompt, tuple(history), user_text)
+        """System prompt + the conversation's window + the memory note + the new message."""
+        prompt, _ = await self.memory.prompt(self.persona.system_prompt, conversation_id, user_text)
+        return prompt
 
     async def reply(self, turn: TurnRequestData) -> AsyncGenerator[pb.TurnEvent]:
         """Stream the reply's events; cancelling the consumer cancels the turn (stored as interrupted)."""
@@ -106,14 +108,24 @@ class Companion:
             language=turn.language,
         )
         route = Route()
+        persona = self.persona
         try:
-            prompt = await self.prompt_for(turn.conversation_id, turn.user_text)
+            await self.memory.learn(turn.conversation_id, turn.user_text)
+            prompt, _ = await self.memory.prompt(persona.system_prompt, turn.conversation_id, turn.user_text)
             pieces: asyncio.Queue[str | None] = asyncio.Queue()
             speaking = self.speech is not None and turn.want_audio
             async with asyncio.TaskGroup() as tasks:
                 if speaking:
                     tasks.create_task(self._speak(turn, pieces, emit, record))
-                await self._think(turn, prompt, route=route, pieces=pieces, emit=emit, record=record)
+                await self._think(
+                    turn,
+                    prompt,
+                    route=route,
+                    pieces=pieces,
+                    emit=emit,
+                    record=record,
+                    fallback=persona.spec.fallback_line,
+                )
         except asyncio.CancelledError:
             record.interrupted = True
             raise
@@ -159,6 +171,7 @@ class Companion:
         pieces: asyncio.Queue[str | None],
         emit: Emit,
         record: TurnRecord,
+        fallback: str,
     ) -> None:
         """Stream the LLM's reply as text deltas and feed finished sentences to the speaker.
 
@@ -167,7 +180,6 @@ class Companion:
         chunker = SentenceChunker()
         start = turn.clock.now_ms()
         try:
-            fallback = self.persona.spec.fallback_line
             async for delta in self.router.stream(prompt, route, fallback, client_id=turn.device_id):
                 if not record.reply_text:
                     turn.clock.record("llm_first_token", start)

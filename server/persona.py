@@ -14,6 +14,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plush.errors import ConfigError
+from plush.logs import get_logger
+
+log = get_logger(__name__)
 
 BUILT_IN = ("en", "ko")
 
@@ -112,3 +115,42 @@ def load_persona(spec: str) -> Persona:
     except ValidationError as exc:
         problems = "; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{source}: invalid persona: {problems}") from exc
+
+
+class PersonaSource:
+    """The current persona, reloaded when its file changes, so an owner can edit it without a restart.
+
+    Each turn asks for `current()`, which costs one `stat` of the file. A file that no longer loads (a typo
+    mid-edit) is logged and the last good persona stays in use. Built-in personas never change.
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._path = None if spec in BUILT_IN else Path(spec).expanduser()
+        self._persona = load_persona(spec)
+        self._stamp = self._file_stamp()
+        self._reported: tuple[int, int] | None = None
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        if self._path is None:
+            return None
+        try:
+            stat = self._path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def current(self) -> Persona:
+        """The persona to use for the next turn."""
+        stamp = self._file_stamp()
+        if stamp is None or stamp in (self._stamp, self._reported):
+            return self._persona
+        try:
+            persona = load_persona(self.spec)
+        except ConfigError as exc:
+            self._reported = stamp
+            log.error("persona_reload_failed", source=self.spec, error=str(exc))
+            return self._persona
+        self._persona, self._stamp, self._reported = persona, stamp, None
+        log.info("persona_reloaded", source=self.spec, name=persona.name)
+        return persona

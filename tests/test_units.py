@@ -15,6 +15,7 @@ from plush.errors import ConfigError
 from server.persona import load_persona
 from server.sentence_chunker import SentenceChunker
 from server.store import Store, TurnRecord
+from server.store.sqlite import MIGRATIONS
 from voice_models.audio import chunk_pcm, float_to_pcm16, pcm16_to_float, resample_pcm16
 
 DOWN, UP = ButtonEvent.DOWN, ButtonEvent.UP
@@ -79,7 +80,7 @@ async def test_store_migrates_uses_wal_and_returns_the_window_oldest_first(tmp_p
     window = await store.recent_turns("room", 3)
     assert [t.id for t in window] == ["t2", "t3", "t4"]
     assert (await store.get_turn("failed")) is not None
-    assert await store.schema_version() == 1
+    assert await store.schema_version() == len(MIGRATIONS)
     await store.close()
 
     reopened = await Store.open(db)  # migrations are not applied twice

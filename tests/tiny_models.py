@@ -302,7 +302,7 @@ def _gguf_vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def build_gguf(dest: Path) -> Path:
+def build_gguf(dest: Path, dims: dict[str, int] | None = None) -> Path:
     """Write a tiny llama-architecture GGUF chat model (random F32 weights, fixed seed) to ``dest``.
 
     About 0.5 MB: 2 layers, n_embd 64, 4 heads (2 KV heads: GQA), a SentencePiece-style vocab of 439 tokens
@@ -310,11 +310,12 @@ def build_gguf(dest: Path) -> Path:
     ``create_chat_completion`` renders a real prompt and streams tokens. The output rows of control, unknown
     and non-printable byte tokens are zero while the others are random, so greedy or low-temperature decoding
     only ever picks word pieces and printable ASCII bytes: the stream is readable gibberish that never ends
-    early with </s> (callers pass ``max_tokens``). Returns ``dest``.
+    early with </s> (callers pass ``max_tokens``). ``dims`` overrides the sizes (benchmarks build models at
+    real dimensions: compute cost is the real model's, whatever the weights). Returns ``dest``.
     """
     import gguf
 
-    dims = _GGUF_DIMS
+    dims = {**_GGUF_DIMS, **(dims or {})}
     n_embd, n_ff, head_dim = dims["n_embd"], dims["n_ff"], dims["n_embd"] // dims["n_head"]
     tokens, scores, types = _gguf_vocab()
     rng = np.random.default_rng(_SEED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -46,20 +47,44 @@ class Message:
     text: str
 
 
+def approx_tokens(text: str) -> int:
+    """A cautious token count without a tokenizer: about 3 UTF-8 bytes a token.
+
+    English runs near 4 bytes a token and Korean near 3 (a Hangul syllable is 3 bytes and often one token), so
+    this overestimates English a little, which is the safe side for budgets.
+    """
+    return math.ceil(len(text.encode("utf-8")) / 3)
+
+
 @dataclass(frozen=True)
 class Prompt:
-    """What an LLM is asked: the (cache-stable) system prompt, recent history, and the new user message."""
+    """What an LLM is asked: the (cache-stable) system prompt, recent history, and the new user message.
+
+    `memory` (long-term facts and recalled older turns) rides with the new message rather than in the system
+    prompt, so the system prompt and the history before it stay byte-identical and the prompt caches reuse them.
+    """
 
     system: str
     history: tuple[Message, ...]
     user: str
+    memory: str = ""
+
+    @property
+    def user_content(self) -> str:
+        """The last user message as the model sees it: the memory note, then what the owner said."""
+        return f"{self.memory}\n\n{self.user}" if self.memory else self.user
 
     def as_chat_messages(self) -> list[dict[str, str]]:
         """OpenAI-style messages, as llama.cpp's chat templates take them."""
         messages = [{"role": "system", "content": self.system}]
         messages.extend({"role": m.role, "content": m.text} for m in self.history)
-        messages.append({"role": "user", "content": self.user})
+        messages.append({"role": "user", "content": self.user_content})
         return messages
+
+    def approx_tokens(self) -> int:
+        """Estimated prompt size in tokens (see `approx_tokens`)."""
+        texts = (self.system, self.user_content, *(m.text for m in self.history))
+        return sum(approx_tokens(text) for text in texts)
 
 
 class LlmBackend(ABC):

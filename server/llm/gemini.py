@@ -61,7 +61,7 @@ class GeminiBackend(LlmBackend):
             t.Content(role="model" if m.role == "assistant" else "user", parts=[t.Part(text=m.text)])
             for m in prompt.history
         ]
-        contents.append(t.Content(role="user", parts=[t.Part(text=prompt.user)]))
+        contents.append(t.Content(role="user", parts=[t.Part(text=prompt.user_content)]))
         return contents
 
     async def stream(self, prompt: Prompt, usage: Usage | None = None) -> AsyncGenerator[str]:

@@ -35,9 +35,8 @@ def pacific_day(now: datetime) -> str:
 
 
 def estimate_tokens(prompt: Prompt, max_output_tokens: int) -> int:
-    """A cautious token estimate for the per-minute token budget (about 3 characters a token)."""
-    chars = len(prompt.system) + len(prompt.user) + sum(len(m.text) for m in prompt.history)
-    return math.ceil(chars / 3) + max_output_tokens
+    """A cautious estimate of what a call costs against the per-minute token budget: prompt plus the most output."""
+    return prompt.approx_tokens() + max_output_tokens
 
 
 class GeminiBudget:

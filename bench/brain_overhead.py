@@ -1,0 +1,193 @@
+"""What the brain adds to time-to-first-token, and what the cached persona prefix saves the local Llama.
+
+Part 1, overhead: the same backend is asked for a reply directly (`backend.stream(prompt)`) and through the
+whole brain (`Companion.reply`: persona, memory window, facts, full-text recall, Gemini budget with its SQLite
+day counter, router, turn log), alternating, in one run. Two backends: an in-process one that answers at once
+(isolates our overhead from any network) and the real google-genai client against the fake Gemini server on
+127.0.0.1. The store holds a realistic memory (hundreds of turns, a few dozen facts). Target: under 5 ms at the
+median.
+
+Part 2, prefix cache: a llama-architecture GGUF at real dimensions with random weights (default: Qwen2.5-0.5B's
+hidden size, layers and heads, quantized to Q4_0; compute cost is the real model's) answers a ~300-token persona
+prompt cold (KV cache cleared before each turn) and warm (the persona evaluated once, as the server's warm-up
+does, then every turn a new message), alternating.
+
+    .venv/bin/python bench/brain_overhead.py            # both parts (part 2 builds a ~250 MB model first)
+    .venv/bin/python bench/brain_overhead.py --quick    # tiny model, fewer turns: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from fakes.gemini import FakeGemini  # noqa: E402
+from tiny_models import build_gguf  # noqa: E402
+
+from plush.config import GeminiConfig, LlamaConfig, MemoryConfig  # noqa: E402
+from server.companion import Companion, TurnRequestData  # noqa: E402
+from server.llm.base import LlmBackend, Prompt, Usage  # noqa: E402
+from server.llm.gemini import GeminiBackend  # noqa: E402
+from server.llm.gemini_budget import GeminiBudget  # noqa: E402
+from server.llm.llama import LlamaBackend  # noqa: E402
+from server.llm.router import LlmRouter  # noqa: E402
+from server.memory import Memory  # noqa: E402
+from server.persona import PersonaSource  # noqa: E402
+from server.store import Store, TurnRecord  # noqa: E402
+
+QWEN_05B = {"n_embd": 896, "n_layer": 24, "n_head": 14, "n_head_kv": 2, "n_ff": 4864, "n_ctx": 2048}
+QUESTIONS = ("Do you remember my rabbit?", "What shall we play today?", "Tell me about the moon.", "I'm sleepy.")
+
+
+class InstantBackend(LlmBackend):
+    """Answers at once, in-process: what is left of time-to-first-token is the brain's own overhead."""
+
+    name = "instant"
+
+    async def stream(self, prompt: Prompt, usage: Usage | None = None) -> AsyncGenerator[str]:
+        yield "Hello there! "
+        yield "Let's play."
+
+
+def ms(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds) * 1000:8.2f} ms (p90 {sorted(seconds)[int(len(seconds) * 0.9)] * 1000:.2f})"
+
+
+async def first_delta(stream: AsyncGenerator[str]) -> float:
+    started = time.perf_counter()
+    await anext(stream)
+    elapsed = time.perf_counter() - started
+    await stream.aclose()
+    return elapsed
+
+
+async def fill_memory(store: Store, turns: int, facts: int) -> None:
+    for i in range(turns):
+        text = f"Turn {i}: I played with my rabbit and my bear and we sang song number {i}."
+        await store.add_turn(TurnRecord(f"old{i}", "device:bench", "bench", "device", text, "That sounds fun!"))
+    for i in range(facts):
+        await store.add_fact(f"Fact {i}: the owner's favourite thing number {i} is a colour", source="bench")
+
+
+async def alternate(runs: int, a: Callable[[int], Awaitable[float]], b: Callable[[int], Awaitable[float]]) -> tuple[
+    list[float], list[float]
+]:
+    """Run a and b in turns (ABAB...), after two warm-up rounds, so drift on a noisy machine hits both alike."""
+    for i in range(2):
+        await a(i)
+        await b(i)
+    times_a, times_b = [], []
+    for i in range(runs):
+        times_a.append(await a(i))
+        times_b.append(await b(i))
+    return times_a, times_b
+
+
+async def overhead(backend: LlmBackend, store: Store, runs: int) -> tuple[list[float], list[float]]:
+    persona = PersonaSource("en")
+    budget = GeminiBudget(GeminiConfig(requests_per_minute=0, requests_per_day=0, tokens_per_minute=0), store)
+    router = LlmRouter(backend, None, no_primary_reason="", budget=budget)
+    companion = Companion(persona=persona, router=router, memory=Memory(store, MemoryConfig()), speech=None)
+    system = persona.current().system_prompt
+
+    async def direct(i: int) -> float:
+        prompt = Prompt(system, (), QUESTIONS[i % len(QUESTIONS)])
+        return await first_delta(backend.stream(prompt))
+
+    async def brain(i: int) -> float:
+        turn = TurnRequestData(f"t{i}-{time.time_ns()}", "device:bench", "bench", "device", QUESTIONS[i % 4])
+        turn.want_audio = False
+        started = time.perf_counter()
+        replies = companion.reply(turn)
+        async for event in replies:
+            if event.WhichOneof("kind") == "text_delta":
+                elapsed = time.perf_counter() - started
+                break
+        async for _ in replies:  # let the turn finish and be stored, outside the measurement
+            pass
+        return elapsed
+
+    return await alternate(runs, direct, brain)
+
+
+async def part_one(runs: int) -> None:
+    print(f"== brain overhead on time-to-first-token ({runs} turns each, alternating) ==")
+    with tempfile.TemporaryDirectory() as tmp, FakeGemini() as fake:
+        fake.set_default_reply("Hello there! ", "Let's play.")
+        async with await Store.open(Path(tmp) / "bench.db") as store:
+            await fill_memory(store, turns=500, facts=30)
+            gemini = GeminiBackend("bench-key", GeminiConfig(base_url=fake.base_url))
+            for label, backend in (("in-process backend", InstantBackend()), ("google-genai + fake Gemini", gemini)):
+                direct, brain = await overhead(backend, store, runs)
+                added = statistics.median(brain) - statistics.median(direct)
+                print(f"{label}:")
+                print(f"  direct         {ms(direct)}")
+                print(f"  through brain  {ms(brain)}")
+                print(f"  added          {added * 1000:8.2f} ms at the median (target < 5 ms)")
+            await gemini.aclose()
+
+
+def part_two(runs: int, dims: dict[str, int], persona_tokens: int) -> None:
+    from llama_cpp import llama_model_quantize, llama_model_quantize_default_params
+
+    print(f"\n== llama time-to-first-token, ~{persona_tokens}-token persona, cold vs cached prefix ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        f32 = build_gguf(Path(tmp) / "f32.gguf", dims)
+        q4 = Path(tmp) / "q4_0.gguf"
+        params = llama_model_quantize_default_params()
+        params.ftype = 2  # LLAMA_FTYPE_MOSTLY_Q4_0
+        if llama_model_quantize(str(f32).encode(), str(q4).encode(), params) != 0:
+            raise SystemExit("quantizing the benchmark model failed")
+        f32.unlink()
+        print(f"model: {dims} Q4_0, {q4.stat().st_size / 1e6:.0f} MB, built in {time.perf_counter() - started:.0f} s")
+        backend = LlamaBackend(q4, LlamaConfig(n_ctx=2048, max_tokens=1, max_queue=0))
+        llm = backend._llm  # the benchmark needs the tokenizer and the KV cache reset
+        base = PersonaSource("en").current().system_prompt
+        tokens = llm.tokenize(base.encode(), add_bos=False)
+        while len(tokens) < persona_tokens:
+            tokens += tokens
+        system = llm.detokenize(tokens[:persona_tokens]).decode(errors="ignore")
+        print(f"persona prompt: {len(llm.tokenize(system.encode(), add_bos=False))} tokens")
+
+        async def cold(i: int) -> float:
+            llm.reset()
+            return await first_delta(backend.stream(Prompt(system, (), QUESTIONS[i % len(QUESTIONS)])))
+
+        async def warm(i: int) -> float:
+            backend.warm_up(system)  # what the server does at start; a no-op cost-wise once cached
+            return await first_delta(backend.stream(Prompt(system, (), QUESTIONS[i % len(QUESTIONS)])))
+
+        cold_s, warm_s = asyncio.run(alternate(runs, cold, warm))
+        print(f"  cold (no cache)        {ms(cold_s)}")
+        print(f"  persona prefix cached  {ms(warm_s)}")
+        print(f"  ratio cold / cached    {statistics.median(cold_s) / statistics.median(warm_s):8.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=50, help="turns per variant in part 1 (default 50)")
+    parser.add_argument("--llama-runs", type=int, default=8, help="turns per variant in part 2 (default 8)")
+    parser.add_argument("--persona-tokens", type=int, default=300, help="persona prompt length in part 2")
+    parser.add_argument("--quick", action="store_true", help="tiny model and few turns: a smoke run")
+    parser.add_argument("--skip-llama", action="store_true", help="only part 1")
+    args = parser.parse_args()
+    runs, llama_runs, dims = args.runs, args.llama_runs, QWEN_05B
+    if args.quick:
+        runs, llama_runs, dims = 10, 3, {}
+    asyncio.run(part_one(runs))
+    if not args.skip_llama:
+        part_two(llama_runs, dims, args.persona_tokens)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""`plush memory` and `plush persona`: what the companion remembers, and who it is.
+
+Memory commands work on the server's database file directly (SQLite in WAL mode lets them run while the server
+is up), so an owner can list, add and remove facts or restart a conversation from a shell on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+from rich.table import Table
+
+from plush.config import load_config
+from plush.console import ConfigOption, out
+from plush.errors import PlushError
+
+if TYPE_CHECKING:  # the server's modules load only when a command runs: a plush has no aiosqlite
+    from server.store import Conversation, Fact, Store
+
+T = TypeVar("T")
+
+memory_app = typer.Typer(help="What the companion remembers: facts about the owner and conversations.")
+persona_app = typer.Typer(help="Check and show persona files.", no_args_is_help=True)
+
+
+def _with_store(config: Path | None, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the configured database, run `work(store)`, close it."""
+    from server.store import Store
+
+    path = load_config(config).server.database_path()
+
+    async def run() -> T:
+        async with await Store.open(path) as store:
+            return await work(store)
+
+    return asyncio.run(run())
+
+
+def _when(moment: float) -> str:
+    return datetime.fromtimestamp(moment).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+@memory_app.callback(invoke_without_command=True)
+def _memory_root(ctx: typer.Context, config: ConfigOption = None) -> None:
+    """List the facts when no subcommand is given."""
+    if ctx.invoked_subcommand is None:
+        facts(config)
+
+
+@memory_app.command()
+def facts(config: ConfigOption = None) -> None:
+    """List the facts the companion keeps about its owner (every prompt carries them)."""
+
+    async def work(store: Store) -> list[Fact]:
+        return await store.list_facts()
+
+    found = _with_store(config, work)
+    if not found:
+        out.print('No facts yet. Say "remember that ..." to the plush, or run: plush memory remember "..."')
+        return
+    table = Table(title="Facts")
+    for column in ("id", "fact", "told", "where"):
+        table.add_column(column)
+    for fact in found:
+        table.add_row(str(fact.id), fact.text, _when(fact.created_at), fact.source)
+    out.print(table)
+
+
+@memory_app.command()
+def remember(
+    text: Annotated[str, typer.Argument(help='The fact, e.g. "Mina\'s birthday is May 3".')],
+    config: ConfigOption = None,
+) -> None:
+    """Add a fact about the owner."""
+    if not text.strip():
+        raise PlushError("a fact needs some text")
+
+    async def work(store: Store) -> Fact:
+        return await store.add_fact(text, source="cli")
+
+    fact = _with_store(config, work)
+    out.print(f"remembered fact {fact.id}: {fact.text}", highlight=False)
+
+
+@memory_app.command()
+def forget(
+    fact_id: Annotated[int, typer.Argument(help="The fact's id, from `plush memory facts`.")],
+    config: ConfigOption = None,
+) -> None:
+    """Remove a fact."""
+
+    async def work(store: Store) -> bool:
+        return await store.remove_fact(fact_id)
+
+    if not _with_store(config, work):
+        raise PlushError(f"there is no fact {fact_id}; see `plush memory facts`")
+    out.print(f"forgot fact {fact_id}")
+
+
+@memory_app.command()
+def conversations(config: ConfigOption = None) -> None:
+    """List the conversations (one per plush, Telegram chat or text client) with their turn counts."""
+
+    async def work(store: Store) -> list[Conversation]:
+        return await store.list_conversations()
+
+    found = _with_store(config, work)
+    if not found:
+        out.print("No conversations yet.")
+        return
+    table = Table(title="Conversations")
+    for column in ("id", "turns", "last turn", "reset"):
+        table.add_column(column)
+    for c in found:
+        table.add_row(c.id, str(c.turns), _when(c.last_turn_at), _when(c.reset_at))
+    out.print(table)
+
+
+@memory_app.command()
+def reset(
+    conversation: Annotated[str, typer.Argument(help="The conversation's id, from `plush memory conversations`.")],
+    config: ConfigOption = None,
+) -> None:
+    """Start a conversation afresh: earlier turns leave its window (they stay in the log and for recall)."""
+
+    async def work(store: Store) -> list[str]:
+        known = [c.id for c in await store.list_conversations()]
+        if conversation in known:
+            await store.reset_conversation(conversation)
+        return known
+
+    known = _with_store(config, work)
+    if conversation not in known:
+        hint = f" (known: {', '.join(known)})" if known else ""
+        raise PlushError(f"there is no conversation '{conversation}'{hint}")
+    out.print(f"conversation {conversation} starts afresh")
+
+
+@persona_app.command("check")
+def persona_check(
+    file: Annotated[str, typer.Argument(help="A persona TOML file (or a built-in name: en, ko).")],
+) -> None:
+    """Validate a persona file and summarise it; errors name the key to fix."""
+    from server.llm.base import approx_tokens
+    from server.persona import load_persona
+
+    persona = load_persona(file)
+    spec = persona.spec
+    out.print(f"[green]ok[/]: {persona.source}", highlight=False)
+    out.print(
+        f"  {spec.name} ({spec.language}{', age ' + spec.age if spec.age else ''}): {len(spec.rules)} rules, "
+        f"{len(spec.examples)} examples, {len(spec.owner.facts)} owner facts; "
+        f"system prompt about {approx_tokens(persona.system_prompt)} tokens",
+        highlight=False,
+    )
+
+
+@persona_app.command("show")
+def persona_show(
+    file: Annotated[str, typer.Argument(help="A persona TOML file or a built-in name.")] = "en",
+) -> None:
+    """Print the system prompt a persona file becomes."""
+    from server.persona import load_persona
+
+    out.print(load_persona(file).system_prompt, markup=False, highlight=False)
