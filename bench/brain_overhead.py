@@ -34,6 +34,7 @@ from fakes.gemini import FakeGemini  # noqa: E402
 from tiny_models import build_gguf  # noqa: E402
 
 from plush.config import GeminiConfig, LlamaConfig, MemoryConfig  # noqa: E402
+from plush.logs import setup_logging  # noqa: E402
 from server.companion import Companion, TurnRequestData  # noqa: E402
 from server.llm.base import LlmBackend, Prompt, Usage  # noqa: E402
 from server.llm.gemini import GeminiBackend  # noqa: E402
@@ -63,10 +64,12 @@ def ms(seconds: list[float]) -> str:
 
 
 async def first_delta(stream: AsyncGenerator[str]) -> float:
+    """Time to the first delta; the rest is read outside the measurement, as a turn would."""
     started = time.perf_counter()
     await anext(stream)
     elapsed = time.perf_counter() - started
-    await stream.aclose()
+    async for _ in stream:
+        pass
     return elapsed
 
 
@@ -78,9 +81,9 @@ async def fill_memory(store: Store, turns: int, facts: int) -> None:
         await store.add_fact(f"Fact {i}: the owner's favourite thing number {i} is a colour", source="bench")
 
 
-async def alternate(runs: int, a: Callable[[int], Awaitable[float]], b: Callable[[int], Awaitable[float]]) -> tuple[
-    list[float], list[float]
-]:
+async def alternate(
+    runs: int, a: Callable[[int], Awaitable[float]], b: Callable[[int], Awaitable[float]]
+) -> tuple[list[float], list[float]]:
     """Run a and b in turns (ABAB...), after two warm-up rounds, so drift on a noisy machine hits both alike."""
     for i in range(2):
         await a(i)
@@ -97,10 +100,10 @@ async def overhead(backend: LlmBackend, store: Store, runs: int) -> tuple[list[f
     budget = GeminiBudget(GeminiConfig(requests_per_minute=0, requests_per_day=0, tokens_per_minute=0), store)
     router = LlmRouter(backend, None, no_primary_reason="", budget=budget)
     companion = Companion(persona=persona, router=router, memory=Memory(store, MemoryConfig()), speech=None)
-    system = persona.current().system_prompt
 
     async def direct(i: int) -> float:
-        prompt = Prompt(system, (), QUESTIONS[i % len(QUESTIONS)])
+        # The very prompt the brain would send (built outside the measurement), so both calls carry the same bytes.
+        prompt = await companion.prompt_for("device:bench", QUESTIONS[i % len(QUESTIONS)])
         return await first_delta(backend.stream(prompt))
 
     async def brain(i: int) -> float:
@@ -181,6 +184,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny model and few turns: a smoke run")
     parser.add_argument("--skip-llama", action="store_true", help="only part 1")
     args = parser.parse_args()
+    setup_logging("WARNING")  # one log line per turn would drown the report
     runs, llama_runs, dims = args.runs, args.llama_runs, QWEN_05B
     if args.quick:
         runs, llama_runs, dims = 10, 3, {}

@@ -35,5 +35,9 @@ def setup_logging(level: str = "INFO") -> None:
 
 
 def get_logger(name: str) -> Any:
-    """A structured logger bound to the module name."""
-    return structlog.get_logger().bind(logger=name)
+    """A structured logger bound to the module name.
+
+    The logger stays lazy: modules create theirs at import time, before `setup_logging` runs, and each event
+    must still follow the configuration in force when it is logged (level, renderer).
+    """
+    return structlog.get_logger(module=name)
