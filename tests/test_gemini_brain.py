@@ -98,8 +98,12 @@ async def test_quota_exhausted_turn_falls_back_to_llama(gemini_server: Any, fake
 async def test_stream_cut_mid_answer_keeps_what_was_said(gemini_server: Any, fake_gemini: FakeGemini) -> None:
     fake_gemini.cut_stream("Once upon a time, ")
     reply, done = await chat(gemini_server.port, "Tell me a story.")
-    assert reply == "Once upon a time, "
+    fallback = gemini_server.companion.persona.spec.fallback_line
+    assert reply == f"Once upon a time, … {fallback}", "a cut-off sentence trails off into the persona's line"
     assert (done.backend, done.backend_reason) == ("gemini", "error_mid_stream")
+    fake_gemini.cut_stream("The end. ")
+    reply, _ = await chat(gemini_server.port, "Tell me another.")
+    assert reply == "The end. ", "a whole sentence needs no excuse"
 
 
 async def test_safety_block_is_answered_in_persona_not_silence(gemini_server: Any, fake_gemini: FakeGemini) -> None:

@@ -19,6 +19,7 @@ from server.llm.base import LlmBackend, LlmBusyError, LlmError, LlmQuotaError, P
 from server.llm.gemini_budget import GeminiBudget
 
 log = get_logger(__name__)
+_SENTENCE_ENDS = frozenset(".!?…。！？\"'”’)")
 QUOTA_PAUSE_S = 60.0
 """Pause after a 429 that names no retry delay."""
 
@@ -63,10 +64,14 @@ class LlmRouter:
             if refusal is None:
                 route.backend, route.reason = self.primary.name, "primary"
                 outcome = _Outcome()
+                said = ""
                 async with aclosing(self._primary(prompt, route, outcome)) as primary:
                     async for delta in primary:
+                        said += delta
                         yield delta
                 if outcome.done:
+                    if route.reason == "error_mid_stream" and (ending := graceful_ending(said, fallback_line)):
+                        yield ending
                     return
                 if outcome.empty:
                     route.backend, route.reason = "fallback_line", f"{self.primary.name}_empty_reply"
@@ -77,17 +82,20 @@ class LlmRouter:
                 reason = refusal
         if self.fallback is not None:
             route.backend, route.reason = self.fallback.name, reason
-            started = False
+            said = ""
             try:
                 async with aclosing(self.fallback.stream(prompt, route.usage)) as fallback:
                     async for delta in fallback:
-                        started = True
+                        said += delta
                         yield delta
                 return
             except LlmError as exc:
                 route.error = "; ".join(filter(None, (route.error, str(exc))))
                 log.error("llm_fallback_failed", backend=self.fallback.name, error=str(exc))
-                if started:
+                if said:
+                    route.reason = "error_mid_stream"
+                    if ending := graceful_ending(said, fallback_line):
+                        yield ending
                     return
                 reason = f"{self.fallback.name}_{'busy' if isinstance(exc, LlmBusyError) else 'error'}"
         route.backend, route.reason = "fallback_line", reason
@@ -128,6 +136,15 @@ class LlmRouter:
         for backend in (self.primary, self.fallback):
             if backend is not None:
                 await backend.aclose()
+
+
+def graceful_ending(said: str, fallback_line: str) -> str:
+    """What to add when a backend broke off mid-reply: nothing after a whole sentence, else a trailing-off
+    ellipsis and the persona's fallback line, so the owner hears a finished thought rather than a cut-off word."""
+    text = said.rstrip()
+    if not text or text[-1] in _SENTENCE_ENDS:
+        return ""
+    return "… " + fallback_line
 
 
 @dataclass
