@@ -42,3 +42,26 @@ async def test_real_trained_llama_weights_stream_words() -> None:
     words = text.split()
     assert len(words) >= 3
     assert sum(w.strip(".,!?\"'").isalpha() for w in words) >= len(words) // 2  # real words, not byte soup
+
+
+async def test_every_turn_starts_with_the_persona_tokens_the_warm_up_evaluated(models: TinyModels) -> None:
+    """llama.cpp reuses the KV cache for the longest common token prefix: the persona must be that prefix."""
+    backend = LlamaBackend(models.gguf, LlamaConfig(n_ctx=2048, max_tokens=4, temperature=0.0))
+    system = "You are Plush, a happy bear who likes to play and sing."
+    llm = backend._llm
+
+    def evaluated() -> list[int]:
+        return [int(t) for t in llm.input_ids[: llm.n_tokens]]
+
+    backend.warm_up(system)
+    warm = evaluated()
+    await collect(backend, Prompt(system, (), "hello"))
+    first = evaluated()
+    await collect(backend, Prompt(system, (Message("user", "hello"), Message("assistant", "hi")), "sing a song"))
+    second = evaluated()
+
+    persona = len(llm.tokenize(f"<|im_start|>system\n{system}<|im_end|>\n".encode(), special=True))
+    assert persona > 10
+    for before, after in ((warm, first), (first, second)):
+        shared = next((i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), len(before))
+        assert shared >= persona, f"only {shared} of the persona's {persona} tokens were shared"
