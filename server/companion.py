@@ -18,7 +18,7 @@ from server.llm.base import Prompt
 from server.llm.router import LlmRouter, Route
 from server.memory import Memory
 from server.persona import Persona, PersonaSource
-from server.sentence_chunker import SentenceChunker
+from server.sentence_chunker import SentenceChunker, speakable
 from server.speech import SpeechOut
 from server.store import Store, TurnRecord
 from voice_models.tts import TtsError
@@ -206,6 +206,8 @@ class Companion:
         seq = 0
         synth_ms = 0.0
         while (piece := await pieces.get()) is not None:
+            if not (piece := speakable(piece)):
+                continue  # only emoji or markup: nothing to say
             started = turn.clock.now_ms()
             try:
                 chunks = await self.speech.speak(piece, rate)

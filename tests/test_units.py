@@ -13,7 +13,6 @@ from device.controls import ButtonEvent, HoldOrTap
 from plush.config import PlushConfig, default_config_text, load_config
 from plush.errors import ConfigError
 from server.persona import load_persona
-from server.sentence_chunker import SentenceChunker
 from server.store import Store, TurnRecord
 from server.store.sqlite import MIGRATIONS
 from voice_models.audio import chunk_pcm, float_to_pcm16, pcm16_to_float, resample_pcm16
@@ -49,25 +48,6 @@ def test_tapping_space_toggles_listening() -> None:
 def test_holding_the_second_tap_does_not_start_a_new_turn() -> None:
     keys = [0.0, 2.0] + [2.5 + 0.033 * i for i in range(10)]
     assert [e for _, e in feed(HoldOrTap(), keys, until=4.0)] == [DOWN, UP]
-
-
-@pytest.mark.parametrize(
-    ("deltas", "pieces"),
-    [
-        (["Hello there. How", " are you? I'm fine"], ["Hello there.", "How are you?", "I'm fine"]),
-        (["It costs 3.5 dollars. ", "OK"], ["It costs 3.5 dollars.", "OK"]),
-        (["안녕하세요! 오늘", "은 뭐 할까요? 저는", " 좋아요"], ["안녕하세요!", "오늘은 뭐 할까요?", "저는 좋아요"]),
-        (["Wow!!! ", "Really?! Yes"], ["Wow!!!", "Really?!", "Yes"]),
-        (["no sentence end at all"], ["no sentence end at all"]),
-        (["line one\nline two"], ["line one", "line two"]),
-    ],
-)
-def test_sentence_chunker_cuts_at_sentence_ends(deltas: list[str], pieces: list[str]) -> None:
-    chunker = SentenceChunker()
-    out = [piece for delta in deltas for piece in chunker.feed(delta)]
-    if (rest := chunker.flush()) is not None:
-        out.append(rest)
-    assert out == pieces
 
 
 async def test_store_migrates_uses_wal_and_returns_the_window_oldest_first(tmp_path: Path) -> None:

@@ -1,0 +1,87 @@
+"""The sentence chunker: the first piece early at a clause boundary, then whole sentences, in Korean and English."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.sentence_chunker import SentenceChunker, speakable, speech_weight
+
+
+def chunk(deltas: list[str], **options: int) -> list[str]:
+    chunker = SentenceChunker(**options)
+    out = [piece for delta in deltas for piece in chunker.feed(delta)]
+    if (rest := chunker.flush()) is not None:
+        out.append(rest)
+    return out
+
+
+def tokens(text: str) -> list[str]:
+    """Split like an LLM stream: a few characters at a time."""
+    return [text[i : i + 3] for i in range(0, len(text), 3)]
+
+
+@pytest.mark.parametrize(
+    ("deltas", "pieces"),
+    [
+        (["Hello there. How", " are you? I'm fine"], ["Hello there.", "How are you?", "I'm fine"]),
+        (["It costs 3.5 dollars. ", "OK"], ["It costs 3.5 dollars.", "OK"]),
+        (["안녕하세요! 오늘", "은 뭐 할까요? 저는", " 좋아요"], ["안녕하세요!", "오늘은 뭐 할까요?", "저는 좋아요"]),
+        (["Wow!!! ", "Really?! Yes"], ["Wow!!!", "Really?!", "Yes"]),
+        (["no sentence end at all"], ["no sentence end at all"]),
+        (["line one\nline two"], ["line one", "line two"]),
+        (['He said "hi." Then', " left."], ['He said "hi."', "Then left."]),
+        (["こんにちは。 元気？ はい"], ["こんにちは。", "元気？", "はい"]),
+    ],
+)
+def test_sentences_end_at_their_punctuation(deltas: list[str], pieces: list[str]) -> None:
+    assert chunk(deltas) == pieces
+
+
+def test_the_first_piece_ends_early_at_a_comma_once_long_enough() -> None:
+    text = "Well, that is a really good question, my friend. Let me think, okay? Yes, sure."
+    assert chunk(tokens(text)) == [
+        "Well, that is a really good question,",  # "Well," alone is too short to sound natural
+        "my friend.",
+        "Let me think, okay?",  # after the first piece, whole sentences only
+        "Yes, sure.",
+    ]
+
+
+def test_the_first_korean_piece_ends_at_a_connective_ending() -> None:
+    text = "오늘은 날씨가 정말 좋고 하늘도 파래요. 우리 밖에 나가서 놀까요?"
+    assert chunk(tokens(text)) == ["오늘은 날씨가 정말 좋고", "하늘도 파래요.", "우리 밖에 나가서 놀까요?"]
+    story = "아주 먼 옛날 숲 속에 작은 곰이 살았는데 꿀을 정말 좋아했어요."
+    assert chunk(tokens(story))[0] == "아주 먼 옛날 숲 속에 작은 곰이 살았는데"
+
+
+def test_abbreviations_and_initials_do_not_end_a_sentence() -> None:
+    text = "Dr. Kim likes fruit, e.g. apples. J. K. Rowling wrote it. So do I. No. Plan A. Done."
+    assert chunk(tokens(text), first_min_weight=1000) == [
+        "Dr. Kim likes fruit, e.g. apples.",
+        "J. K. Rowling wrote it.",
+        "So do I.",
+        "No.",
+        "Plan A.",
+        "Done.",
+    ]
+
+
+def test_numbers_keep_their_points_and_commas() -> None:
+    assert chunk(tokens("Pi is 3.14159 and a million is 1,000,000. Neat!")) == [
+        "Pi is 3.14159 and a million is 1,000,000.",
+        "Neat!",
+    ]
+
+
+def test_a_run_on_sentence_is_cut_before_it_grows_too_long() -> None:
+    pieces = chunk(tokens("and then " * 60), max_weight=100)
+    assert len(pieces) > 4
+    assert all(speech_weight(p) <= 100 for p in pieces)
+    assert " ".join(pieces).split() == ("and then " * 60).split(), "no word is lost or split"
+
+
+def test_emoji_never_reach_the_voice() -> None:
+    pieces = chunk(tokens("I love you 🧸💕! 😀 Bye."))
+    assert [speakable(p) for p in pieces] == ["I love you !", "Bye."]
+    assert speakable("😀👍🏽 ") == "" and speakable("**Hi** there") == "Hi there"
+    assert speakable("안녕 🐻") == "안녕"
