@@ -8,6 +8,7 @@ maximum utterance length), playback pulls from a buffer that the network fills, 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from plush.errors import AudioFormatError, PlushError
@@ -43,15 +44,20 @@ class Recorder:
         self._buffer = bytearray()
         self._lock = threading.Lock()
         self._stream: Any = None
+        self._on_audio: Callable[[bytes], None] | None = None
 
     def _callback(self, indata: Any, frames: int, time: Any, status: Any) -> None:
         with self._lock:
             room = self._max_bytes - len(self._buffer)
-            if room > 0:
-                self._buffer.extend(bytes(indata)[:room])
+            block = bytes(indata)[:room] if room > 0 else b""
+            self._buffer.extend(block)
+        if block and self._on_audio is not None:
+            self._on_audio(block)
 
-    def start(self) -> None:
+    def start(self, on_audio: Callable[[bytes], None] | None = None) -> None:
+        """Start recording; `on_audio` (if given) gets each block as it is captured, on PortAudio's thread."""
         sd = _sounddevice()
+        self._on_audio = on_audio
         with self._lock:
             self._buffer.clear()
         try:

@@ -21,8 +21,9 @@ from plush.config import DeviceConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
-from voice_models.audio import pcm16_to_float, write_wav
-from voice_models.stt import Transcriber
+from voice_models.audio import WHISPER_RATE, PcmResampleStream, pcm16_to_float, resample_pcm16, write_wav
+from voice_models.streaming_stt import StreamingStt, StreamingTranscription
+from voice_models.stt import Transcriber, TranscriptResult
 
 log = get_logger(__name__)
 
@@ -94,14 +95,39 @@ class TurnResult:
     audio_chunks: int = 0
     sample_rate: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    """The server's stage timings (ms)."""
+    stt_after_release_ms: float | None = None
+    """How long the plush's own STT took from release to text (streaming leaves only the tail)."""
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False
     event_kinds: list[str] = field(default_factory=list)
     """The kinds of events received, in order (transcript, text_delta, audio, timing, done ...)."""
 
 
+class Listening:
+    """The audio of one press of the button, passed on to streaming STT as it is captured."""
+
+    def __init__(self, stt: StreamingStt | None, sample_rate: int) -> None:
+        self.transcription: StreamingTranscription | None = stt.begin() if stt else None
+        self._resample = PcmResampleStream(sample_rate, WHISPER_RATE) if stt else None
+
+    def on_audio(self, pcm: bytes) -> None:
+        if self.transcription is not None and self._resample is not None:
+            self.transcription.feed(self._resample.feed(pcm))
+
+    def released(self) -> StreamingTranscription | None:
+        """The button is up: the transcription with the resampler's last samples in it."""
+        if self.transcription is not None and self._resample is not None:
+            self.transcription.feed(self._resample.flush())
+        return self.transcription
+
+    def cancel(self) -> None:
+        if self.transcription is not None:
+            self.transcription.cancel()
+
+
 class Plush:
-    """One plush: its settings, a server connection, and optionally its own Whisper."""
+    """One plush: its settings, a server connection, and optionally its own Whisper (streaming or not)."""
 
     def __init__(
         self,
@@ -109,24 +135,42 @@ class Plush:
         client: CompanionClient,
         transcriber: Transcriber | None,
         *,
+        streaming: StreamingStt | None = None,
         on_state: Callable[[State], None] = lambda state: None,
         on_text: Callable[[str, str], None] = lambda kind, text: None,
     ) -> None:
         self.config = config
         self.client = client
         self.transcriber = transcriber
+        self.streaming = streaming
         self.on_state = on_state
         self.on_text = on_text
 
-    async def take_turn(self, pcm: bytes, sink: AudioSink) -> TurnResult:
-        """Send one recorded utterance (mono s16le at config.sample_rate) and play the reply into `sink`."""
+    async def _hear(self, pcm: bytes, transcription: StreamingTranscription | None) -> TranscriptResult:
+        """The utterance's text: from the streaming transcription when there is one, else decoded now."""
+        if transcription is not None:
+            return await transcription.finish_async()
+        whisper_pcm = resample_pcm16(pcm, self.config.sample_rate, WHISPER_RATE)
+        if self.streaming is not None:
+            heard, _ = await asyncio.to_thread(self.streaming.transcribe_segmented, whisper_pcm)
+            return heard
+        if self.transcriber is None:
+            raise PlushError("device.stt is 'device' but no speech model is loaded")
+        return await asyncio.to_thread(self.transcriber.transcribe, pcm16_to_float(whisper_pcm))
+
+    async def take_turn(
+        self, pcm: bytes, sink: AudioSink, transcription: StreamingTranscription | None = None
+    ) -> TurnResult:
+        """Send one recorded utterance (mono s16le at config.sample_rate) and play the reply into `sink`.
+
+        `transcription` is the streaming STT that already heard the utterance while it was recorded.
+        """
         self.on_state(State.THINKING)
         result = TurnResult()
         start = pb.TurnStart(want_audio=True)
         if self.config.stt == "device":
-            if self.transcriber is None:
-                raise PlushError("device.stt is 'device' but no speech model is loaded")
-            heard = await asyncio.to_thread(self.transcriber.transcribe, pcm16_to_float(pcm))
+            heard = await self._hear(pcm, transcription)
+            result.stt_after_release_ms = round(heard.elapsed_s * 1000, 1)
             if not heard.text:
                 result.errors.append("no speech recognised")
                 self.on_text("heard", "")
@@ -178,33 +222,39 @@ class Plush:
     ) -> None:
         """The interactive loop until the button says quit. Errors end a turn, never the loop."""
         turn: asyncio.Task[TurnResult] | None = None
-        listening = False
+        listening: Listening | None = None
         self.on_state(State.IDLE)
         async for event in buttons:
             if event is ButtonEvent.QUIT:
                 break
-            if event is ButtonEvent.DOWN and not listening:
+            if event is ButtonEvent.DOWN and listening is None:
                 if turn is not None and not turn.done():
                     turn.cancel()  # barge-in
                     await asyncio.gather(turn, return_exceptions=True)
-                recorder.start()
-                listening = True
+                listening = Listening(self.streaming if self.config.stt == "device" else None, recorder.sample_rate)
+                recorder.start(on_audio=listening.on_audio)
                 self.on_state(State.LISTENING)
-            elif event is ButtonEvent.UP and listening:
-                listening = False
-                turn = asyncio.create_task(self._guarded_turn(recorder.stop(), make_sink()))
-        if listening:
+            elif event is ButtonEvent.UP and listening is not None:
+                pcm, transcription = recorder.stop(), listening.released()
+                listening = None
+                turn = asyncio.create_task(self._guarded_turn(pcm, make_sink(), transcription))
+        if listening is not None:
             recorder.stop()
+            listening.cancel()
         if turn is not None and not turn.done():
             turn.cancel()
             await asyncio.gather(turn, return_exceptions=True)
 
-    async def _guarded_turn(self, pcm: bytes, sink: AudioSink) -> TurnResult:
+    async def _guarded_turn(
+        self, pcm: bytes, sink: AudioSink, transcription: StreamingTranscription | None = None
+    ) -> TurnResult:
         try:
             if len(pcm) < self.config.sample_rate // 5:  # under 0.1 s: a slip of the finger
+                if transcription is not None:
+                    transcription.cancel()
                 self.on_text("heard", "")
                 return TurnResult(errors=["too short"])
-            return await self.take_turn(pcm, sink)
+            return await self.take_turn(pcm, sink, transcription)
         except PlushError as exc:
             log.warning("turn_failed", device_id=self.config.id, error=str(exc))
             self.on_state(State.ERROR)

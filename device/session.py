@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -20,6 +21,7 @@ from plush.config import PlushConfig
 from plush.errors import PlushError
 from voice_models.audio import read_audio_file
 from voice_models.model_store import ModelStore
+from voice_models.streaming_stt import StreamingStt
 from voice_models.stt import Transcriber
 
 STATE_LOOK = {
@@ -31,7 +33,7 @@ STATE_LOOK = {
 }
 
 
-def _terminal_ui(console: Console) -> tuple[object, object]:
+def _terminal_ui(console: Console) -> tuple[Callable[[State], None], Callable[[str, str], None]]:
     def on_state(state: State) -> None:
         console.print(STATE_LOOK[state])
 
@@ -46,22 +48,30 @@ def _terminal_ui(console: Console) -> tuple[object, object]:
     return on_state, on_text
 
 
-def load_device_transcriber(config: PlushConfig) -> Transcriber | None:
-    """The plush's own Whisper, when it transcribes on the device."""
+def load_device_stt(config: PlushConfig) -> tuple[Transcriber | None, StreamingStt | None]:
+    """The plush's own Whisper when it transcribes on the device, and its streaming front (VAD) when enabled."""
     if config.device.stt != "device":
-        return None
-    return Transcriber.from_config(config.stt, ModelStore.from_config(config.models))
+        return None, None
+    transcriber = Transcriber.from_config(config.stt, ModelStore.from_config(config.models))
+    return transcriber, StreamingStt.from_config(transcriber, config.stt) if config.stt.streaming else None
 
 
 async def run_device(
     config: PlushConfig, *, audio_file: Path | None, output_file: Path | None, console: Console
 ) -> int:
     """Returns the process exit status."""
-    transcriber = load_device_transcriber(config)
+    transcriber, streaming = load_device_stt(config)
     on_state, on_text = _terminal_ui(console)
     async with CompanionClient(config.device.server, config.device.id) as client:
         await client.wait_ready(config.device.connect_timeout_s)
-        plush = Plush(config.device, client, transcriber, on_state=on_state, on_text=on_text)  # type: ignore[arg-type]
+        plush = Plush(
+            config.device,
+            client,
+            transcriber,
+            streaming=streaming,
+            on_state=on_state,
+            on_text=on_text,
+        )
         if audio_file is not None:
             pcm = read_audio_file(audio_file, config.device.sample_rate)
             sink: AudioSink = WavSink(output_file) if output_file else SpeakerSink(config.device.output_device)
@@ -80,6 +90,8 @@ def _summary(console: Console, result: TurnResult, output_file: Path | None) -> 
     for problem in result.errors:
         console.print(f"[red]{problem}[/]", highlight=False)
     timings = ", ".join(f"{stage} {ms:.0f} ms" for stage, ms in result.timings.items())
+    if result.stt_after_release_ms is not None:
+        timings = f"speech to text {result.stt_after_release_ms:.0f} ms after release; {timings}"
     console.print(f"[dim]answered by {result.backend or '-'} ({result.backend_reason or '-'}); {timings}[/]")
     if output_file is not None and result.audio_chunks:
         console.print(f"reply audio: {output_file}")

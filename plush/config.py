@@ -51,6 +51,13 @@ class SttConfig(Section):
     """Upper bound on transcript length, in tokens."""
     no_speech_threshold: float | None = 0.6
     """Segments whose no-speech probability is above this are dropped; empty disables the check."""
+    streaming: bool = True
+    """On the plush: decode each pause-closed stretch of speech while the button is still held, so at release
+    only the last one is left (voice activity detection with Silero VAD, which ships with faster-whisper)."""
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    """Speech probability above which audio counts as speech."""
+    min_silence_ms: int = Field(default=400, ge=100, le=5000)
+    """A pause this long ends a stretch of speech, which is then decoded at once."""
 
 
 class TtsConfig(Section):

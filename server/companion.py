@@ -140,7 +140,8 @@ class Companion:
             record.prompt_tokens, record.output_tokens = route.usage.prompt_tokens, route.usage.output_tokens
             record.error = record.error or route.error
             record.timings = turn.clock.durations()
-            await self._store(record)
+            # Shielded: a turn cancelled twice (barge-in, then the client hanging up) must still be stored.
+            await asyncio.shield(self._store(record))
             for stage, (start, duration) in turn.clock.stages.items():
                 timing = pb.StageTiming(stage=stage, duration_ms=duration, started_at_ms=start)
                 emit(_event(turn, timing=timing))

@@ -54,6 +54,26 @@ def chunk_pcm(pcm: bytes, sample_rate: int, chunk_ms: int) -> Iterator[bytes]:
         yield pcm[start : start + step]
 
 
+class PcmResampleStream:
+    """Resamples mono s16le that arrives in pieces (a microphone at 48 kHz feeding 16 kHz STT) with soxr's
+    streaming resampler, so piece boundaries leave no clicks; `flush` returns what the filter still holds."""
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        import soxr
+
+        self._same = from_rate == to_rate
+        self._stream = None if self._same else soxr.ResampleStream(from_rate, to_rate, 1, dtype="int16")
+
+    def feed(self, pcm: bytes, *, last: bool = False) -> bytes:
+        if self._stream is None:
+            return pcm
+        samples = np.frombuffer(pcm, dtype="<i2")
+        return bytes(self._stream.resample_chunk(samples, last=last).astype("<i2").tobytes())
+
+    def flush(self) -> bytes:
+        return self.feed(b"", last=True)
+
+
 def read_audio_file(path: Path, sample_rate: int = WHISPER_RATE) -> bytes:
     """Any audio file PyAV can decode (WAV, FLAC, MP3, OGG ...) -> mono s16le at `sample_rate`."""
     if not path.is_file():

@@ -90,15 +90,18 @@ class Transcriber:
             options=options,
         )
 
-    def transcribe(self, audio: FloatAudio) -> TranscriptResult:
-        """Transcribe mono float32 audio at 16 kHz; empty audio is an error, silence gives empty text."""
+    def transcribe(self, audio: FloatAudio, *, language: str | None = None) -> TranscriptResult:
+        """Transcribe mono float32 audio at 16 kHz; empty audio is an error, silence gives empty text.
+
+        `language` overrides the configured one (streaming passes the language its first segment found).
+        """
         if audio.size == 0:
             raise AudioFormatError("empty recording: there is no audio to transcribe")
         started = time.perf_counter()
         opts = self.options
         segments, info = self._model.transcribe(
             np.ascontiguousarray(audio, dtype=np.float32),
-            language=opts.language,
+            language=language or opts.language,
             beam_size=opts.beam_size,
             temperature=0.0,
             condition_on_previous_text=False,

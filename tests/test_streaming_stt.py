@@ -1,0 +1,185 @@
+"""Streaming speech to text: segments decoded while the button is held equal the one-pass result.
+
+Real Silero VAD (shipped in faster-whisper) and the suite's random-weight Whisper with fixed decoding settings.
+The utterances are voiced-sounding signals (harmonics with a syllable envelope) that Silero takes for speech,
+separated by pauses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import ConfigFactory
+from tiny_models import TinyModels
+
+from device.client import CompanionClient
+from device.runtime import Listening, Plush, WavSink
+from plush.config import SttConfig
+from voice_models.audio import WHISPER_RATE, float_to_pcm16, resample_pcm16
+from voice_models.streaming_stt import StreamingStt
+from voice_models.stt import SttOptions, Transcriber
+from voice_models.vad import FRAME, SileroVad, SpeechSegmenter, VadOptions
+
+
+def voiced(seconds: float, pitch: float = 140.0) -> np.ndarray:
+    t = np.arange(int(seconds * WHISPER_RATE)) / WHISPER_RATE
+    envelope = 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
+    return 0.2 * envelope * sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 6))
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * WHISPER_RATE))
+
+
+def utterance(*parts: np.ndarray) -> bytes:
+    return float_to_pcm16(np.concatenate(parts).astype(np.float32))
+
+
+# Three phrases with pauses between them; the owner releases the button 0.2 s after the last word.
+THREE_PHRASES = utterance(
+    silence(0.3), voiced(1.2), silence(0.7), voiced(1.0, 180), silence(0.6), voiced(0.8, 120), silence(0.2)
+)
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVad:
+    return SileroVad()
+
+
+@pytest.fixture
+def stt(models: TinyModels, vad: SileroVad) -> StreamingStt:
+    transcriber = Transcriber(models.whisper_dir, options=SttOptions(language="en", max_new_tokens=8))
+    return StreamingStt(transcriber, vad)
+
+
+def feed_like_a_microphone(feed: Callable[[bytes], None], pcm: bytes, rate: int = WHISPER_RATE) -> None:
+    """Hand `pcm` over in 40 ms blocks, as the recorder's callback does."""
+    step = rate * 40 // 1000 * 2
+    for offset in range(0, len(pcm), step):
+        feed(pcm[offset : offset + step])
+
+
+def test_segments_close_at_pauses_and_do_not_depend_on_chunking(vad: SileroVad) -> None:
+    audio = np.frombuffer(THREE_PHRASES, dtype="<i2").astype(np.float32) / 32768
+    whole = SpeechSegmenter(vad)
+    at_once = whole.feed(audio) + whole.finish(len(audio))
+    pieces = SpeechSegmenter(vad)
+    in_blocks = []
+    for start in range(0, len(audio), 700):  # not a multiple of the VAD frame
+        in_blocks += pieces.feed(audio[start : start + 700])
+    in_blocks += pieces.finish(len(audio))
+    assert at_once == in_blocks
+    assert len(at_once) == 3
+    starts = [s.start / WHISPER_RATE for s in at_once]
+    assert starts == pytest.approx([0.3 - 0.16, 2.2 - 0.16, 3.8 - 0.16], abs=0.1)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(at_once)), "segments never overlap"
+
+
+def test_silence_and_a_click_are_not_speech(vad: SileroVad) -> None:
+    segmenter = SpeechSegmenter(vad, VadOptions(min_speech_ms=200))
+    click = np.zeros(WHISPER_RATE, dtype=np.float32)
+    click[8000:8040] = 0.9
+    assert segmenter.feed(click) + segmenter.finish() == []
+
+
+def test_a_long_monologue_is_cut_before_whispers_window_ends(vad: SileroVad) -> None:
+    segmenter = SpeechSegmenter(vad, VadOptions(max_segment_s=2.0))
+    audio = voiced(5.0).astype(np.float32)
+    segments = segmenter.feed(audio) + segmenter.finish(len(audio))
+    assert len(segments) >= 2
+    assert all(s.seconds <= 2.0 + FRAME / WHISPER_RATE + 0.2 for s in segments)
+
+
+def test_streamed_text_equals_the_one_pass_result_and_only_the_tail_waits_for_release(stt: StreamingStt) -> None:
+    one_pass, reference = stt.transcribe_segmented(THREE_PHRASES)
+    assert one_pass.text and len(reference.segments) == 3
+
+    stream = stt.begin()
+    feed_like_a_microphone(stream.feed, THREE_PHRASES)
+    deadline = time.monotonic() + 20
+    while len(stream.stats.segments) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the owner is still holding the button: earlier phrases are decoded meanwhile
+    streamed = stream.finish()
+
+    assert streamed.text == one_pass.text
+    assert streamed.language == one_pass.language == "en"
+    assert stream.stats.segments == reference.segments
+    assert stream.stats.decoded_after_release_s == pytest.approx(reference.segments[-1].seconds)
+    assert stream.stats.decoded_while_held_s == pytest.approx(sum(s.seconds for s in reference.segments[:2]))
+
+
+def test_a_pause_before_release_leaves_nothing_to_decode(stt: StreamingStt) -> None:
+    pcm = utterance(voiced(1.0), silence(0.8))
+    stream = stt.begin()
+    feed_like_a_microphone(stream.feed, pcm)
+    deadline = time.monotonic() + 20
+    while not stream.stats.segments and time.monotonic() < deadline:
+        time.sleep(0.02)
+    result = stream.finish()
+    assert result.text
+    assert stream.stats.decoded_after_release_s == 0.0
+
+
+def test_silence_gives_no_text_and_whisper_never_runs(stt: StreamingStt) -> None:
+    result, stats = stt.transcribe_segmented(utterance(silence(1.5)))
+    assert result.text == "" and stats.segments == []
+
+
+def test_a_cancelled_transcription_stops_its_worker(stt: StreamingStt) -> None:
+    stream = stt.begin()
+    stream.feed(THREE_PHRASES)
+    stream.cancel()
+    stream._worker.join(timeout=20)
+    assert not stream._worker.is_alive()
+
+
+def test_a_48_khz_microphone_is_resampled_for_whisper(stt: StreamingStt) -> None:
+    _, reference = stt.transcribe_segmented(THREE_PHRASES)
+    listening = Listening(stt, 48000)
+    feed_like_a_microphone(listening.on_audio, resample_pcm16(THREE_PHRASES, WHISPER_RATE, 48000), rate=48000)
+    transcription = listening.released()
+    assert transcription is not None
+    result = transcription.finish()
+    assert result.text
+    assert result.audio_s == pytest.approx(len(THREE_PHRASES) / 2 / WHISPER_RATE, abs=0.01)
+    found = transcription.stats.segments
+    assert len(found) == 3
+    for got, want in zip(found, reference.segments, strict=True):  # the same speech, within two VAD frames
+        assert abs(got.start - want.start) <= 2 * FRAME and abs(got.end - want.end) <= 2 * FRAME
+
+
+async def test_a_turn_from_a_file_uses_the_segmented_transcript(
+    running_server: Any, make_config: ConfigFactory, stt: StreamingStt, tmp_path: Path
+) -> None:
+    config = make_config()
+    expected, _ = stt.transcribe_segmented(THREE_PHRASES)
+    async with CompanionClient(f"127.0.0.1:{running_server.port}", "stream-test") as client:
+        plush = Plush(config.device, client, stt.transcriber, streaming=stt)
+        result = await plush.take_turn(THREE_PHRASES, WavSink(tmp_path / "out.wav"))
+    assert result.transcript == expected.text
+    assert result.reply and result.stt_after_release_ms is not None
+
+
+async def test_the_streaming_transcription_is_handed_to_the_turn_at_release(
+    running_server: Any, make_config: ConfigFactory, stt: StreamingStt, tmp_path: Path
+) -> None:
+    config = make_config()
+    listening = Listening(stt, WHISPER_RATE)
+    await asyncio.to_thread(feed_like_a_microphone, listening.on_audio, THREE_PHRASES)
+    async with CompanionClient(f"127.0.0.1:{running_server.port}", "stream-test") as client:
+        plush = Plush(config.device, client, stt.transcriber, streaming=stt)
+        result = await plush.take_turn(THREE_PHRASES, WavSink(tmp_path / "out.wav"), listening.released())
+    expected, _ = stt.transcribe_segmented(THREE_PHRASES)
+    assert result.transcript == expected.text and result.reply
+
+
+def test_streaming_settings_come_from_the_config(stt: StreamingStt) -> None:
+    built = StreamingStt.from_config(stt.transcriber, SttConfig(vad_threshold=0.7, min_silence_ms=250))
+    assert (built.options.threshold, built.options.min_silence_ms) == (0.7, 250)

@@ -1,0 +1,134 @@
+"""Speech to text while the button is held: each pause-closed speech segment is decoded as soon as it closes.
+
+Whisper decodes a 30 s window whatever the audio's length, so decoding a 5 s utterance only after release costs
+a whole window plus every token. Here a worker thread runs the VAD on the microphone's audio as it arrives and
+hands each closed segment (speech followed by a pause) to Whisper at once; at release only the segment still
+open is left. Because segments depend only on the audio (see `SpeechSegmenter`), the streamed text equals what
+`transcribe_segmented` gives for the same recording in one pass. The first segment's language is kept for the
+rest of the utterance, so a short later phrase is not misdetected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+from plush.config import SttConfig
+from plush.errors import PlushError
+from voice_models.audio import WHISPER_RATE, pcm16_to_float
+from voice_models.stt import Transcriber, TranscriptResult
+from voice_models.vad import Segment, SileroVad, SpeechSegmenter, VadOptions
+
+_CANCEL: Final = object()
+
+
+@dataclass
+class StreamingStats:
+    """How the work was split around the release of the button."""
+
+    segments: list[Segment] = field(default_factory=list)
+    decoded_while_held_s: float = 0.0
+    """Seconds of audio decoded before release."""
+    decoded_after_release_s: float = 0.0
+    """Seconds of audio decoded after release: only the tail, ideally."""
+    release_to_text_s: float = 0.0
+    """From `finish()` to the final text."""
+
+
+class StreamingTranscription:
+    """One utterance being transcribed as it is recorded: `feed` audio from any thread, then `finish`."""
+
+    def __init__(self, transcriber: Transcriber, segmenter: SpeechSegmenter) -> None:
+        self._transcriber = transcriber
+        self._segmenter = segmenter
+        self._queue: queue.SimpleQueue[bytes | object | None] = queue.SimpleQueue()
+        self._pcm = bytearray()
+        self._texts: list[str] = []
+        self._language = transcriber.options.language
+        self._released = threading.Event()
+        self._error: BaseException | None = None
+        self.stats = StreamingStats()
+        self._worker = threading.Thread(target=self._run, name="plush-streaming-stt", daemon=True)
+        self._worker.start()
+
+    def feed(self, pcm16: bytes) -> None:
+        """Add mono s16le audio at 16 kHz (safe from the audio callback's thread; never blocks)."""
+        if pcm16:
+            self._queue.put(bytes(pcm16))
+
+    def finish(self) -> TranscriptResult:
+        """The button is up: decode what is left and return the whole utterance's text (blocking)."""
+        started = time.perf_counter()
+        self._released.set()
+        self._queue.put(None)
+        self._worker.join()
+        if self._error is not None:
+            raise self._error
+        self.stats.release_to_text_s = time.perf_counter() - started
+        return TranscriptResult(
+            text=" ".join(self._texts),
+            language=self._language or "",
+            audio_s=len(self._pcm) / 2 / WHISPER_RATE,
+            elapsed_s=self.stats.release_to_text_s,
+        )
+
+    async def finish_async(self) -> TranscriptResult:
+        return await asyncio.to_thread(self.finish)
+
+    def cancel(self) -> None:
+        """Drop the utterance (barge-in, quit): the worker stops after the segment it is decoding."""
+        self._queue.put(_CANCEL)
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                if item is _CANCEL:
+                    return
+                assert isinstance(item, bytes)
+                self._pcm.extend(item)
+                for segment in self._segmenter.feed(pcm16_to_float(item)):
+                    self._decode(segment)
+            for segment in self._segmenter.finish(len(self._pcm) // 2):
+                self._decode(segment)
+        except BaseException as exc:  # surfaced by finish(), in the caller's thread
+            self._error = exc if isinstance(exc, PlushError) else PlushError(f"speech recognition failed: {exc}")
+
+    def _decode(self, segment: Segment) -> None:
+        audio = pcm16_to_float(bytes(self._pcm[segment.start * 2 : segment.end * 2]))
+        result = self._transcriber.transcribe(audio, language=self._language)
+        self._language = self._language or result.language
+        if result.text:
+            self._texts.append(result.text)
+        self.stats.segments.append(segment)
+        if self._released.is_set():
+            self.stats.decoded_after_release_s += segment.seconds
+        else:
+            self.stats.decoded_while_held_s += segment.seconds
+
+
+class StreamingStt:
+    """A loaded Whisper and VAD that start a `StreamingTranscription` per utterance."""
+
+    def __init__(self, transcriber: Transcriber, vad: SileroVad | None = None, options: VadOptions | None = None):
+        self.transcriber = transcriber
+        self.vad = vad or SileroVad()
+        self.options = options or VadOptions()
+
+    @classmethod
+    def from_config(cls, transcriber: Transcriber, config: SttConfig) -> StreamingStt:
+        options = VadOptions(threshold=config.vad_threshold, min_silence_ms=config.min_silence_ms)
+        return cls(transcriber, options=options)
+
+    def begin(self) -> StreamingTranscription:
+        return StreamingTranscription(self.transcriber, SpeechSegmenter(self.vad, self.options))
+
+    def transcribe_segmented(self, pcm16: bytes) -> tuple[TranscriptResult, StreamingStats]:
+        """The same segments and decoding for a whole recording at once (a file, or the one-pass reference)."""
+        stream = self.begin()
+        stream.feed(pcm16)
+        result = stream.finish()
+        return result, stream.stats
