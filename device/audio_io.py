@@ -82,15 +82,59 @@ class Recorder:
             return bytes(self._buffer)
 
 
-class Player:
-    """Plays mono s16le as it is written; one instance per reply."""
+class JitterBuffer:
+    """Audio from the network, handed to the speaker at a steady pace.
 
-    def __init__(self, sample_rate: int, device: str | None = None) -> None:
+    Playback starts only once `prebuffer` bytes are queued (or the reply is complete), so a late network chunk
+    does not cut a word in two; after an underrun it waits for that much again instead of stuttering out every
+    scrap as it arrives. Thread-safe: the network writes, PortAudio's thread reads.
+    """
+
+    def __init__(self, prebuffer: int) -> None:
+        self.prebuffer = prebuffer
+        self.underruns = 0
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self._waiting = True  # filling up before (re)starting
+        self._complete = False
+
+    def write(self, pcm: bytes) -> None:
+        with self._lock:
+            self._data.extend(pcm)
+
+    def complete(self) -> None:
+        """No more audio will come: play what is left without waiting to fill up."""
+        with self._lock:
+            self._complete = True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._complete = True
+
+    def read(self, size: int) -> tuple[bytes, bool]:
+        """Up to `size` bytes to play (silence-padded), and whether everything has been played."""
+        with self._lock:
+            if self._waiting and (len(self._data) >= self.prebuffer or self._complete):
+                self._waiting = False
+            take = b""
+            if not self._waiting:
+                take = bytes(self._data[:size])
+                del self._data[:size]
+                if len(take) < size and not self._complete:
+                    self._waiting = True  # ran dry mid-reply: fill up again before going on
+                    self.underruns += 1
+            finished = self._complete and not self._data
+        return take + b"\x00" * (size - len(take)), finished
+
+
+class Player:
+    """Plays mono s16le as it is written, through a jitter buffer of `prebuffer_ms`; one instance per reply."""
+
+    def __init__(self, sample_rate: int, device: str | None = None, prebuffer_ms: int = 80) -> None:
         sd = _sounddevice()
         self.sample_rate = sample_rate
-        self._buffer = bytearray()
-        self._lock = threading.Lock()
-        self._closing = False
+        self.buffer = JitterBuffer(prebuffer=sample_rate * prebuffer_ms // 1000 * 2)
         self._done = threading.Event()
         try:
             self._stream = sd.RawOutputStream(
@@ -106,39 +150,29 @@ class Player:
         self._started = False
 
     def _callback(self, outdata: Any, frames: int, time: Any, status: Any) -> None:
-        size = len(outdata)
-        with self._lock:
-            take = bytes(self._buffer[:size])
-            del self._buffer[:size]
-            finished = self._closing and not self._buffer
-        outdata[: len(take)] = take
-        if len(take) < size:
-            outdata[len(take) :] = b"\x00" * (size - len(take))
+        audio, finished = self.buffer.read(len(outdata))
+        outdata[:] = audio
         if finished:
             raise _sounddevice().CallbackStop
 
     def write(self, pcm: bytes) -> None:
-        """Queue audio; playback starts with the first write."""
+        """Queue audio; the stream opens with the first write and plays once the jitter buffer is full."""
         if len(pcm) % 2:
             raise AudioFormatError("PCM s16le must have an even number of bytes")
-        with self._lock:
-            self._buffer.extend(pcm)
+        self.buffer.write(pcm)
         if not self._started:
             self._started = True
             self._stream.start()
 
     def finish(self, timeout_s: float | None = None) -> None:
         """Block until everything written has been played."""
-        with self._lock:
-            self._closing = True
+        self.buffer.complete()
         if self._started:
             self._done.wait(timeout_s)
         self._stream.close()
 
     def stop_now(self) -> None:
         """Silence at once (barge-in): drop what is buffered and abort the stream."""
-        with self._lock:
-            self._buffer.clear()
-            self._closing = True
+        self.buffer.clear()
         self._stream.abort()
         self._stream.close()

@@ -66,13 +66,14 @@ class WavSink:
 class SpeakerSink:
     """Plays the reply as it arrives; the stream opens at the rate of the first chunk."""
 
-    def __init__(self, device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, prebuffer_ms: int = 80) -> None:
         self._device = device
+        self._prebuffer_ms = prebuffer_ms
         self._player: Player | None = None
 
     def write(self, pcm: bytes, sample_rate: int) -> None:
         if self._player is None:
-            self._player = Player(sample_rate, self._device)
+            self._player = Player(sample_rate, self._device, self._prebuffer_ms)
         self._player.write(pcm)
 
     def finish(self) -> None:

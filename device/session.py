@@ -61,6 +61,10 @@ async def run_device(
 ) -> int:
     """Returns the process exit status."""
     transcriber, streaming = load_device_stt(config)
+
+    def speaker() -> SpeakerSink:
+        return SpeakerSink(config.device.output_device, config.device.prebuffer_ms)
+
     on_state, on_text = _terminal_ui(console)
     async with CompanionClient(config.device.server, config.device.id) as client:
         await client.wait_ready(config.device.connect_timeout_s)
@@ -74,14 +78,22 @@ async def run_device(
         )
         if audio_file is not None:
             pcm = read_audio_file(audio_file, config.device.sample_rate)
-            sink: AudioSink = WavSink(output_file) if output_file else SpeakerSink(config.device.output_device)
+            sink: AudioSink = (
+                WavSink(output_file)
+                if output_file
+                else SpeakerSink(config.device.output_device, config.device.prebuffer_ms)
+            )
             result = await plush.take_turn(pcm, sink)
             _summary(console, result, output_file)
             return 0 if result.reply else 1
         if not os.isatty(sys.stdin.fileno()):
             raise PlushError("the interactive plush needs a terminal for the space bar; use --audio-file otherwise")
         recorder = Recorder(config.device.sample_rate, config.device.input_device, config.device.max_record_seconds)
-        await plush.run(KeyboardButton().events(), recorder, lambda: SpeakerSink(config.device.output_device))
+        await plush.run(
+            KeyboardButton().events(),
+            recorder,
+            lambda: SpeakerSink(config.device.output_device, config.device.prebuffer_ms),
+        )
         return 0
 
 

@@ -125,3 +125,28 @@ def test_persona_file_errors_name_the_field(tmp_path: Path) -> None:
     path.write_text("name = 'Bo'\nlanguage = 'en'\nstyle = 'kind'\n")
     with pytest.raises(ConfigError, match="'fallback_line': Field required"):
         load_persona(str(path))
+
+
+def test_the_jitter_buffer_waits_to_fill_up_and_again_after_running_dry() -> None:
+    from device.audio_io import JitterBuffer
+
+    buffer = JitterBuffer(prebuffer=8)
+    buffer.write(b"\x01\x01\x01\x01")
+    assert buffer.read(4) == (b"\x00" * 4, False), "not enough yet: silence"
+    buffer.write(b"\x02\x02\x02\x02")
+    assert buffer.read(4) == (b"\x01" * 4, False)
+    assert buffer.read(6) == (b"\x02" * 4 + b"\x00\x00", False), "ran dry mid-reply"
+    assert buffer.underruns == 1
+    buffer.write(b"\x03\x03")
+    assert buffer.read(2) == (b"\x00\x00", False), "waits to fill up again rather than stutter"
+    buffer.complete()
+    assert buffer.read(4) == (b"\x03\x03\x00\x00", True), "the end of the reply plays without waiting"
+
+
+def test_a_cleared_jitter_buffer_is_finished_at_once() -> None:
+    from device.audio_io import JitterBuffer
+
+    buffer = JitterBuffer(prebuffer=4)
+    buffer.write(b"\x05" * 100)
+    buffer.clear()
+    assert buffer.read(4) == (b"\x00" * 4, True)
