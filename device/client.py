@@ -118,10 +118,12 @@ class CompanionClient:
         return ConverseCall(call, self.target)
 
     async def chat(
-        self, text: str, *, conversation_id: str = "", want_audio: bool = False
+        self, text: str, *, conversation_id: str = "", want_audio: bool = False, output_encoding: int = 0
     ) -> AsyncIterator[pb.TurnEvent]:
         """Send a text message and stream the reply's events."""
-        request = pb.ChatRequest(text=text, conversation_id=conversation_id, want_audio=want_audio)
+        request = pb.ChatRequest(
+            text=text, conversation_id=conversation_id, want_audio=want_audio, output_encoding=output_encoding
+        )
         try:
             async for event in self._stub.Chat(request, metadata=self._metadata):
                 yield event

@@ -22,6 +22,7 @@ from plush.errors import PlushError
 from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
 from voice_models.audio import WHISPER_RATE, PcmResampleStream, pcm16_to_float, resample_pcm16, write_wav
+from voice_models.opus import OpusDecoder
 from voice_models.streaming_stt import StreamingStt, StreamingTranscription
 from voice_models.stt import Transcriber, TranscriptResult
 
@@ -94,6 +95,8 @@ class TurnResult:
     backend: str = ""
     backend_reason: str = ""
     audio_chunks: int = 0
+    audio_bytes: int = 0
+    """Bytes of reply audio on the wire (Opus makes this about a tenth of PCM's)."""
     sample_rate: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     """The server's stage timings (ms)."""
@@ -103,6 +106,26 @@ class TurnResult:
     interrupted: bool = False
     event_kinds: list[str] = field(default_factory=list)
     """The kinds of events received, in order (transcript, text_delta, audio, timing, done ...)."""
+
+
+ENCODINGS = {"pcm": pb.AUDIO_ENCODING_PCM_S16LE, "opus": pb.AUDIO_ENCODING_OPUS}
+
+
+class ReplyAudio:
+    """Turns the reply's audio chunks into PCM: as is, or through one Opus decoder for the whole reply."""
+
+    def __init__(self) -> None:
+        self._opus: OpusDecoder | None = None
+
+    def pcm(self, chunk: pb.AudioChunk) -> bytes:
+        if chunk.encoding != pb.AUDIO_ENCODING_OPUS:
+            return bytes(chunk.data)
+        if self._opus is None:
+            self._opus = OpusDecoder(chunk.sample_rate)
+        return self._opus.decode(chunk.data)
+
+    def flush(self) -> bytes:
+        return self._opus.flush() if self._opus is not None else b""
 
 
 class Listening:
@@ -168,7 +191,7 @@ class Plush:
         """
         self.on_state(State.THINKING)
         result = TurnResult()
-        start = pb.TurnStart(want_audio=True)
+        start = pb.TurnStart(want_audio=True, output_encoding=ENCODINGS[self.config.audio_encoding])
         if self.config.stt == "device":
             heard = await self._hear(pcm, transcription)
             result.stt_after_release_ms = round(heard.elapsed_s * 1000, 1)
@@ -191,6 +214,7 @@ class Plush:
         return result
 
     async def _receive(self, call: ConverseCall, sink: AudioSink, result: TurnResult) -> None:
+        decoder = ReplyAudio()
         async for event in call.events():
             kind = event.WhichOneof("kind")
             result.event_kinds.append(str(kind))
@@ -204,13 +228,16 @@ class Plush:
                 if result.audio_chunks == 0:
                     self.on_state(State.SPEAKING)
                 result.audio_chunks += 1
+                result.audio_bytes += len(event.audio.data)
                 result.sample_rate = event.audio.sample_rate
-                sink.write(event.audio.data, event.audio.sample_rate)
+                sink.write(decoder.pcm(event.audio), event.audio.sample_rate)
             elif kind == "timing":
                 result.timings[event.timing.stage] = event.timing.duration_ms
             elif kind == "error":
                 result.errors.append(event.error.message)
             elif kind == "done":
+                if tail := decoder.flush():
+                    sink.write(tail, result.sample_rate)
                 result.backend = event.done.backend
                 result.backend_reason = event.done.backend_reason
                 result.interrupted = event.done.interrupted

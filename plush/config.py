@@ -168,6 +168,8 @@ class DeviceConfig(Section):
     input_device: str | None = None
     """sounddevice input device name or index; empty means the system default."""
     output_device: str | None = None
+    audio_encoding: Literal["pcm", "opus"] = "pcm"
+    """How the reply's audio travels: "pcm" (simplest), or "opus" (a tenth of the bytes, for weak Wi-Fi)."""
     prebuffer_ms: int = Field(default=80, ge=0, le=2000)
     """Reply audio buffered before playback starts (and again after a network stall), so words are not cut."""
     max_record_seconds: float = Field(default=30.0, gt=0)

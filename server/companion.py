@@ -21,6 +21,7 @@ from server.persona import Persona, PersonaSource
 from server.sentence_chunker import SentenceChunker, speakable
 from server.speech import SpeechOut
 from server.store import Store, TurnRecord
+from voice_models.opus import OpusEncoder
 from voice_models.tts import TtsError
 
 log = get_logger(__name__)
@@ -56,6 +57,7 @@ class TurnRequestData:
     language: str = ""
     want_audio: bool = True
     output_sample_rate: int = 0
+    output_encoding: int = pb.AUDIO_ENCODING_PCM_S16LE
     clock: Stopwatch = field(default_factory=Stopwatch)
 
 
@@ -203,25 +205,36 @@ class Companion:
     ) -> None:
         """Synthesize each finished piece in order and stream its audio chunks."""
         assert self.speech is not None
-        rate = turn.output_sample_rate or self.speech.native_rate
+        opus = turn.output_encoding == pb.AUDIO_ENCODING_OPUS
+        rate = self.speech.output_rate(turn.output_sample_rate, opus)
+        encoder = OpusEncoder(rate) if opus else None
+        encoding = pb.AUDIO_ENCODING_OPUS if opus else pb.AUDIO_ENCODING_PCM_S16LE
         seq = 0
         synth_ms = 0.0
+
+        def send(data: bytes) -> None:
+            nonlocal seq
+            if seq == 0:
+                turn.clock.record("first_audio", 0.0)
+            chunk = pb.AudioChunk(data=data, sample_rate=rate, channels=1, encoding=encoding, seq=seq)
+            emit(_event(turn, audio=chunk))
+            seq += 1
+
         while (piece := await pieces.get()) is not None:
             if not (piece := speakable(piece)):
                 continue  # only emoji or markup: nothing to say
             started = turn.clock.now_ms()
             try:
-                chunks = await self.speech.speak(piece, rate)
+                chunks = await self.speech.speak(piece, rate, encoder)
             except TtsError as exc:
                 record.error = str(exc)
                 emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_TTS_FAILED, message=str(exc))))
                 continue
             synth_ms += turn.clock.now_ms() - started
             for data in chunks:
-                if seq == 0:
-                    turn.clock.record("first_audio", 0.0)
-                emit(_event(turn, audio=pb.AudioChunk(data=data, sample_rate=rate, channels=1, seq=seq)))
-                seq += 1
+                send(data)
+        for data in await self.speech.finish(encoder):
+            send(data)
         if seq:
             turn.clock.stages["tts"] = (turn.clock.stages["first_audio"][0], synth_ms)
 

@@ -97,6 +97,7 @@ class CompanionService(pb_grpc.CompanionServicer):
             language=utterance.start.language,
             want_audio=utterance.start.want_audio,
             output_sample_rate=utterance.start.output_sample_rate,
+            output_encoding=utterance.start.output_encoding,
         )
         if utterance.transcript is None:
             try:
@@ -128,6 +129,9 @@ class CompanionService(pb_grpc.CompanionServicer):
                 f"message too long: {len(text)} characters (max {MAX_CHAT_CHARS})",
             )
             return
+        if (problem := _output_problem(request.output_sample_rate, request.output_encoding)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            return
         client_id = _device_id(context)
         turn = TurnRequestData(
             turn_id=uuid.uuid4().hex[:12],
@@ -137,6 +141,7 @@ class CompanionService(pb_grpc.CompanionServicer):
             user_text=text,
             want_audio=request.want_audio,
             output_sample_rate=request.output_sample_rate,
+            output_encoding=request.output_encoding,
         )
         async for event in self.companion.reply(turn):
             yield event
@@ -149,6 +154,8 @@ class CompanionService(pb_grpc.CompanionServicer):
         kind = first.WhichOneof("kind")
         if kind != "start":
             raise ProtocolError(f"a turn must start with TurnStart, got '{kind}' first")
+        if (problem := _output_problem(first.start.output_sample_rate, first.start.output_encoding)) is not None:
+            raise ProtocolError(problem)
         utterance = Utterance(start=first.start)
         async for request in requests:
             kind = request.WhichOneof("kind")
@@ -243,6 +250,15 @@ async def _drain(requests: AsyncIterator[pb.TurnRequest], limit_s: float = DRAIN
             async for request in requests:
                 if request.WhichOneof("kind") in ("end", "cancel"):
                     return
+
+
+def _output_problem(sample_rate: int, encoding: int) -> str | None:
+    """What is wrong with the reply format a client asked for, or None."""
+    if encoding not in pb.AudioEncoding.values():
+        return f"unknown output encoding {encoding}; ask for PCM_S16LE or OPUS"
+    if sample_rate and not MIN_RATE <= sample_rate <= MAX_RATE:
+        return f"unsupported output sample rate {sample_rate} Hz; ask for {MIN_RATE}-{MAX_RATE} Hz (or 0)"
+    return None
 
 
 def _device_id(context: Context) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from voice_models.audio import chunk_pcm, resample_pcm16
+from voice_models.opus import OpusEncoder, opus_rate, pack_packets
 from voice_models.tts import Synthesizer
 
 
@@ -19,10 +20,28 @@ class SpeechOut:
     def native_rate(self) -> int:
         return self.synthesizer.sample_rate
 
-    async def speak(self, text: str, sample_rate: int) -> list[bytes]:
-        """Synthesize `text` and return it as ~chunk_ms pieces of s16le at `sample_rate` (0 = native)."""
-        pcm = await asyncio.to_thread(self.synthesizer.synthesize, text)
-        rate = sample_rate or self.native_rate
-        if rate != self.native_rate:
-            pcm = await asyncio.to_thread(resample_pcm16, pcm, self.native_rate, rate)
-        return list(chunk_pcm(pcm, rate, self.chunk_ms))
+    def output_rate(self, wanted: int, opus: bool) -> int:
+        """The rate a reply is sent at: what the device asked for (0: the voice's own), an Opus rate for Opus."""
+        rate = wanted or self.native_rate
+        return opus_rate(rate) if opus else rate
+
+    async def speak(self, text: str, sample_rate: int, encoder: OpusEncoder | None = None) -> list[bytes]:
+        """Synthesize `text` as ~chunk_ms pieces at `sample_rate`: s16le, or Opus packets when given an encoder.
+
+        Synthesis, resampling and encoding all run in a worker thread, off the event loop.
+        """
+        return await asyncio.to_thread(self._speak, text, sample_rate, encoder)
+
+    def _speak(self, text: str, rate: int, encoder: OpusEncoder | None) -> list[bytes]:
+        pcm = resample_pcm16(self.synthesizer.synthesize(text), self.native_rate, rate)
+        chunks = list(chunk_pcm(pcm, rate, self.chunk_ms))
+        if encoder is None:
+            return chunks
+        return [pack_packets(packets) for chunk in chunks if (packets := encoder.encode(chunk))]
+
+    async def finish(self, encoder: OpusEncoder | None) -> list[bytes]:
+        """The encoder's last packets at the end of a reply (nothing for PCM)."""
+        if encoder is None:
+            return []
+        packets = await asyncio.to_thread(encoder.flush)
+        return [pack_packets(packets)] if packets else []

@@ -45,16 +45,18 @@ class AudioChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class TurnStart(_message.Message):
-    __slots__ = ("conversation_id", "language", "want_audio", "output_sample_rate")
+    __slots__ = ("conversation_id", "language", "want_audio", "output_sample_rate", "output_encoding")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     WANT_AUDIO_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
     conversation_id: str
     language: str
     want_audio: bool
     output_sample_rate: int
-    def __init__(self, conversation_id: _Optional[str] = ..., language: _Optional[str] = ..., want_audio: _Optional[bool] = ..., output_sample_rate: _Optional[int] = ...) -> None: ...
+    output_encoding: AudioEncoding
+    def __init__(self, conversation_id: _Optional[str] = ..., language: _Optional[str] = ..., want_audio: _Optional[bool] = ..., output_sample_rate: _Optional[int] = ..., output_encoding: _Optional[_Union[AudioEncoding, str]] = ...) -> None: ...
 
 class Transcript(_message.Message):
     __slots__ = ("text", "language", "final")
@@ -91,16 +93,18 @@ class TurnRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[TurnStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., transcript: _Optional[_Union[Transcript, _Mapping]] = ..., end: _Optional[_Union[TurnEnd, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("text", "conversation_id", "want_audio", "output_sample_rate")
+    __slots__ = ("text", "conversation_id", "want_audio", "output_sample_rate", "output_encoding")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     WANT_AUDIO_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
     text: str
     conversation_id: str
     want_audio: bool
     output_sample_rate: int
-    def __init__(self, text: _Optional[str] = ..., conversation_id: _Optional[str] = ..., want_audio: _Optional[bool] = ..., output_sample_rate: _Optional[int] = ...) -> None: ...
+    output_encoding: AudioEncoding
+    def __init__(self, text: _Optional[str] = ..., conversation_id: _Optional[str] = ..., want_audio: _Optional[bool] = ..., output_sample_rate: _Optional[int] = ..., output_encoding: _Optional[_Union[AudioEncoding, str]] = ...) -> None: ...
 
 class ReplyText(_message.Message):
     __slots__ = ("text",)
