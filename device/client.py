@@ -118,7 +118,12 @@ class CompanionClient:
         return ConverseCall(call, self.target)
 
     async def chat(
-        self, text: str, *, conversation_id: str = "", want_audio: bool = False, output_encoding: int = 0
+        self,
+        text: str,
+        *,
+        conversation_id: str = "",
+        want_audio: bool = False,
+        output_encoding: pb.AudioEncoding = pb.AUDIO_ENCODING_PCM_S16LE,
     ) -> AsyncIterator[pb.TurnEvent]:
         """Send a text message and stream the reply's events."""
         request = pb.ChatRequest(
