@@ -35,11 +35,39 @@ def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
 
 
 class ConverseCall:
-    """One turn in flight: read its events, or cancel it (barge-in)."""
+    """One turn in flight: send its audio as it is recorded, end it, read its events, or cancel it (barge-in)."""
 
     def __init__(self, call: Any, target: str) -> None:
         self._call = call
         self._target = target
+        self._seq = 0
+
+    async def _write(self, request: pb.TurnRequest) -> None:
+        try:
+            await self._call.write(request)
+        except grpc.aio.AioRpcError as exc:
+            raise describe_rpc_error(exc, self._target) from exc
+
+    async def send_transcript(self, text: str) -> None:
+        await self._write(pb.TurnRequest(transcript=pb.Transcript(text=text, final=True)))
+
+    async def send_audio(self, pcm: bytes, sample_rate: int) -> None:
+        """Send mono s16le in frames of AUDIO_FRAME_MS (the server may transcribe them as they arrive)."""
+        step = sample_rate * AUDIO_FRAME_MS // 1000 * 2
+        for offset in range(0, len(pcm), step):
+            chunk = pb.AudioChunk(
+                data=pcm[offset : offset + step],
+                sample_rate=sample_rate,
+                channels=1,
+                encoding=pb.AUDIO_ENCODING_PCM_S16LE,
+                seq=self._seq,
+            )
+            self._seq += 1
+            await self._write(pb.TurnRequest(audio=chunk))
+
+    async def end(self) -> None:
+        """The owner is done speaking: the server answers now."""
+        await self._write(pb.TurnRequest(end=pb.TurnEnd()))
 
     async def events(self) -> AsyncIterator[pb.TurnEvent]:
         try:
@@ -87,6 +115,12 @@ class CompanionClient:
                 f"cannot reach the Plush server at {self.target} within {timeout_s:g} s: is `plush server` running?"
             ) from exc
 
+    async def start_turn(self, start: pb.TurnStart) -> ConverseCall:
+        """Open a Converse stream and send TurnStart; audio or a transcript follows, then `end()`."""
+        call = ConverseCall(self._stub.Converse(metadata=self._metadata), self.target)
+        await call._write(pb.TurnRequest(start=start))
+        return call
+
     async def converse(
         self,
         start: pb.TurnStart,
@@ -95,27 +129,14 @@ class CompanionClient:
         pcm: bytes | None = None,
         sample_rate: int = 16000,
     ) -> ConverseCall:
-        """Start a turn with the device's transcript, or with audio for the server to transcribe."""
-        call = self._stub.Converse(metadata=self._metadata)
-        try:
-            await call.write(pb.TurnRequest(start=start))
-            if transcript is not None:
-                await call.write(pb.TurnRequest(transcript=pb.Transcript(text=transcript, final=True)))
-            if pcm is not None:
-                step = sample_rate * AUDIO_FRAME_MS // 1000 * 2
-                for seq, offset in enumerate(range(0, len(pcm), step)):
-                    chunk = pb.AudioChunk(
-                        data=pcm[offset : offset + step],
-                        sample_rate=sample_rate,
-                        channels=1,
-                        encoding=pb.AUDIO_ENCODING_PCM_S16LE,
-                        seq=seq,
-                    )
-                    await call.write(pb.TurnRequest(audio=chunk))
-            await call.write(pb.TurnRequest(end=pb.TurnEnd()))
-        except grpc.aio.AioRpcError as exc:
-            raise describe_rpc_error(exc, self.target) from exc
-        return ConverseCall(call, self.target)
+        """A whole turn at once: the device's transcript, or recorded audio for the server to transcribe."""
+        call = await self.start_turn(start)
+        if transcript is not None:
+            await call.send_transcript(transcript)
+        if pcm is not None:
+            await call.send_audio(pcm, sample_rate)
+        await call.end()
+        return call
 
     async def chat(
         self,

@@ -17,11 +17,12 @@ from typing import Protocol
 from device.audio_io import Player, Recorder
 from device.client import CompanionClient, ConverseCall
 from device.controls import ButtonEvent
+from device.listening import AudioUplink, Listening
 from plush.config import DeviceConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
-from voice_models.audio import WHISPER_RATE, PcmResampleStream, pcm16_to_float, resample_pcm16, write_wav
+from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16, write_wav
 from voice_models.opus import OpusDecoder
 from voice_models.streaming_stt import StreamingStt, StreamingTranscription
 from voice_models.stt import Transcriber, TranscriptResult
@@ -128,28 +129,6 @@ class ReplyAudio:
         return self._opus.flush() if self._opus is not None else b""
 
 
-class Listening:
-    """The audio of one press of the button, passed on to streaming STT as it is captured."""
-
-    def __init__(self, stt: StreamingStt | None, sample_rate: int) -> None:
-        self.transcription: StreamingTranscription | None = stt.begin() if stt else None
-        self._resample = PcmResampleStream(sample_rate, WHISPER_RATE) if stt else None
-
-    def on_audio(self, pcm: bytes) -> None:
-        if self.transcription is not None and self._resample is not None:
-            self.transcription.feed(self._resample.feed(pcm))
-
-    def released(self) -> StreamingTranscription | None:
-        """The button is up: the transcription with the resampler's last samples in it."""
-        if self.transcription is not None and self._resample is not None:
-            self.transcription.feed(self._resample.flush())
-        return self.transcription
-
-    def cancel(self) -> None:
-        if self.transcription is not None:
-            self.transcription.cancel()
-
-
 class Plush:
     """One plush: its settings, a server connection, and optionally its own Whisper (streaming or not)."""
 
@@ -182,17 +161,27 @@ class Plush:
             raise PlushError("device.stt is 'device' but no speech model is loaded")
         return await asyncio.to_thread(self.transcriber.transcribe, pcm16_to_float(whisper_pcm))
 
+    def _turn_start(self) -> pb.TurnStart:
+        return pb.TurnStart(want_audio=True, output_encoding=ENCODINGS[self.config.audio_encoding])
+
     async def take_turn(
-        self, pcm: bytes, sink: AudioSink, transcription: StreamingTranscription | None = None
+        self,
+        pcm: bytes,
+        sink: AudioSink,
+        transcription: StreamingTranscription | None = None,
+        uplink: AudioUplink | None = None,
     ) -> TurnResult:
         """Send one recorded utterance (mono s16le at config.sample_rate) and play the reply into `sink`.
 
-        `transcription` is the streaming STT that already heard the utterance while it was recorded.
+        `transcription` is the streaming STT that already heard the utterance while it was recorded; `uplink` the
+        turn's stream to the server that already carried it (server-side STT).
         """
         self.on_state(State.THINKING)
         result = TurnResult()
-        start = pb.TurnStart(want_audio=True, output_encoding=ENCODINGS[self.config.audio_encoding])
-        if self.config.stt == "device":
+        start = self._turn_start()
+        if uplink is not None:
+            call = await uplink.finish()
+        elif self.config.stt == "device":
             heard = await self._hear(pcm, transcription)
             result.stt_after_release_ms = round(heard.elapsed_s * 1000, 1)
             if not heard.text:
@@ -259,30 +248,50 @@ class Plush:
                 if turn is not None and not turn.done():
                     turn.cancel()  # barge-in
                     await asyncio.gather(turn, return_exceptions=True)
-                listening = Listening(self.streaming if self.config.stt == "device" else None, recorder.sample_rate)
-                recorder.start(on_audio=listening.on_audio)
-                self.on_state(State.LISTENING)
+                listening = await self._listen(recorder)
             elif event is ButtonEvent.UP and listening is not None:
                 pcm, transcription = recorder.stop(), listening.released()
+                turn = asyncio.create_task(self._guarded_turn(pcm, make_sink(), transcription, listening.uplink))
                 listening = None
-                turn = asyncio.create_task(self._guarded_turn(pcm, make_sink(), transcription))
         if listening is not None:
             recorder.stop()
-            listening.cancel()
+            await listening.cancel()
         if turn is not None and not turn.done():
             turn.cancel()
             await asyncio.gather(turn, return_exceptions=True)
 
+    async def _listen(self, recorder: Recorder) -> Listening | None:
+        """Button down: start recording, streaming the audio to STT on the plush or to the server at once."""
+        uplink = None
+        if self.config.stt == "server":
+            try:
+                call = await self.client.start_turn(self._turn_start())
+            except PlushError as exc:
+                self.on_state(State.ERROR)
+                self.on_text("error", str(exc))
+                return None
+            uplink = AudioUplink(call, recorder.sample_rate)
+        listening = Listening(self.streaming if self.config.stt == "device" else None, recorder.sample_rate, uplink)
+        recorder.start(on_audio=listening.on_audio)
+        self.on_state(State.LISTENING)
+        return listening
+
     async def _guarded_turn(
-        self, pcm: bytes, sink: AudioSink, transcription: StreamingTranscription | None = None
+        self,
+        pcm: bytes,
+        sink: AudioSink,
+        transcription: StreamingTranscription | None = None,
+        uplink: AudioUplink | None = None,
     ) -> TurnResult:
         try:
             if len(pcm) < self.config.sample_rate // 5:  # under 0.1 s: a slip of the finger
                 if transcription is not None:
                     transcription.cancel()
+                if uplink is not None:
+                    await uplink.cancel("too short")
                 self.on_text("heard", "")
                 return TurnResult(errors=["too short"])
-            return await self.take_turn(pcm, sink, transcription)
+            return await self.take_turn(pcm, sink, transcription, uplink)
         except PlushError as exc:
             log.warning("turn_failed", device_id=self.config.id, error=str(exc))
             self.on_state(State.ERROR)

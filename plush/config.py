@@ -148,6 +148,8 @@ class ServerConfig(Section):
     """gRPC message size limit, both directions."""
     stt_on_server: bool = True
     """Load a Whisper model on the server so devices may stream audio instead of a transcript."""
+    stt_model: str | None = None
+    """Whisper for server-side STT, if not [stt] model: the server can afford a bigger one (whisper-small)."""
 
     def database_path(self) -> Path:
         """The SQLite file in use: `database`, or the per-user data folder."""

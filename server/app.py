@@ -33,6 +33,7 @@ from server.service import CompanionService, Limits
 from server.speech import SpeechOut
 from server.store import Store
 from voice_models.model_store import ModelStore
+from voice_models.streaming_stt import StreamingStt
 from voice_models.stt import Transcriber
 from voice_models.tts import Synthesizer
 
@@ -111,9 +112,9 @@ async def start_server(config: PlushConfig) -> RunningServer:
         companion = Companion(
             persona=personas, router=router, memory=memory, speech=SpeechOut(synthesizer, config.tts.chunk_ms)
         )
-        server, health_servicer = _grpc_server(
-            cfg, CompanionService(companion, transcriber, Limits(cfg.max_audio_seconds))
-        )
+        streaming = StreamingStt.from_config(transcriber, config.stt) if transcriber and config.stt.streaming else None
+        service = CompanionService(companion, transcriber, Limits(cfg.max_audio_seconds), streaming)
+        server, health_servicer = _grpc_server(cfg, service)
         address = f"{cfg.host}:{cfg.port}"
         try:
             port = server.add_insecure_port(address)
@@ -177,8 +178,10 @@ def _load_voice(config: PlushConfig) -> Synthesizer:
 
 async def _load_models(config: PlushConfig, store: Store) -> tuple[LlmRouter, Synthesizer, Transcriber | None]:
     """Load the LLM(s), the voice and (optionally) Whisper side by side in worker threads."""
+    # The server may use a bigger Whisper than the plush (Korean needs at least `small` to be accurate).
+    stt_config = config.stt.model_copy(update={"model": config.server.stt_model or config.stt.model})
     stt: Any = (
-        asyncio.to_thread(Transcriber.from_config, config.stt, ModelStore.from_config(config.models))
+        asyncio.to_thread(Transcriber.from_config, stt_config, ModelStore.from_config(config.models))
         if config.server.stt_on_server
         else _none()
     )

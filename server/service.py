@@ -21,7 +21,8 @@ from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
 from protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from server.companion import Companion, TurnRequestData
-from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16
+from voice_models.audio import WHISPER_RATE, PcmResampleStream, pcm16_to_float, resample_pcm16
+from voice_models.streaming_stt import StreamingStt, StreamingTranscription
 from voice_models.stt import SttError, Transcriber
 
 log = get_logger(__name__)
@@ -63,15 +64,31 @@ class Utterance:
     sample_rate: int = 0
     cancelled: bool = False
     ended: bool = False
+    transcription: StreamingTranscription | None = None
+    """Streaming STT fed as the audio arrives (when the server has it), so little is left at TurnEnd."""
+    resample: PcmResampleStream | None = None
+
+    def drop_transcription(self) -> None:
+        """Stop the streaming STT's worker (the turn failed or was cancelled before its text was needed)."""
+        if self.transcription is not None:
+            self.transcription.cancel()
+            self.transcription = None
 
 
 class CompanionService(pb_grpc.CompanionServicer):
     """Implements Converse (the plush) and Chat (text clients)."""
 
-    def __init__(self, companion: Companion, transcriber: Transcriber | None, limits: Limits) -> None:
+    def __init__(
+        self,
+        companion: Companion,
+        transcriber: Transcriber | None,
+        limits: Limits,
+        streaming: StreamingStt | None = None,
+    ) -> None:
         self.companion = companion
         self.transcriber = transcriber
         self.limits = limits
+        self.streaming = streaming
 
     async def Converse(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[pb.TurnRequest], context: Context
@@ -87,6 +104,7 @@ class CompanionService(pb_grpc.CompanionServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
         if utterance.cancelled or not utterance.ended:
+            utterance.drop_transcription()
             return
         turn = TurnRequestData(
             turn_id=turn_id,
@@ -157,6 +175,15 @@ class CompanionService(pb_grpc.CompanionServicer):
         if (problem := _output_problem(first.start.output_sample_rate, first.start.output_encoding)) is not None:
             raise ProtocolError(problem)
         utterance = Utterance(start=first.start)
+        try:
+            await self._read_turn(utterance, requests)
+        except BaseException:
+            utterance.drop_transcription()
+            raise
+        return utterance
+
+    async def _read_turn(self, utterance: Utterance, requests: AsyncIterator[pb.TurnRequest]) -> None:
+        """The messages after TurnStart, up to TurnEnd or Cancel."""
         async for request in requests:
             kind = request.WhichOneof("kind")
             if kind == "audio":
@@ -175,7 +202,6 @@ class CompanionService(pb_grpc.CompanionServicer):
             raise ProtocolError("empty turn: no audio and no transcript before TurnEnd", client_done=True)
         if utterance.transcript is not None and utterance.pcm:
             raise ProtocolError("a turn carries audio or a transcript, not both", client_done=True)
-        return utterance
 
     def _add_audio(self, utterance: Utterance, chunk: pb.AudioChunk) -> None:
         if chunk.encoding not in (pb.AUDIO_ENCODING_UNSPECIFIED, pb.AUDIO_ENCODING_PCM_S16LE):
@@ -196,14 +222,25 @@ class CompanionService(pb_grpc.CompanionServicer):
         seconds = len(utterance.pcm) / (2 * utterance.sample_rate)
         if seconds > self.limits.max_audio_seconds:
             raise ProtocolError(f"audio is longer than the {self.limits.max_audio_seconds:g} s maximum for a turn")
+        if self.streaming is not None:
+            if utterance.transcription is None:
+                utterance.transcription = self.streaming.begin()
+                utterance.resample = PcmResampleStream(utterance.sample_rate, WHISPER_RATE)
+            assert utterance.resample is not None
+            utterance.transcription.feed(utterance.resample.feed(chunk.data))
 
     async def _transcribe(self, utterance: Utterance, turn: TurnRequestData) -> tuple[str, str]:
-        if self.transcriber is None:
-            raise SttError("speech to text is off on this server (server.stt_on_server); send a transcript instead")
-        assert utterance.pcm is not None
-        pcm = resample_pcm16(bytes(utterance.pcm), utterance.sample_rate, WHISPER_RATE)
+        """The utterance's text: what streaming STT has left to finish, or the whole recording decoded now."""
         start = turn.clock.now_ms()
-        result = await asyncio.to_thread(self.transcriber.transcribe, pcm16_to_float(pcm))
+        if utterance.transcription is not None and utterance.resample is not None:
+            utterance.transcription.feed(utterance.resample.flush())
+            result = await utterance.transcription.finish_async()
+        else:
+            if self.transcriber is None:
+                raise SttError("speech to text is off on this server (server.stt_on_server); send a transcript instead")
+            assert utterance.pcm is not None
+            pcm = resample_pcm16(bytes(utterance.pcm), utterance.sample_rate, WHISPER_RATE)
+            result = await asyncio.to_thread(self.transcriber.transcribe, pcm16_to_float(pcm))
         turn.clock.record("stt", start)
         return result.text, result.language
 

@@ -20,7 +20,8 @@ from conftest import ConfigFactory
 from tiny_models import TinyModels
 
 from device.client import CompanionClient
-from device.runtime import Listening, Plush, WavSink
+from device.listening import Listening
+from device.runtime import Plush, WavSink
 from plush.config import SttConfig
 from voice_models.audio import WHISPER_RATE, float_to_pcm16, resample_pcm16
 from voice_models.streaming_stt import StreamingStt

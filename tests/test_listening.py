@@ -1,0 +1,141 @@
+"""The whole press-speak-release loop on a real microphone (headless PulseAudio) and a real server.
+
+The button is scripted (down, hold while the phrases play into the microphone, up, wait for the reply); the
+recorder, the streaming STT, the gRPC stream and the server are the real ones. With server-side STT the turn's
+stream opens at button down and the server transcribes while the owner is still speaking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ConfigFactory, require_pulse
+from fakes.pulse import HeadlessPulse
+from test_streaming_stt import THREE_PHRASES, silence, utterance
+
+from device.audio_io import Recorder
+from device.client import CompanionClient
+from device.controls import ButtonEvent
+from device.runtime import Plush, State, WavSink
+from voice_models.model_store import ModelStore
+from voice_models.streaming_stt import StreamingStt
+from voice_models.stt import Transcriber
+
+HOLD_S = len(THREE_PHRASES) / 2 / 16000 + 0.4
+
+
+@pytest.fixture(scope="module")
+def pulse() -> Iterator[HeadlessPulse]:
+    require_pulse()
+    with HeadlessPulse() as server:
+        yield server
+
+
+class Script:
+    """A button pressed once for `hold_s`, then released; quits once the plush is idle again."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+        self.states: list[State] = []
+        self._idle_again = asyncio.Event()
+
+    def on_state(self, state: State) -> None:
+        self.states.append(state)
+        if state is State.IDLE and State.THINKING in self.states:
+            self._idle_again.set()
+
+    async def buttons(self) -> AsyncIterator[ButtonEvent]:
+        yield ButtonEvent.DOWN
+        await asyncio.sleep(self.hold_s)
+        yield ButtonEvent.UP
+        await asyncio.wait_for(self._idle_again.wait(), timeout=60)
+        yield ButtonEvent.QUIT
+
+
+async def press_and_speak(
+    pulse: HeadlessPulse, port: int, config: Any, plush_stt: StreamingStt | None, out: Path
+) -> tuple[Script, list[str]]:
+    script = Script(HOLD_S)
+    heard: list[str] = []
+    async with CompanionClient(f"127.0.0.1:{port}", config.device.id) as client:
+        plush = Plush(
+            config.device,
+            client,
+            plush_stt.transcriber if plush_stt else None,
+            streaming=plush_stt,
+            on_state=script.on_state,
+            on_text=lambda kind, text: heard.append(text) if kind == "heard" else None,
+        )
+        feeder = pulse.feed_mic(utterance(silence(0.2)) + THREE_PHRASES)
+        try:
+            await plush.run(script.buttons(), Recorder(16000), lambda: WavSink(out))
+        finally:
+            feeder.kill()
+            feeder.wait(timeout=5)
+    return script, heard
+
+
+async def test_server_side_stt_hears_the_owner_while_the_button_is_held(
+    pulse: HeadlessPulse, running_server: Any, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    config = make_config(device={"id": "server-stt", "stt": "server"})
+    stt_threads: list[str] = []  # the server's streaming STT runs in a worker thread per utterance
+
+    async def watch() -> None:
+        while True:
+            stt_threads.extend(t.name for t in threading.enumerate() if t.name == "plush-streaming-stt")
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        script, heard = await press_and_speak(pulse, running_server.port, config, None, tmp_path / "out.wav")
+    finally:
+        watcher.cancel()
+    assert script.states[:4] == [State.IDLE, State.LISTENING, State.THINKING, State.SPEAKING]
+    assert heard and heard[0], "the server heard the phrases"
+    assert stt_threads, "the server transcribed while the audio was still arriving"
+    stored = (await running_server.companion.store.list_turns(limit=1))[0]
+    assert stored.user_text == heard[0] and stored.reply_text
+    assert (tmp_path / "out.wav").stat().st_size > 10_000
+
+
+async def test_device_side_streaming_stt_hears_the_owner_while_the_button_is_held(
+    pulse: HeadlessPulse, running_server: Any, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    config = make_config()
+    transcriber = Transcriber.from_config(config.stt, ModelStore.from_config(config.models))
+    stt = StreamingStt.from_config(transcriber, config.stt)
+    script, heard = await press_and_speak(pulse, running_server.port, config, stt, tmp_path / "out.wav")
+    assert script.states[:4] == [State.IDLE, State.LISTENING, State.THINKING, State.SPEAKING]
+    assert len(heard) == 1 and heard[0], "the plush heard the phrases through the microphone"
+    stored = (await running_server.companion.store.list_turns(limit=1))[0]
+    assert stored.user_text == heard[0] and stored.device_id == config.device.id
+    assert (tmp_path / "out.wav").stat().st_size > 10_000
+
+
+async def test_a_server_that_is_down_at_button_down_is_one_clear_error(make_config: ConfigFactory) -> None:
+    config = make_config(device={"id": "server-stt", "stt": "server"})
+    errors: list[str] = []
+    states: list[State] = []
+    async with CompanionClient("127.0.0.1:9", config.device.id) as client:
+        plush = Plush(
+            config.device,
+            client,
+            None,
+            on_state=states.append,
+            on_text=lambda kind, text: errors.append(text) if kind == "error" else None,
+        )
+
+        async def press() -> AsyncIterator[ButtonEvent]:
+            yield ButtonEvent.DOWN
+            yield ButtonEvent.UP
+            yield ButtonEvent.QUIT
+
+        await plush.run(press(), Recorder(16000), lambda: WavSink(Path("unused.wav")))
+    assert State.ERROR in states
+    assert errors and "cannot reach the Plush server" in errors[0]
