@@ -165,6 +165,38 @@ def models_download(
         out.print(f"  ready: {path}")
 
 
+@models_app.command("verify")
+def models_verify(
+    names: Annotated[list[str] | None, typer.Argument(help="Model names (default: every downloaded model).")] = None,
+    fix: Annotated[bool, typer.Option(help="Download damaged or missing files again.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Check downloaded models against the checksums recorded when they were fetched (works offline)."""
+    cfg = _load(config)
+    from voice_models.model_store import KNOWN_MODELS, ModelStore
+
+    store = ModelStore.from_config(cfg.models)
+    wanted = names or [m.name for m in KNOWN_MODELS.values() if store.is_downloaded(m)]
+    if not wanted:
+        out.print("No models are downloaded yet; run: plush models download")
+        return
+    failed = []
+    for name in wanted:
+        problems = store.verify(name)
+        if problems and fix:
+            store.discard_damaged(name)
+            out.print(f"[yellow]{name}[/]: fetching again: {'; '.join(problems)}", highlight=False)
+            store.download(name)
+            problems = store.verify(name)
+        if problems:
+            failed.append(name)
+            out.print(f"[red]{name}[/]: {'; '.join(problems)}", highlight=False)
+        else:
+            out.print(f"[green]{name}[/]: ok", highlight=False)
+    if failed:
+        raise PlushError(f"damaged or incomplete: {', '.join(failed)}; run: plush models verify --fix")
+
+
 @config_app.command("show")
 def config_show(config: ConfigOption = None) -> None:
     """Print the effective configuration (file + environment), secrets masked."""

@@ -31,6 +31,8 @@ import pytest
 from fakes.hf_hub import FakeHub
 from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
 
+from plush.errors import ModelMissingError
+from voice_models.model_checksums import MANIFEST
 from voice_models.model_store import KNOWN_MODELS, ModelStore
 
 MODEL = "whisper-tiny"
@@ -101,7 +103,7 @@ def files_in(folder: Path) -> dict[str, bytes]:
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and ".cache" not in p.relative_to(folder).parts
+        if p.is_file() and ".cache" not in p.relative_to(folder).parts and p.name != MANIFEST
     }
 
 
@@ -310,3 +312,40 @@ def test_unknown_model_name_lists_the_known_ones(models_dir: Path) -> None:
     for name in KNOWN_MODELS:
         assert name in line
     assert not (models_dir / "whisper-huge").exists()
+
+
+def test_verify_finds_a_damaged_file_and_fix_fetches_it_again(hub: FakeHub, models_dir: Path) -> None:
+    assert plush("models", "download", MODEL, endpoint=hub.url, models_dir=models_dir).returncode == 0
+    ok = plush("models", "verify", endpoint=hub.url, models_dir=models_dir)
+    assert ok.returncode == 0 and f"{MODEL}: ok" in ok.stdout
+
+    weights = models_dir / MODEL / "model.bin"
+    damaged = bytearray(weights.read_bytes())
+    damaged[1000] ^= 0xFF  # same size, one flipped byte: only a checksum notices
+    weights.write_bytes(bytes(damaged))
+    bad = plush("models", "verify", MODEL, endpoint=hub.url, models_dir=models_dir, wide=True)
+    assert "model.bin does not match its checksum" in bad.stdout
+    assert "plush models verify --fix" in error_line(bad)
+
+    hub.clear_requests()
+    fixed = plush("models", "verify", MODEL, "--fix", endpoint=hub.url, models_dir=models_dir)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert weights.read_bytes() == FILES["model.bin"]
+    assert [name for name in FILES if hub.gets(name)] == ["model.bin"], "only the damaged file is fetched again"
+
+
+def test_a_file_that_arrives_damaged_is_refused_and_not_kept(hub: FakeHub, models_dir: Path) -> None:
+    hub.tamper(REPO_ID, "model.bin", b"\x00" * len(FILES["model.bin"]))
+    result = plush("models", "download", MODEL, endpoint=hub.url, models_dir=models_dir, wide=True)
+    assert "model.bin of 'whisper-tiny' arrived damaged" in error_line(result)
+    assert not (models_dir / MODEL / "model.bin").exists()
+
+
+def test_a_model_cut_short_on_disk_is_a_clear_error_at_load(hub: FakeHub, models_dir: Path) -> None:
+    assert plush("models", "download", MODEL, endpoint=hub.url, models_dir=models_dir).returncode == 0
+    weights = models_dir / MODEL / "model.bin"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelMissingError, match=r"damaged .* run: plush models verify whisper-tiny --fix"):
+        ModelStore(models_dir).resolve(MODEL, "stt")
+    again = plush("models", "download", MODEL, endpoint=hub.url, models_dir=models_dir)
+    assert again.returncode == 0 and weights.read_bytes() == FILES["model.bin"], "download repairs it"

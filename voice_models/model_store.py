@@ -13,6 +13,15 @@ from typing import Literal
 
 from plush.config import ModelsConfig, cache_home
 from plush.errors import ModelMissingError, PlushError
+from voice_models.model_checksums import (
+    FileRecord,
+    check_file,
+    hub_etag,
+    matches_etag,
+    read_manifest,
+    record_file,
+    sha256_of,
+)
 
 Kind = Literal["stt", "tts", "llm"]
 
@@ -144,6 +153,13 @@ class ModelStore:
                 f"run: plush models download {spec}"
             )
         folder = self.folder(spec)
+        records = read_manifest(folder)
+        for file in known.files:  # sizes only: hashing a gigabyte at every start would be too slow
+            if file in records and (folder / file).stat().st_size != records[file].size:
+                raise ModelMissingError(
+                    f"{kind} model '{spec}' is damaged ({file} is not the size that was downloaded); "
+                    f"run: plush models verify {spec} --fix"
+                )
         return folder / known.entry if known.entry else folder
 
     def download(self, name: str) -> Path:
@@ -165,7 +181,11 @@ class ModelStore:
         )
         folder = self.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
+        records = read_manifest(folder)
         for file in known.files:
+            path = folder / file
+            if path.is_file() and file in records and path.stat().st_size != records[file].size:
+                _discard(folder, file)  # damaged (cut short or overwritten): fetch it again
             try:
                 hf_hub_download(known.repo_id, file, local_dir=folder)
             except download_errors as exc:
@@ -177,7 +197,47 @@ class ModelStore:
                     f"could not download {file} of '{name}' from {known.repo_id}: {reason}. "
                     "Check the network, or download the files yourself and set the model's path in the config."
                 ) from exc
+            if file not in records or path.stat().st_size != records[file].size:
+                _accept(folder, name, file)
         return folder / known.entry if known.entry else folder
+
+    def verify(self, name: str) -> list[str]:
+        """What is wrong with a downloaded model's files (an empty list when every checksum matches)."""
+        known = KNOWN_MODELS.get(name)
+        if known is None:
+            raise PlushError(f"unknown model '{name}'; known: {', '.join(KNOWN_MODELS)}")
+        folder = self.folder(name)
+        records = read_manifest(folder)
+        return [problem for file in known.files if (problem := check_file(folder, file, records)) is not None]
+
+    def discard_damaged(self, name: str) -> list[str]:
+        """Delete the files of a model that fail verification, so `download` fetches them again."""
+        known = KNOWN_MODELS[name]
+        folder = self.folder(name)
+        records = read_manifest(folder)
+        damaged = [f for f in known.files if (folder / f).is_file() and check_file(folder, f, records) is not None]
+        for file in damaged:
+            _discard(folder, file)
+        return damaged
+
+
+def _accept(folder: Path, name: str, file: str) -> None:
+    """Check a freshly downloaded file against the Hub's checksum and record its own for later verification."""
+    path = folder / file
+    digest = sha256_of(path)
+    etag = hub_etag(folder, file)
+    if etag is not None and matches_etag(path, digest, etag) is False:
+        _discard(folder, file)
+        raise PlushError(
+            f"{file} of '{name}' arrived damaged (its checksum does not match the Hub's); run the download again"
+        )
+    record_file(folder, file, FileRecord(digest, path.stat().st_size))
+
+
+def _discard(folder: Path, file: str) -> None:
+    """Remove a file and huggingface_hub's note that it is complete."""
+    (folder / file).unlink(missing_ok=True)
+    (folder / ".cache" / "huggingface" / "download" / f"{file}.metadata").unlink(missing_ok=True)
 
 
 def _one_line(exc: BaseException) -> str:

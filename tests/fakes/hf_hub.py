@@ -279,6 +279,13 @@ class FakeHub:
         with self._lock:
             self._files[(repo_id, path)] = _File(data, lfs, git_sha1, hashlib.sha256(data).hexdigest())
 
+    def tamper(self, repo_id: str, path: str, data: bytes) -> None:
+        """Serve ``data`` for a file from now on while its ETag still names the original content (a damaged
+        transfer or mirror): what a client that checks checksums must refuse."""
+        with self._lock:
+            file = self._files[(repo_id, path)]
+            self._files[(repo_id, path)] = _File(data, file.lfs, file.git_sha1, file.sha256)
+
     def fail(
         self,
         repo_id: str,
