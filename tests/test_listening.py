@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import ConfigFactory, require_pulse
 from fakes.pulse import HeadlessPulse
-from test_streaming_stt import THREE_PHRASES, silence, utterance
+from test_streaming_stt import THREE_PHRASES, silence, utterance, voiced
 
 from device.audio_io import Recorder
 from device.client import CompanionClient
@@ -139,3 +139,88 @@ async def test_a_server_that_is_down_at_button_down_is_one_clear_error(make_conf
         await plush.run(press(), Recorder(16000), lambda: WavSink(Path("unused.wav")))
     assert State.ERROR in states
     assert errors and "cannot reach the Plush server" in errors[0]
+
+
+@pytest.fixture
+async def slow_gemini_server(make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """A server whose Gemini first gives a long, slow answer (time to interrupt it), then a short one."""
+    from fakes.gemini import FakeGemini
+
+    from server.app import start_server
+
+    with FakeGemini() as gemini:
+        gemini.reply(*[f"Sentence number {i}. " for i in range(12)], chunk_delay=0.3)
+        gemini.reply("Yes, I am listening.")
+        monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+        llama = make_config().llm.llama.model_dump()
+        server = await start_server(
+            make_config(llm={"backend": "auto", "gemini": {"base_url": gemini.base_url}, "llama": llama})
+        )
+        try:
+            yield server
+        finally:
+            await server.stop(grace=0)
+
+
+class TwoPresses:
+    """The owner asks, interrupts the answer by pressing again, asks again, and waits for that answer."""
+
+    def __init__(self, pulse: HeadlessPulse, out: Path) -> None:
+        self.pulse, self.out = pulse, out
+        self.states: list[State] = []
+        self.feeders: list[Any] = []
+        self._speaking = asyncio.Event()
+        self._idle_after_second = asyncio.Event()
+
+    def on_state(self, state: State) -> None:
+        self.states.append(state)
+        if state is State.SPEAKING:
+            self._speaking.set()
+        if state is State.IDLE and self.states.count(State.THINKING) == 2:
+            self._idle_after_second.set()
+
+    def sink(self) -> WavSink:
+        return WavSink(self.out / f"reply{len(self.feeders)}.wav")
+
+    async def buttons(self) -> AsyncIterator[ButtonEvent]:
+        for _ in range(2):  # a phrase into the microphone each time the button is held
+            self.feeders.append(self.pulse.feed_mic(utterance(silence(0.2), voiced(1.2), silence(0.6))))
+            yield ButtonEvent.DOWN
+            await asyncio.sleep(2.2)
+            yield ButtonEvent.UP
+            await asyncio.wait_for(self._speaking.wait(), timeout=30)
+            self._speaking.clear()
+        await asyncio.wait_for(self._idle_after_second.wait(), timeout=30)
+        yield ButtonEvent.QUIT
+
+    def close(self) -> None:
+        for feeder in self.feeders:
+            feeder.kill()
+            feeder.wait(timeout=5)
+
+
+async def test_pressing_the_button_while_the_plush_speaks_interrupts_it_and_listens_again(
+    pulse: HeadlessPulse, slow_gemini_server: Any, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    server = slow_gemini_server
+    config = make_config(device={"id": "barge-in", "stt": "server"})
+    owner = TwoPresses(pulse, tmp_path)
+    try:
+        async with CompanionClient(f"127.0.0.1:{server.port}", config.device.id) as client:
+            plush = Plush(config.device, client, None, on_state=owner.on_state)
+            await plush.run(owner.buttons(), Recorder(16000), owner.sink)
+    finally:
+        owner.close()
+
+    turns = []
+    for _ in range(100):  # the interrupted turn is stored when the server has wound it down
+        turns = await server.companion.store.list_turns(limit=2)
+        if len(turns) == 2:
+            break
+        await asyncio.sleep(0.05)
+    second, first = turns
+    assert first.interrupted and "Sentence number 11" not in first.reply_text
+    assert not second.interrupted and second.reply_text == "Yes, I am listening."
+    assert owner.states.count(State.LISTENING) == 2
+    leftover = [t for t in asyncio.all_tasks() if "_produce" in repr(t.get_coro())]
+    assert leftover == [], "no server task outlives the interrupted turn"
