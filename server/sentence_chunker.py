@@ -1,11 +1,11 @@
 """Cut a stream of LLM text deltas into speakable pieces, so speech starts before the reply is complete.
 
-The first piece is cut early, at a clause boundary (a comma, semicolon, colon or dash, or a Korean connective
-ending such as 좋고, 그런데, 있지만, 가면서, 먹어서), as soon as it is long enough to sound natural: that is
-what the owner hears first, so it sets the reply's latency. After it, pieces are whole sentences, which Piper
-speaks with better intonation. A sentence ends at . ! ? … (or their full-width forms) followed by a space, or at
-a newline; "3.5", "e.g." mid-sentence and "Dr. Kim" do not end one. A sentence that runs on without an end is cut
-at a clause boundary or a space once it is too long to wait for.
+The first piece is cut early, at the first clause boundary (a comma, semicolon, colon or dash, or a Korean
+connective ending such as 좋고, 그런데, 있지만, 가면서, 먹어서), or at a word boundary when its first clause runs
+long: that is what the owner hears first, so it sets the reply's latency. After it, pieces are whole sentences,
+which Piper speaks with better intonation. A sentence ends at . ! ? … (or their full-width forms) followed by a
+space, or at a newline; "3.5", "e.g." mid-sentence and "Dr. Kim" do not end one. A sentence that runs on without
+an end is cut at a clause boundary or a space once it is too long to wait for.
 
 `speakable` strips what a voice should not read out (emoji, markdown marks), so a piece of only emoji is skipped.
 """
@@ -48,6 +48,11 @@ _ABBREVIATIONS = frozenset(
         "capt",
     ]
 )
+_LEANING_WORDS = frozenset(
+    {"a", "an", "the", "of", "to", "and", "or", "but", "in", "on", "at", "by", "for", "with", "from", "near",
+     "my", "your", "his", "her", "our", "their", "its", "this", "that", "very", "so", "is", "are", "was"}
+)  # fmt: skip
+"""Words that lean on the next one: a piece should not end with them."""
 _WORD_BEFORE = re.compile(r"([\w.]+)\.$")
 _MARKDOWN = re.compile(r"[*_#`~|>]+")
 
@@ -73,11 +78,15 @@ class SentenceChunker:
     """Feed deltas with `feed`; each call returns the pieces completed so far. `flush` returns the rest.
 
     `first_min_weight`: how long (see `speech_weight`) the first piece must be before a clause boundary may end
-    it. `max_weight`: a sentence longer than this is cut at its last clause boundary or space.
+    it: one short word ("Well," "Oh," "음,"), so speech starts with the first breath of the reply; what follows
+    keeps the speaker busy while the next piece is synthesized (a reply is spoken far slower than it streams).
+    `first_max_weight`: a first clause that runs longer is cut at a space. `max_weight`: the same for the
+    sentences after it.
     """
 
-    def __init__(self, *, first_min_weight: int = 20, max_weight: int = 240) -> None:
+    def __init__(self, *, first_min_weight: int = 4, first_max_weight: int = 48, max_weight: int = 240) -> None:
         self.first_min_weight = first_min_weight
+        self.first_max_weight = first_max_weight
         self.max_weight = max_weight
         self._buffer = ""
         self._emitted = 0
@@ -111,8 +120,9 @@ class SentenceChunker:
                 return clause
         if sentence_end is not None:
             return sentence_end
-        if speech_weight(text) > self.max_weight:
-            return self._long_cut(text)
+        limit = self.first_max_weight if self._emitted == 0 else self.max_weight
+        if speech_weight(text) > limit:
+            return self._long_cut(text, limit)
         return None
 
     def _clause_cut(self, text: str, limit: int | None) -> int | None:
@@ -124,16 +134,18 @@ class SentenceChunker:
                 return match.end()
         return None
 
-    def _long_cut(self, text: str) -> int:
-        """The last clause boundary, else the last space, that keeps the piece within `max_weight`."""
+    def _long_cut(self, text: str, limit: int) -> int:
+        """The last clause boundary, else the last space, that keeps the piece within `limit`."""
         end = len(text)
-        while end > 0 and speech_weight(text[:end]) > self.max_weight:
+        while end > 0 and speech_weight(text[:end]) > limit:
             end -= 1
         head = text[:end]
         clauses = [m.end() for m in _CLAUSE_END.finditer(head) if m.end() > end // 2]
         if clauses:
             return clauses[-1]
         space = head.rstrip().rfind(" ")
+        while space > 0 and head[:space].rsplit(" ", 1)[-1].lower() in _LEANING_WORDS:
+            space = head[:space].rstrip().rfind(" ")  # "near the | horizon" would strand "the": cut before it
         return space if space > 0 else max(end, 1)
 
     @staticmethod

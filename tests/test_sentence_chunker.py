@@ -37,14 +37,23 @@ def test_sentences_end_at_their_punctuation(deltas: list[str], pieces: list[str]
     assert chunk(deltas) == pieces
 
 
-def test_the_first_piece_ends_early_at_a_comma_once_long_enough() -> None:
+def test_the_first_piece_ends_at_the_first_comma_after_a_whole_word() -> None:
     text = "Well, that is a really good question, my friend. Let me think, okay? Yes, sure."
     assert chunk(tokens(text)) == [
-        "Well, that is a really good question,",  # "Well," alone is too short to sound natural
-        "my friend.",
+        "Well,",  # the owner hears the first breath of the reply at once
+        "that is a really good question, my friend.",
         "Let me think, okay?",  # after the first piece, whole sentences only
         "Yes, sure.",
     ]
+    assert chunk(["I, for one, agree."], first_min_weight=4) == ["I, for one,", "agree."], "one letter is too short"
+
+
+def test_a_long_first_clause_is_cut_at_a_word_but_never_after_an_article() -> None:
+    text = "I think the moon looks much bigger near the horizon because of the trees and houses around it. Yes."
+    first, second, third = chunk(tokens(text))
+    assert first == "I think the moon looks much bigger"
+    assert second == "near the horizon because of the trees and houses around it."
+    assert third == "Yes."
 
 
 def test_the_first_korean_piece_ends_at_a_connective_ending() -> None:

@@ -184,3 +184,22 @@ async def test_the_streaming_transcription_is_handed_to_the_turn_at_release(
 def test_streaming_settings_come_from_the_config(stt: StreamingStt) -> None:
     built = StreamingStt.from_config(stt.transcriber, SttConfig(vad_threshold=0.7, min_silence_ms=250))
     assert (built.options.threshold, built.options.min_silence_ms) == (0.7, 250)
+
+
+def test_the_fit_encoder_window_decodes_short_phrases_and_detects_their_language(models: TinyModels) -> None:
+    fit = Transcriber(models.whisper_dir, options=SttOptions(max_new_tokens=8, encoder_window="fit"))
+    phrase = np.frombuffer(utterance(voiced(1.2)), dtype="<i2").astype(np.float32) / 32768
+    detected = fit.transcribe(phrase)
+    assert detected.text and detected.language
+    assert fit.transcribe(phrase, language="ko").language == "ko"
+    tiny_blip = phrase[:800]  # 50 ms: padded to a second of silence, not an encoder error
+    assert fit.transcribe(tiny_blip).language
+
+
+def test_streaming_with_the_fit_window_equals_its_one_pass_result(models: TinyModels, vad: SileroVad) -> None:
+    fit = Transcriber(models.whisper_dir, options=SttOptions(language="en", max_new_tokens=8, encoder_window="fit"))
+    stt = StreamingStt(fit, vad)
+    one_pass, _ = stt.transcribe_segmented(THREE_PHRASES)
+    stream = stt.begin()
+    feed_like_a_microphone(stream.feed, THREE_PHRASES)
+    assert stream.finish().text == one_pass.text != ""

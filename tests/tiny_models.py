@@ -110,11 +110,11 @@ def _whisper_config(tokens: list[str], hf_tokenizer: Tokenizer) -> dict[str, Any
     }
 
 
-def _whisper_spec(tokens: list[str], config: dict[str, Any]) -> Any:
+def _whisper_spec(tokens: list[str], config: dict[str, Any], dims: dict[str, int]) -> Any:
     """A ``WhisperSpec`` filled with seeded random weights in the layout of CTranslate2's ``WhisperLoader``."""
     from ctranslate2.specs import whisper_spec
 
-    d, heads, layers, ffn, n_mels = (_WHISPER_DIMS[k] for k in ("d_model", "heads", "layers", "ffn", "n_mels"))
+    d, heads, layers, ffn, n_mels = (dims[k] for k in ("d_model", "heads", "layers", "ffn", "n_mels"))
     rng = np.random.default_rng(_SEED)
 
     def rand(*shape: int) -> NDArray[np.float32]:
@@ -167,7 +167,7 @@ def _whisper_spec(tokens: list[str], config: dict[str, Any]) -> Any:
     return spec
 
 
-def build_whisper(dest: Path, tokenizer_dir: Path | None = None) -> Path:
+def build_whisper(dest: Path, tokenizer_dir: Path | None = None, dims: dict[str, int] | None = None) -> Path:
     """Write a random-weight CTranslate2 Whisper model directory that faster-whisper loads offline.
 
     The weights fill ``ctranslate2.specs.WhisperSpec`` in the layout of CTranslate2's own transformers
@@ -178,7 +178,8 @@ def build_whisper(dest: Path, tokenizer_dir: Path | None = None) -> Path:
     generated. The output projection has a bias of -30 on every special and timestamp token (what training
     teaches a real model: text dominates), so the model always prints text and never end-of-text (callers
     pass ``max_new_tokens``), and its no-speech probability is ~1e-18, so faster-whisper's no-speech skip
-    never fires with the default thresholds.
+    never fires with the default thresholds. ``dims`` overrides the sizes (benchmarks build Whisper base:
+    d_model 512, 8 heads, 6+6 layers, ffn 2048; compute cost is the real model's, whatever the weights).
     """
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("model.bin", "config.json", "vocabulary.json", "vocabulary.txt", "tokenizer.json"):
@@ -192,7 +193,7 @@ def build_whisper(dest: Path, tokenizer_dir: Path | None = None) -> Path:
         shutil.copyfile(tokenizer_dir / "tokenizer.json", dest / "tokenizer.json")
         real = json.loads((tokenizer_dir / "config.json").read_text(encoding="utf-8"))
         config = {k: real[k] for k in ("suppress_ids", "suppress_ids_begin", "lang_ids")}
-    spec = _whisper_spec(tokens, config)
+    spec = _whisper_spec(tokens, config, {**_WHISPER_DIMS, **(dims or {})})
     spec.optimize("int8")
     spec.save(str(dest))
     return dest
@@ -217,7 +218,6 @@ def build_piper_voice(
     """
     import onnx
     from onnx import TensorProto, helper
-    from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
 
     def const(out: str, value: float | list[int], dtype: int) -> onnx.NodeProto:
         dims = [len(value)] if isinstance(value, list) else []
@@ -254,6 +254,14 @@ def build_piper_voice(
     dest_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = dest_dir / f"{name}.onnx"
     onnx.save(model, str(onnx_path))
+    write_piper_config(onnx_path, espeak_voice=espeak_voice, sample_rate=sample_rate)
+    return onnx_path
+
+
+def write_piper_config(onnx_path: Path, *, espeak_voice: str, sample_rate: int, length_scale: float = 1.0) -> None:
+    """The ``.onnx.json`` beside a voice: what ``PiperVoice.load`` needs (espeak phonemes, the default id map)."""
+    from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
+
     config = {
         "audio": {"sample_rate": sample_rate},
         "espeak": {"voice": espeak_voice},
@@ -261,13 +269,12 @@ def build_piper_voice(
         "num_symbols": 1 + max(i for ids in DEFAULT_PHONEME_ID_MAP.values() for i in ids),
         "num_speakers": 1,
         "speaker_id_map": {},
-        "inference": {"noise_scale": 0.667, "length_scale": 1.0, "noise_w": 0.8},
+        "inference": {"noise_scale": 0.667, "length_scale": length_scale, "noise_w": 0.8},
         "phoneme_id_map": DEFAULT_PHONEME_ID_MAP,
         "piper_version": "1.8.0",
     }
     config_text = json.dumps(config, ensure_ascii=False, indent=1)
     onnx_path.with_name(onnx_path.name + ".json").write_text(config_text, encoding="utf-8")
-    return onnx_path
 
 
 # ------------------------------------------------------------------------------------------------------- GGUF

@@ -19,6 +19,9 @@ from plush.errors import AudioFormatError, PlushError
 from voice_models.audio import WHISPER_RATE, FloatAudio
 from voice_models.model_store import ModelStore
 
+FIT_MAX_SAMPLES = 30 * WHISPER_RATE
+"""Longer audio than Whisper's window always takes faster-whisper's own path."""
+
 
 class SttError(PlushError):
     """The speech model could not be loaded or failed on an utterance."""
@@ -33,6 +36,9 @@ class SttOptions:
     beam_size: int = 1
     max_new_tokens: int = 128
     no_speech_threshold: float | None = 0.6
+    encoder_window: str = "full"
+    """"full": pad every utterance to Whisper's 30 s window (how it was trained; most accurate). "fit": encode
+    only the utterance's own length (at least 1 s), which is 10-30x faster on a CPU for short phrases."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,41 @@ class Transcriber:
             raise SttError(f"cannot load the Whisper model in {model_dir}: {exc}") from exc
         self.options = options or SttOptions()
 
+    def _transcribe_fit(self, audio: FloatAudio, language: str | None) -> tuple[str, str]:
+        """Greedy or beam decoding of one short utterance with an encoder input only as long as the audio.
+
+        faster-whisper always pads to 30 s, so this drives its CTranslate2 model directly, with faster-whisper's
+        own prompt, token suppression and language detection.
+        """
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        model, opts = self._model, self.options
+        if audio.size < WHISPER_RATE:  # at least a second, as silence: very short inputs decode poorly
+            audio = np.pad(audio, (0, WHISPER_RATE - audio.size))
+        features = model.feature_extractor(audio)
+        features = features[:, : features.shape[-1] - features.shape[-1] % 2]  # the encoder's stride is 2
+        encoded = model.encode(features)
+        language = language or opts.language
+        if language is None:
+            ranked = model.model.detect_language(encoded)[0]
+            language = ranked[0][0][2:-2]
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+        prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=opts.beam_size,
+            max_length=len(prompt) + opts.max_new_tokens,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, (-1,)),
+            return_no_speech_prob=True,
+        )[0]
+        if opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold:
+            return "", language
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        return tokenizer.decode(tokens).strip(), language
+
     @classmethod
     def from_config(cls, config: SttConfig, store: ModelStore) -> Transcriber:
         """The Whisper model named in `[stt]`, with its decoding options."""
@@ -81,6 +122,7 @@ class Transcriber:
             beam_size=config.beam_size,
             max_new_tokens=config.max_new_tokens,
             no_speech_threshold=config.no_speech_threshold,
+            encoder_window=config.encoder_window,
         )
         return cls(
             store.resolve(config.model, "stt"),
@@ -99,6 +141,11 @@ class Transcriber:
             raise AudioFormatError("empty recording: there is no audio to transcribe")
         started = time.perf_counter()
         opts = self.options
+        if opts.encoder_window == "fit" and audio.size <= FIT_MAX_SAMPLES:
+            text, detected = self._transcribe_fit(np.ascontiguousarray(audio, dtype=np.float32), language)
+            return TranscriptResult(
+                text=text, language=detected, audio_s=audio.size / WHISPER_RATE, elapsed_s=time.perf_counter() - started
+            )
         segments, info = self._model.transcribe(
             np.ascontiguousarray(audio, dtype=np.float32),
             language=language or opts.language,
