@@ -110,3 +110,5 @@ async def test_a_spoken_turn_plays_the_reply_on_the_speaker(
     played_s = len(speaker.pcm) / 32000
     assert rms(speaker.pcm) > 500, "the reply was not heard on the speaker"
     assert played_s > 0.5
+    # The suite's voice speaks a 220 Hz tone: what the speaker played is what the server synthesized.
+    assert abs(dominant_frequency(speaker.pcm, 16000) - 220) < 5
