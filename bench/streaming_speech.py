@@ -26,10 +26,10 @@ import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
-import numpy as np
-
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
 from real_size_models import piper_medium, whisper_base  # noqa: E402
+from speech_signals import silence, voiced  # noqa: E402
+from speech_signals import utterance as speech  # noqa: E402
 
 from plush.config import MemoryConfig  # noqa: E402
 from plush.logs import setup_logging  # noqa: E402
@@ -40,7 +40,7 @@ from server.memory import Memory  # noqa: E402
 from server.persona import PersonaSource  # noqa: E402
 from server.speech import SpeechOut  # noqa: E402
 from server.store import Store  # noqa: E402
-from voice_models.audio import WHISPER_RATE, float_to_pcm16, pcm16_to_float  # noqa: E402
+from voice_models.audio import pcm16_to_float  # noqa: E402
 from voice_models.streaming_stt import StreamingStt  # noqa: E402
 from voice_models.stt import SttOptions, Transcriber  # noqa: E402
 from voice_models.tts import Synthesizer  # noqa: E402
@@ -54,20 +54,10 @@ REPLY = (
 )
 
 
-def voiced(seconds: float, pitch: float = 140.0) -> np.ndarray:
-    t = np.arange(int(seconds * WHISPER_RATE)) / WHISPER_RATE
-    envelope = 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
-    return 0.2 * envelope * sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 6))
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * WHISPER_RATE))
-
-
 def utterance(trailing_silence: float) -> bytes:
     """Three phrases (1.6, 1.4 and 1.2 s) with pauses between them: about 5 s in all."""
     parts = [voiced(1.6), silence(0.5), voiced(1.4, 180), silence(0.5), voiced(1.2, 120)]
-    return float_to_pcm16(np.concatenate([*parts, silence(trailing_silence)]).astype(np.float32))
+    return speech(*parts, silence(trailing_silence))
 
 
 def median_ms(values: list[float]) -> float:

@@ -59,14 +59,14 @@ class Listening:
         if self.uplink is not None:
             self.uplink.on_audio(pcm)
 
-    def released(self) -> StreamingTranscription | None:
-        """The button is up: the transcription with the resampler's last samples in it."""
+    def release(self) -> None:
+        """The button is up: the resampler's last samples go to the transcription."""
         if self.transcription is not None and self._resample is not None:
             self.transcription.feed(self._resample.flush())
-        return self.transcription
 
-    async def cancel(self) -> None:
+    async def cancel(self, reason: str) -> None:
+        """Drop the utterance: stop its transcription and end its stream to the server."""
         if self.transcription is not None:
             self.transcription.cancel()
         if self.uplink is not None:
-            await self.uplink.cancel("quit")
+            await self.uplink.cancel(reason)

@@ -164,21 +164,17 @@ class Plush:
     def _turn_start(self) -> pb.TurnStart:
         return pb.TurnStart(want_audio=True, output_encoding=ENCODINGS[self.config.audio_encoding])
 
-    async def take_turn(
-        self,
-        pcm: bytes,
-        sink: AudioSink,
-        transcription: StreamingTranscription | None = None,
-        uplink: AudioUplink | None = None,
-    ) -> TurnResult:
+    async def take_turn(self, pcm: bytes, sink: AudioSink, listening: Listening | None = None) -> TurnResult:
         """Send one recorded utterance (mono s16le at config.sample_rate) and play the reply into `sink`.
 
-        `transcription` is the streaming STT that already heard the utterance while it was recorded; `uplink` the
-        turn's stream to the server that already carried it (server-side STT).
+        `listening` is what already heard the utterance while it was recorded: the streaming STT, or the turn's
+        stream to the server that already carried it (server-side STT).
         """
         self.on_state(State.THINKING)
         result = TurnResult()
         start = self._turn_start()
+        transcription = listening.transcription if listening else None
+        uplink = listening.uplink if listening else None
         if uplink is not None:
             call = await uplink.finish()
         elif self.config.stt == "device":
@@ -250,12 +246,13 @@ class Plush:
                     await asyncio.gather(turn, return_exceptions=True)
                 listening = await self._listen(recorder)
             elif event is ButtonEvent.UP and listening is not None:
-                pcm, transcription = recorder.stop(), listening.released()
-                turn = asyncio.create_task(self._guarded_turn(pcm, make_sink(), transcription, listening.uplink))
+                pcm = recorder.stop()
+                listening.release()
+                turn = asyncio.create_task(self._guarded_turn(pcm, make_sink(), listening))
                 listening = None
         if listening is not None:
             recorder.stop()
-            await listening.cancel()
+            await listening.cancel("quit")
         if turn is not None and not turn.done():
             turn.cancel()
             await asyncio.gather(turn, return_exceptions=True)
@@ -276,22 +273,13 @@ class Plush:
         self.on_state(State.LISTENING)
         return listening
 
-    async def _guarded_turn(
-        self,
-        pcm: bytes,
-        sink: AudioSink,
-        transcription: StreamingTranscription | None = None,
-        uplink: AudioUplink | None = None,
-    ) -> TurnResult:
+    async def _guarded_turn(self, pcm: bytes, sink: AudioSink, listening: Listening) -> TurnResult:
         try:
             if len(pcm) < self.config.sample_rate // 5:  # under 0.1 s: a slip of the finger
-                if transcription is not None:
-                    transcription.cancel()
-                if uplink is not None:
-                    await uplink.cancel("too short")
+                await listening.cancel("too short")
                 self.on_text("heard", "")
                 return TurnResult(errors=["too short"])
-            return await self.take_turn(pcm, sink, transcription, uplink)
+            return await self.take_turn(pcm, sink, listening)
         except PlushError as exc:
             log.warning("turn_failed", device_id=self.config.id, error=str(exc))
             self.on_state(State.ERROR)

@@ -41,6 +41,18 @@ def _with_store(config: Path | None, work: Callable[[Store], Awaitable[T]]) -> T
     return asyncio.run(run())
 
 
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], empty: str) -> None:
+    if not rows:
+        out.print(empty)
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
 def _when(moment: float) -> str:
     return datetime.fromtimestamp(moment).strftime("%Y-%m-%d %H:%M") if moment else "-"
 
@@ -59,16 +71,9 @@ def facts(config: ConfigOption = None) -> None:
     async def work(store: Store) -> list[Fact]:
         return await store.list_facts()
 
-    found = _with_store(config, work)
-    if not found:
-        out.print('No facts yet. Say "remember that ..." to the plush, or run: plush memory remember "..."')
-        return
-    table = Table(title="Facts")
-    for column in ("id", "fact", "told", "where"):
-        table.add_column(column)
-    for fact in found:
-        table.add_row(str(fact.id), fact.text, _when(fact.created_at), fact.source)
-    out.print(table)
+    rows = [(str(f.id), f.text, _when(f.created_at), f.source) for f in _with_store(config, work)]
+    empty = 'No facts yet. Say "remember that ..." to the plush, or run: plush memory remember "..."'
+    _print_table("Facts", ("id", "fact", "told", "where"), rows, empty)
 
 
 @memory_app.command()
@@ -109,16 +114,8 @@ def conversations(config: ConfigOption = None) -> None:
     async def work(store: Store) -> list[Conversation]:
         return await store.list_conversations()
 
-    found = _with_store(config, work)
-    if not found:
-        out.print("No conversations yet.")
-        return
-    table = Table(title="Conversations")
-    for column in ("id", "turns", "last turn", "reset"):
-        table.add_column(column)
-    for c in found:
-        table.add_row(c.id, str(c.turns), _when(c.last_turn_at), _when(c.reset_at))
-    out.print(table)
+    rows = [(c.id, str(c.turns), _when(c.last_turn_at), _when(c.reset_at)) for c in _with_store(config, work)]
+    _print_table("Conversations", ("id", "turns", "last turn", "reset"), rows, "No conversations yet.")
 
 
 @memory_app.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,46 @@ def make_config(models: TinyModels, tmp_path: Path) -> ConfigFactory:
         return load_config(search=False, **base)
 
     return make
+
+
+GEMINI_TEST_KEY = "test-key-1234"
+StartServer = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+def fake_gemini() -> Iterator[Any]:
+    """The fake Gemini REST server on 127.0.0.1 (see fakes/gemini.py)."""
+    from fakes.gemini import FakeGemini
+
+    with FakeGemini() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def start_gemini_server(
+    fake_gemini: Any, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[StartServer]:
+    """Start real servers whose brain is Gemini (the fake), with the tiny llama behind it; all stop at the end.
+
+    `gemini` overrides `[llm.gemini]` settings, other keyword arguments replace whole config sections.
+    """
+    from server.app import start_server
+
+    monkeypatch.setenv("GEMINI_API_KEY", GEMINI_TEST_KEY)
+    running: list[Any] = []
+    llama = make_config().llm.llama.model_dump()
+
+    async def start(*, gemini: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Any:
+        settings = {"base_url": fake_gemini.base_url, "timeout_s": 5, "client_share": 1.0, **(gemini or {})}
+        server = await start_server(
+            make_config(llm={"backend": "auto", "gemini": settings, "llama": llama}, **sections)
+        )
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        await server.stop(grace=0)
 
 
 @pytest.fixture

@@ -5,22 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from conftest import ConfigFactory
+from speech_signals import utterance, voiced
 
 from device.client import CompanionClient
 from device.runtime import Plush, TurnResult, WavSink
-from voice_models.audio import WHISPER_RATE, float_to_pcm16, pcm16_to_float, read_audio_file, read_wav, write_wav
+from voice_models.audio import WHISPER_RATE, pcm16_to_float, read_audio_file, read_wav, write_wav
 from voice_models.model_store import ModelStore
 from voice_models.stt import Transcriber
 
 
 def speechlike_wav(path: Path, seconds: float = 1.5) -> Path:
-    """A deterministic voiced-sounding signal (harmonics with a syllable envelope)."""
-    t = np.arange(int(seconds * WHISPER_RATE)) / WHISPER_RATE
-    envelope = 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
-    voice = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6))
-    write_wav(path, float_to_pcm16(0.2 * envelope * voice), WHISPER_RATE)
+    """A deterministic voiced-sounding signal (harmonics with a syllable envelope) as a WAV file."""
+    write_wav(path, utterance(voiced(seconds)), WHISPER_RATE)
     return path
 
 

@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from conftest import ConfigFactory
+from conftest import GEMINI_TEST_KEY, StartServer
 from fakes.gemini import FakeGemini
 
 from device.client import CompanionClient
 from protos.plush.v1 import companion_pb2 as pb
-from server.app import start_server
 
 
 @pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    with FakeGemini() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def gemini_server(
-    fake_gemini: FakeGemini, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Any]:
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key-1234")
-    config = make_config(
-        llm={
-            "backend": "auto",
-            "gemini": {"base_url": fake_gemini.base_url, "timeout_s": 5},
-            "llama": {"model": make_config().llm.llama.model, "n_ctx": 2048, "max_tokens": 16},
-        }
-    )
-    running = await start_server(config)
-    try:
-        yield running
-    finally:
-        await running.stop(grace=0.5)
+async def gemini_server(start_gemini_server: StartServer) -> Any:
+    return await start_gemini_server()
 
 
 async def chat(port: int, text: str, conversation: str = "room") -> tuple[str, pb.TurnDone]:
@@ -63,7 +41,7 @@ async def test_gemini_gets_the_persona_as_system_instruction_and_the_recent_hist
     assert len(requests) == 2
     last = requests[-1]
     assert last.streaming and last.model == "gemini-flash-latest"
-    assert last.api_key == "test-key-1234"
+    assert last.api_key == GEMINI_TEST_KEY
     assert last.system_instruction == gemini_server.companion.persona.system_prompt
     assert last.turns == [
         ("user", "Hi, I'm Mina and I like rabbits."),

@@ -7,18 +7,18 @@ counts what reached the fake: a spent budget must cost no request, and the local
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ConfigFactory
+from conftest import ConfigFactory, StartServer
 from fakes.gemini import FakeGemini
 
 from device.client import CompanionClient
 from plush.config import GeminiConfig, LlamaConfig
-from server.app import RunningServer, start_server
+from server.app import RunningServer
 from server.llm.base import LlmBusyError, Message, Prompt
 from server.llm.circuit_breaker import CircuitBreaker, CircuitState
 from server.llm.gemini_budget import GeminiBudget, pacific_day
@@ -29,29 +29,13 @@ Start = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    with FakeGemini() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def start(
-    fake_gemini: FakeGemini, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Start]:
-    """Start servers with Gemini settings overridden; all are stopped at the end."""
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-    running: list[RunningServer] = []
-    llama = make_config().llm.llama.model_dump()
+def start(start_gemini_server: StartServer) -> Start:
+    """Start servers with `[llm.gemini]` settings overridden."""
 
     async def start_with(**gemini: Any) -> RunningServer:
-        settings = {"base_url": fake_gemini.base_url, "timeout_s": 5, "client_share": 1.0, **gemini}
-        server = await start_server(make_config(llm={"backend": "auto", "gemini": settings, "llama": llama}))
-        running.append(server)
-        return server
+        return await start_gemini_server(gemini=gemini)  # type: ignore[no-any-return]
 
-    yield start_with
-    for server in running:
-        await server.stop(grace=0)
+    return start_with
 
 
 async def ask(server: RunningServer, text: str = "Hello!", client: str = "plush-a") -> tuple[str, str, str]:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ConfigFactory, require_pulse
+from conftest import ConfigFactory, StartServer, require_pulse
 from fakes.pulse import HeadlessPulse
-from test_streaming_stt import THREE_PHRASES, silence, utterance, voiced
+from speech_signals import silence, utterance, voiced
+from test_streaming_stt import THREE_PHRASES
 
 from device.audio_io import Recorder
 from device.client import CompanionClient
@@ -142,24 +143,11 @@ async def test_a_server_that_is_down_at_button_down_is_one_clear_error(make_conf
 
 
 @pytest.fixture
-async def slow_gemini_server(make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+async def slow_gemini_server(start_gemini_server: StartServer, fake_gemini: Any) -> Any:
     """A server whose Gemini first gives a long, slow answer (time to interrupt it), then a short one."""
-    from fakes.gemini import FakeGemini
-
-    from server.app import start_server
-
-    with FakeGemini() as gemini:
-        gemini.reply(*[f"Sentence number {i}. " for i in range(12)], chunk_delay=0.3)
-        gemini.reply("Yes, I am listening.")
-        monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-        llama = make_config().llm.llama.model_dump()
-        server = await start_server(
-            make_config(llm={"backend": "auto", "gemini": {"base_url": gemini.base_url}, "llama": llama})
-        )
-        try:
-            yield server
-        finally:
-            await server.stop(grace=0)
+    fake_gemini.reply(*[f"Sentence number {i}. " for i in range(12)], chunk_delay=0.3)
+    fake_gemini.reply("Yes, I am listening.")
+    return await start_gemini_server()
 
 
 class TwoPresses:

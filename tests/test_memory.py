@@ -7,17 +7,17 @@ sees, after the real google-genai client serialised it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ConfigFactory
+from conftest import StartServer
 from fakes.gemini import FakeGemini
 
 from device.client import CompanionClient
 from plush.config import MemoryConfig
-from server.app import RunningServer, start_server
+from server.app import RunningServer
 from server.memory import Memory, extract_fact, search_terms
 from server.store import Store, TurnRecord
 from server.store.sqlite import MIGRATIONS
@@ -25,31 +25,17 @@ from server.store.sqlite import MIGRATIONS
 Start = Callable[..., Awaitable[RunningServer]]
 
 
-@pytest.fixture
-def fake_gemini() -> Iterator[FakeGemini]:
-    with FakeGemini() as fake:
-        yield fake
+UNLIMITED = {"requests_per_day": 0, "requests_per_minute": 0}
 
 
 @pytest.fixture
-async def start(
-    fake_gemini: FakeGemini, make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Start]:
-    """Start Gemini-backed servers on one database with memory settings overridden; all stop at the end."""
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-    running: list[RunningServer] = []
-    llama = make_config().llm.llama.model_dump()
+def start(start_gemini_server: StartServer) -> Start:
+    """Start Gemini-backed servers on one database, with `[memory]` settings overridden."""
 
     async def start_with(**memory: Any) -> RunningServer:
-        gemini = {"base_url": fake_gemini.base_url, "timeout_s": 5, "requests_per_day": 0, "requests_per_minute": 0}
-        config = make_config(llm={"backend": "auto", "gemini": gemini, "llama": llama}, memory=memory)
-        server = await start_server(config)
-        running.append(server)
-        return server
+        return await start_gemini_server(gemini=UNLIMITED, memory=memory)  # type: ignore[no-any-return]
 
-    yield start_with
-    for server in running:
-        await server.stop(grace=0)
+    return start_with
 
 
 async def say(server: RunningServer, text: str, conversation: str = "nursery") -> str:

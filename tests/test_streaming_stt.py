@@ -17,31 +17,17 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import ConfigFactory
+from speech_signals import silence, utterance, voiced
 from tiny_models import TinyModels
 
 from device.client import CompanionClient
 from device.listening import Listening
 from device.runtime import Plush, WavSink
 from plush.config import SttConfig
-from voice_models.audio import WHISPER_RATE, float_to_pcm16, resample_pcm16
+from voice_models.audio import WHISPER_RATE, resample_pcm16
 from voice_models.streaming_stt import StreamingStt
 from voice_models.stt import SttOptions, Transcriber
 from voice_models.vad import FRAME, SileroVad, SpeechSegmenter, VadOptions
-
-
-def voiced(seconds: float, pitch: float = 140.0) -> np.ndarray:
-    t = np.arange(int(seconds * WHISPER_RATE)) / WHISPER_RATE
-    envelope = 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
-    return 0.2 * envelope * sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 6))
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * WHISPER_RATE))
-
-
-def utterance(*parts: np.ndarray) -> bytes:
-    return float_to_pcm16(np.concatenate(parts).astype(np.float32))
-
 
 # Three phrases with pauses between them; the owner releases the button 0.2 s after the last word.
 THREE_PHRASES = utterance(
@@ -145,7 +131,8 @@ def test_a_48_khz_microphone_is_resampled_for_whisper(stt: StreamingStt) -> None
     _, reference = stt.transcribe_segmented(THREE_PHRASES)
     listening = Listening(stt, 48000)
     feed_like_a_microphone(listening.on_audio, resample_pcm16(THREE_PHRASES, WHISPER_RATE, 48000), rate=48000)
-    transcription = listening.released()
+    listening.release()
+    transcription = listening.transcription
     assert transcription is not None
     result = transcription.finish()
     assert result.text
@@ -176,7 +163,8 @@ async def test_the_streaming_transcription_is_handed_to_the_turn_at_release(
     await asyncio.to_thread(feed_like_a_microphone, listening.on_audio, THREE_PHRASES)
     async with CompanionClient(f"127.0.0.1:{running_server.port}", "stream-test") as client:
         plush = Plush(config.device, client, stt.transcriber, streaming=stt)
-        result = await plush.take_turn(THREE_PHRASES, WavSink(tmp_path / "out.wav"), listening.released())
+        listening.release()
+        result = await plush.take_turn(THREE_PHRASES, WavSink(tmp_path / "out.wav"), listening)
     expected, _ = stt.transcribe_segmented(THREE_PHRASES)
     assert result.transcript == expected.text and result.reply
 
