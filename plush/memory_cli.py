@@ -7,7 +7,7 @@ is up), so an owner can list, add and remove facts or restart a conversation fro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -41,7 +41,7 @@ def _with_store(config: Path | None, work: Callable[[Store], Awaitable[T]]) -> T
     return asyncio.run(run())
 
 
-def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], empty: str) -> None:
+def _print_table(title: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]], empty: str) -> None:
     if not rows:
         out.print(empty)
         return
