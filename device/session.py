@@ -15,9 +15,9 @@ from rich.console import Console
 
 from device.audio_io import Recorder
 from device.client import CompanionClient
-from device.controls import KeyboardButton
-from device.runtime import AudioSink, Plush, SpeakerSink, State, TurnResult, WavSink
-from plush.config import PlushConfig
+from device.controls import Controls, KeyboardButton
+from device.runtime import Plush, SpeakerSink, State, TurnResult, WavSink
+from plush.config import DeviceConfig, PlushConfig
 from plush.errors import PlushError
 from voice_models.audio import read_audio_file
 from voice_models.model_store import ModelStore
@@ -61,40 +61,50 @@ async def run_device(
 ) -> int:
     """Returns the process exit status."""
     transcriber, streaming = load_device_stt(config)
+    device = config.device
 
     def speaker() -> SpeakerSink:
-        return SpeakerSink(config.device.output_device, config.device.prebuffer_ms)
+        return SpeakerSink(device.output_device, device.prebuffer_ms)
 
     on_state, on_text = _terminal_ui(console)
-    async with CompanionClient(config.device.server, config.device.id) as client:
-        await client.wait_ready(config.device.connect_timeout_s)
-        plush = Plush(
-            config.device,
-            client,
-            transcriber,
-            streaming=streaming,
-            on_state=on_state,
-            on_text=on_text,
-        )
+    async with CompanionClient(device.server, device.id) as client:
+        await client.wait_ready(device.connect_timeout_s)
         if audio_file is not None:
-            pcm = read_audio_file(audio_file, config.device.sample_rate)
-            sink: AudioSink = (
-                WavSink(output_file)
-                if output_file
-                else SpeakerSink(config.device.output_device, config.device.prebuffer_ms)
-            )
-            result = await plush.take_turn(pcm, sink)
+            plush = Plush(device, client, transcriber, streaming=streaming, on_state=on_state, on_text=on_text)
+            pcm = read_audio_file(audio_file, device.sample_rate)
+            result = await plush.take_turn(pcm, WavSink(output_file) if output_file else speaker())
             _summary(console, result, output_file)
             return 0 if result.reply else 1
-        if not os.isatty(sys.stdin.fileno()):
-            raise PlushError("the interactive plush needs a terminal for the space bar; use --audio-file otherwise")
-        recorder = Recorder(config.device.sample_rate, config.device.input_device, config.device.max_record_seconds)
-        await plush.run(
-            KeyboardButton().events(),
-            recorder,
-            lambda: SpeakerSink(config.device.output_device, config.device.prebuffer_ms),
-        )
+        controls = await open_controls(device)
+        try:
+
+            def show(state: State) -> None:
+                on_state(state)
+                controls.show(state.value)
+
+            plush = Plush(device, client, transcriber, streaming=streaming, on_state=show, on_text=on_text)
+            recorder = Recorder(device.sample_rate, device.input_device, device.max_record_seconds)
+            await plush.run(controls.events(), recorder, speaker)
+        finally:
+            await controls.aclose()
         return 0
+
+
+async def open_controls(device: DeviceConfig) -> Controls:
+    """The button and lights the config names, ready to use."""
+    if device.button == "serial":
+        from device.controls.serial_paw import SerialPaw
+
+        paw = SerialPaw(device.serial_port)
+        await paw.start(timeout_s=device.connect_timeout_s)
+        return paw
+    if device.button == "gpio":
+        from device.controls.gpio import GpioButton
+
+        return GpioButton(device.gpio_button_pin, device.gpio_led_pin)
+    if not os.isatty(sys.stdin.fileno()):
+        raise PlushError("the keyboard button needs a terminal for the space bar; use --audio-file otherwise")
+    return KeyboardButton()
 
 
 def _summary(console: Console, result: TurnResult, output_file: Path | None) -> None:

@@ -165,8 +165,14 @@ class DeviceConfig(Section):
     """host:port of the Plush server."""
     id: str = Field(default_factory=socket.gethostname)
     """This plush's name in the server's logs and memory; defaults to the host name."""
-    button: Literal["keyboard"] = "keyboard"
-    """How the owner talks: keyboard (space bar). Serial and GPIO come with the hardware."""
+    button: Literal["keyboard", "serial", "gpio"] = "keyboard"
+    """The button and lights: "serial" (the paw board over USB), "gpio" (a button on the Pi's pins), "keyboard"."""
+    serial_port: str | None = None
+    """The paw board's port (/dev/ttyACM0); empty finds it by its USB vendor (RP2040, Arduino, CH340 ...)."""
+    gpio_button_pin: int = Field(default=17, ge=0, le=27)
+    """BCM number of the GPIO pin the button pulls to ground."""
+    gpio_led_pin: int | None = Field(default=27, ge=0, le=27)
+    """BCM number of a (PWM-capable) status LED's pin; empty for none."""
     stt: Literal["device", "server"] = "device"
     """Where speech is transcribed: on the plush, or on the server (bigger model, needs the network)."""
     sample_rate: int = 16000

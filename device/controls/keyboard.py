@@ -1,4 +1,4 @@
-"""The button: press, speak, release. Here the keyboard's space bar; the paw's serial board and GPIO follow.
+"""The keyboard's space bar as the plush's button, for laptops and development.
 
 A terminal reports key presses (repeated while a key is held) but never releases, so the space bar works both
 ways: hold it like a push-to-talk button (release is noticed when the key repeats stop), or tap it once to start
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import os
 import select
 import sys
@@ -20,11 +19,7 @@ import tty
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-
-class ButtonEvent(enum.Enum):
-    DOWN = "down"
-    UP = "up"
-    QUIT = "quit"
+from device.controls.base import ButtonEvent, Controls
 
 
 @dataclass
@@ -80,8 +75,9 @@ def _cbreak(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-class KeyboardButton:
-    """The space bar as the plush's button (q or Ctrl+D quits). Needs an interactive terminal."""
+class KeyboardButton(Controls):
+    """The space bar as the plush's button (q or Ctrl+D quits). Needs an interactive terminal; its "LEDs" are
+    the status lines the terminal UI prints."""
 
     def __init__(self, detector: HoldOrTap | None = None, fd: int | None = None) -> None:
         self._detector = detector or HoldOrTap()
