@@ -5,7 +5,9 @@
  * and on the host, where it is unit-tested, fuzzed and built into the board simulator (test/paw_sim.c).
  *
  * The serial protocol: ASCII lines ending in '\n' (a '\r' before it is ignored), at most PAW_LINE_MAX bytes.
- *   board -> host:  HELLO plush-paw <version> proto=<n>   at boot and in answer to "HELLO?"
+ *   board -> host:  HELLO plush-paw <version> proto=<n>   at boot (after a bare "\n", so a line the host
+ *                                                         half-received before a reset ends there) and in
+ *                                                         answer to "HELLO?"
  *                   BTN DOWN / BTN UP                     the paw's button, debounced
  *                   PONG <token>                          answer to "PING <token>"
  *                   OK LED <state>                        an LED state was set
