@@ -24,11 +24,17 @@ class ServerError(PlushError):
     """The server could not be reached or refused the request."""
 
 
+class AuthError(ServerError):
+    """The server does not accept this plush's token: retrying cannot help until the token is fixed."""
+
+
 def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
     """A message a user can act on for a failed RPC."""
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         return ServerError(f"cannot reach the Plush server at {target}: is `plush server` running there?")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthError(f"the Plush server at {target} refused this plush: {exc.details()}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ServerError(f"the Plush server at {target} did not answer in time")
     return ServerError(f"the server refused the turn ({code.name}): {exc.details()}")
@@ -89,7 +95,7 @@ class ConverseCall:
 class CompanionClient:
     """A channel to the server; use as `async with CompanionClient(target, device_id) as client:`."""
 
-    def __init__(self, target: str, device_id: str, *, max_message_mb: float = 4.0) -> None:
+    def __init__(self, target: str, device_id: str, *, token: str | None = None, max_message_mb: float = 4.0) -> None:
         self.target = target
         self.device_id = device_id
         size = int(max_message_mb * 1024 * 1024)
@@ -98,7 +104,9 @@ class CompanionClient:
             options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
         )
         self._stub = pb_grpc.CompanionStub(self._channel)
-        self._metadata = ((DEVICE_ID_KEY, device_id),)
+        self._metadata: tuple[tuple[str, str], ...] = ((DEVICE_ID_KEY, device_id),)
+        if token:
+            self._metadata += (("authorization", f"Bearer {token}"),)
 
     async def __aenter__(self) -> CompanionClient:
         return self

@@ -67,7 +67,7 @@ async def run_device(
         return SpeakerSink(device.output_device, device.prebuffer_ms)
 
     on_state, on_text = _terminal_ui(console)
-    async with CompanionClient(device.server, device.id) as client:
+    async with CompanionClient(device.server, device.id, token=config.token()) as client:
         await client.wait_ready(device.connect_timeout_s)
         if audio_file is not None:
             plush = Plush(device, client, transcriber, streaming=streaming, on_state=on_state, on_text=on_text)

@@ -109,7 +109,7 @@ def chat(
     from plush.chat import chat_loop
 
     async def run() -> None:
-        async with CompanionClient(cfg.device.server, cfg.device.id) as client:
+        async with CompanionClient(cfg.device.server, cfg.device.id, token=cfg.token()) as client:
             await client.wait_ready(cfg.device.connect_timeout_s)
             await chat_loop(
                 client,

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from plush.errors import ConfigError
 
-SECRET_KEYS = ("gemini_api_key",)
+SECRET_KEYS = ("gemini_api_key", "device_token", "device_tokens")
 CONFIG_ENV = "PLUSH_CONFIG"
 
 
@@ -211,6 +211,28 @@ class PlushConfig(BaseSettings):
         default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "PLUSH_GEMINI_API_KEY")
     )
     """Secret: from the environment or .env only."""
+    device_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("PLUSH_DEVICE_TOKEN"))
+    """Secret, on a plush: the token it shows the server (gRPC metadata `authorization: Bearer <token>`)."""
+    device_tokens: SecretStr | None = Field(default=None, validation_alias=AliasChoices("PLUSH_DEVICE_TOKENS"))
+    """Secret, on the server: `id=token,id=token` for every plush (and chat client) allowed to talk to it.
+    Unset: any client may (fine on 127.0.0.1; set it before `--host 0.0.0.0`)."""
+
+    def token(self) -> str | None:
+        """This plush's token, if one is set."""
+        return self.device_token.get_secret_value() if self.device_token else None
+
+    def allowed_devices(self) -> dict[str, str]:
+        """device id -> token from `device_tokens` (empty: no token needed)."""
+        if self.device_tokens is None:
+            return {}
+        pairs = [item.strip() for item in self.device_tokens.get_secret_value().split(",") if item.strip()]
+        tokens: dict[str, str] = {}
+        for pair in pairs:
+            device, sep, token = pair.partition("=")
+            if not sep or not device.strip() or not token.strip():
+                raise ConfigError("PLUSH_DEVICE_TOKENS must look like 'plush-livingroom=TOKEN,kitchen=TOKEN2'")
+            tokens[device.strip()] = token.strip()
+        return tokens
 
     @classmethod
     def settings_customise_sources(

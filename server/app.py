@@ -22,6 +22,7 @@ from plush.errors import PlushError
 from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
 from protos.plush.v1 import companion_pb2_grpc as pb_grpc
+from server.auth import DeviceTokenInterceptor
 from server.companion import Companion
 from server.llm.base import LlmBackend, LlmError
 from server.llm.gemini_budget import GeminiBudget
@@ -114,7 +115,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
         )
         streaming = StreamingStt.from_config(transcriber, config.stt) if transcriber and config.stt.streaming else None
         service = CompanionService(companion, transcriber, Limits(cfg.max_audio_seconds), streaming)
-        server, health_servicer = _grpc_server(cfg, service)
+        server, health_servicer = _grpc_server(cfg, service, config.allowed_devices())
         address = f"{cfg.host}:{cfg.port}"
         try:
             port = server.add_insecure_port(address)
@@ -129,16 +130,21 @@ async def start_server(config: PlushConfig) -> RunningServer:
     return RunningServer(server, port, companion, health_servicer, housekeeping)
 
 
-def _grpc_server(cfg: ServerConfig, service: CompanionService) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """The gRPC server with explicit message limits, the Companion service, health checking and reflection."""
+def _grpc_server(
+    cfg: ServerConfig, service: CompanionService, tokens: dict[str, str]
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server with explicit message limits, device tokens, the Companion service, health, reflection."""
     size = int(cfg.max_message_mb * 1024 * 1024)
+    if not tokens and cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("no_device_tokens", host=cfg.host, hint="anyone on the network may talk; set PLUSH_DEVICE_TOKENS")
     server = grpc.aio.server(
+        interceptors=[DeviceTokenInterceptor(tokens)] if tokens else None,
         options=[
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),
             # A second server on the same port must fail, not silently share the port's traffic.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     pb_grpc.add_CompanionServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()

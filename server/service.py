@@ -20,6 +20,7 @@ from plush.errors import AudioFormatError
 from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
 from protos.plush.v1 import companion_pb2_grpc as pb_grpc
+from server.auth import DEVICE_ID_KEY
 from server.companion import Companion, TurnRequestData
 from voice_models.audio import WHISPER_RATE, PcmResampleStream, pcm16_to_float, resample_pcm16
 from voice_models.streaming_stt import StreamingStt, StreamingTranscription
@@ -30,7 +31,6 @@ log = get_logger(__name__)
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
-DEVICE_ID_KEY = "plush-device-id"
 MIN_RATE, MAX_RATE = 8000, 48000
 MAX_CHAT_CHARS = 4000
 DRAIN_LIMIT_S = 2.0

@@ -1,0 +1,83 @@
+"""Which clients may talk to the server: each plush (and chat client) shows its token as gRPC metadata
+(`authorization: Bearer <token>`), checked against `PLUSH_DEVICE_TOKENS` by a server interceptor before any
+Companion method runs. Health checks and reflection stay open, so monitoring needs no token.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from plush.logs import get_logger
+
+log = get_logger(__name__)
+DEVICE_ID_KEY = "plush-device-id"
+PROTECTED_PREFIX = "/plush.v1.Companion/"
+
+
+def bearer(metadata: Any) -> tuple[str, str]:
+    """(device id, token) from a call's metadata ("" where absent)."""
+    device = token = ""
+    for key, value in metadata or ():
+        if key == DEVICE_ID_KEY and isinstance(value, str):
+            device = value
+        elif key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            token = value[len("Bearer ") :]
+    return device, token
+
+
+class DeviceTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses Companion calls whose device id and token do not match `tokens` (UNAUTHENTICATED)."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self._tokens = tokens
+
+    def check(self, metadata: Any) -> str | None:
+        """Why a call may not go on, or None."""
+        device, token = bearer(metadata)
+        expected = self._tokens.get(device)
+        if not token:
+            return f"this server needs a device token: set PLUSH_DEVICE_TOKEN on the plush '{device or '?'}'"
+        if expected is None or not hmac.compare_digest(expected.encode(), token.encode()):
+            return f"the token of plush '{device or '?'}' is not accepted (see PLUSH_DEVICE_TOKENS on the server)"
+        return None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(PROTECTED_PREFIX):
+            return handler
+        problem = self.check(details.invocation_metadata)
+        if problem is None:
+            return handler
+        log.warning("device_refused", method=details.method, reason=problem)
+        return _refusal(handler, problem)
+
+
+def _refusal(handler: grpc.RpcMethodHandler[Any, Any], message: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape as `handler` that ends the call with UNAUTHENTICATED."""
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover - abort raises; the yield makes this a streaming handler
+
+    async def refuse_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse_stream, **serializers)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **serializers)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse_unary, **serializers)
+    return grpc.unary_unary_rpc_method_handler(refuse_unary, **serializers)
