@@ -24,6 +24,10 @@ class ServerError(PlushError):
     """The server could not be reached or refused the request."""
 
 
+class UnreachableError(ServerError):
+    """The server cannot be reached (down, restarting, network gone): worth trying again later."""
+
+
 class AuthError(ServerError):
     """The server does not accept this plush's token: retrying cannot help until the token is fixed."""
 
@@ -32,7 +36,7 @@ def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
     """A message a user can act on for a failed RPC."""
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return ServerError(f"cannot reach the Plush server at {target}: is `plush server` running there?")
+        return UnreachableError(f"cannot reach the Plush server at {target}: is `plush server` running there?")
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return AuthError(f"the Plush server at {target} refused this plush: {exc.details()}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -119,7 +123,7 @@ class CompanionClient:
         try:
             await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
         except TimeoutError as exc:
-            raise ServerError(
+            raise UnreachableError(
                 f"cannot reach the Plush server at {self.target} within {timeout_s:g} s: is `plush server` running?"
             ) from exc
 
@@ -145,6 +149,16 @@ class CompanionClient:
             await call.send_audio(pcm, sample_rate)
         await call.end()
         return call
+
+    async def phrases(self, output_sample_rate: int = 0) -> pb.PhrasesReply:
+        """The persona's phrases for when the server is unreachable (fetched while it is reachable)."""
+        try:
+            reply: pb.PhrasesReply = await self._stub.Phrases(
+                pb.PhrasesRequest(output_sample_rate=output_sample_rate), metadata=self._metadata, timeout=60
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise describe_rpc_error(exc, self.target) from exc
+        return reply
 
     async def chat(
         self,

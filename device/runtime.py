@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Protocol
 
 from device.audio_io import Player, Recorder
-from device.client import CompanionClient, ConverseCall
+from device.client import CompanionClient, ConverseCall, UnreachableError
 from device.controls import ButtonEvent
 from device.listening import AudioUplink, Listening
+from device.offline import OfflinePhrases, reconnect
 from plush.config import DeviceConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
-from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16, write_wav
+from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16, scale_pcm16, write_wav
 from voice_models.opus import OpusDecoder
 from voice_models.streaming_stt import StreamingStt, StreamingTranscription
 from voice_models.stt import Transcriber, TranscriptResult
@@ -35,6 +36,8 @@ class State(enum.Enum):
     LISTENING = "listening"
     THINKING = "thinking"
     SPEAKING = "speaking"
+    OFFLINE = "offline"
+    """The server cannot be reached; the plush looks for it in the background."""
     ERROR = "error"
 
 
@@ -139,6 +142,7 @@ class Plush:
         transcriber: Transcriber | None,
         *,
         streaming: StreamingStt | None = None,
+        phrases: OfflinePhrases | None = None,
         on_state: Callable[[State], None] = lambda state: None,
         on_text: Callable[[str, str], None] = lambda kind, text: None,
     ) -> None:
@@ -146,6 +150,9 @@ class Plush:
         self.client = client
         self.transcriber = transcriber
         self.streaming = streaming
+        self.phrases = phrases
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[bool] | None = None
         self.on_state = on_state
         self.on_text = on_text
 
@@ -215,14 +222,14 @@ class Plush:
                 result.audio_chunks += 1
                 result.audio_bytes += len(event.audio.data)
                 result.sample_rate = event.audio.sample_rate
-                sink.write(decoder.pcm(event.audio), event.audio.sample_rate)
+                sink.write(self.volume(decoder.pcm(event.audio)), event.audio.sample_rate)
             elif kind == "timing":
                 result.timings[event.timing.stage] = event.timing.duration_ms
             elif kind == "error":
                 result.errors.append(event.error.message)
             elif kind == "done":
                 if tail := decoder.flush():
-                    sink.write(tail, result.sample_rate)
+                    sink.write(self.volume(tail), result.sample_rate)
                 result.backend = event.done.backend
                 result.backend_reason = event.done.backend_reason
                 result.interrupted = event.done.interrupted
@@ -236,7 +243,7 @@ class Plush:
         """The interactive loop until the button says quit. Errors end a turn, never the loop."""
         turn: asyncio.Task[TurnResult] | None = None
         listening: Listening | None = None
-        self.on_state(State.IDLE)
+        self.on_state(State.OFFLINE if self.offline else State.IDLE)
         async for event in buttons:
             if event is ButtonEvent.QUIT:
                 break
@@ -256,6 +263,10 @@ class Plush:
         if turn is not None and not turn.done():
             turn.cancel()
             await asyncio.gather(turn, return_exceptions=True)
+        for task in (self._reconnecting, self._refreshing):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _listen(self, recorder: Recorder) -> Listening | None:
         """Button down: start recording, streaming the audio to STT on the plush or to the server at once."""
@@ -280,10 +291,39 @@ class Plush:
                 self.on_text("heard", "")
                 return TurnResult(errors=["too short"])
             return await self.take_turn(pcm, sink, listening)
-        except PlushError as exc:
+        except UnreachableError as exc:
+            log.warning("server_unreachable", device_id=self.config.id, error=str(exc))
+            self.on_text("error", str(exc))
+            await self.go_offline(sink)
+            return TurnResult(errors=[str(exc)])
+        except PlushError as exc:  # AuthError included: said once per press, never retried in a loop
             log.warning("turn_failed", device_id=self.config.id, error=str(exc))
             self.on_state(State.ERROR)
             self.on_text("error", str(exc))
             return TurnResult(errors=[str(exc)])
         finally:
-            self.on_state(State.IDLE)
+            if not self.offline:
+                self.on_state(State.IDLE)
+
+    @property
+    def offline(self) -> bool:
+        return self._reconnecting is not None and not self._reconnecting.done()
+
+    async def go_offline(self, sink: AudioSink | None = None) -> None:
+        """Say the offline phrase (when there is one), show OFFLINE, and look for the server until it is back."""
+        self.on_state(State.OFFLINE)
+        phrase = self.phrases.load() if self.phrases else None
+        if sink is not None and phrase is not None:
+            pcm, rate = phrase
+            sink.write(self.volume(pcm), rate)
+            await asyncio.to_thread(sink.finish)
+        if not self.offline:
+            self._reconnecting = asyncio.create_task(reconnect(self.client, on_back=self._back_online))
+
+    def _back_online(self) -> None:
+        self.on_state(State.IDLE)
+        if self.phrases is not None:
+            self._refreshing = asyncio.create_task(self.phrases.refresh(self.client))
+
+    def volume(self, pcm: bytes) -> bytes:
+        return scale_pcm16(pcm, self.config.volume)

@@ -14,10 +14,11 @@ from pathlib import Path
 from rich.console import Console
 
 from device.audio_io import Recorder
-from device.client import CompanionClient
+from device.client import CompanionClient, UnreachableError
 from device.controls import Controls, KeyboardButton
+from device.offline import OfflinePhrases
 from device.runtime import Plush, SpeakerSink, State, TurnResult, WavSink
-from plush.config import DeviceConfig, PlushConfig
+from plush.config import DeviceConfig, PlushConfig, cache_home
 from plush.errors import PlushError
 from voice_models.audio import read_audio_file
 from voice_models.model_store import ModelStore
@@ -29,6 +30,7 @@ STATE_LOOK = {
     State.LISTENING: "[bold green]listening...[/]",
     State.THINKING: "[bold yellow]thinking...[/]",
     State.SPEAKING: "[bold cyan]speaking[/]",
+    State.OFFLINE: "[red]offline - looking for the server...[/]",
     State.ERROR: "[bold red]error[/]",
 }
 
@@ -67,9 +69,10 @@ async def run_device(
         return SpeakerSink(device.output_device, device.prebuffer_ms)
 
     on_state, on_text = _terminal_ui(console)
+    phrases = OfflinePhrases(cache_home() / "phrases", device.id)
     async with CompanionClient(device.server, device.id, token=config.token()) as client:
-        await client.wait_ready(device.connect_timeout_s)
         if audio_file is not None:
+            await client.wait_ready(device.connect_timeout_s)
             plush = Plush(device, client, transcriber, streaming=streaming, on_state=on_state, on_text=on_text)
             pcm = read_audio_file(audio_file, device.sample_rate)
             result = await plush.take_turn(pcm, WavSink(output_file) if output_file else speaker())
@@ -82,7 +85,15 @@ async def run_device(
                 on_state(state)
                 controls.show(state.value)
 
-            plush = Plush(device, client, transcriber, streaming=streaming, on_state=show, on_text=on_text)
+            plush = Plush(
+                device, client, transcriber, streaming=streaming, phrases=phrases, on_state=show, on_text=on_text
+            )
+            try:  # a plush on a shelf starts even when the server is not up yet, and waits for it
+                await client.wait_ready(device.connect_timeout_s)
+                await phrases.refresh(client)
+            except UnreachableError as exc:
+                on_text("error", str(exc))
+                await plush.go_offline()
             recorder = Recorder(device.sample_rate, device.input_device, device.max_record_seconds)
             await plush.run(controls.events(), recorder, speaker)
         finally:

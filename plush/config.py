@@ -180,6 +180,8 @@ class DeviceConfig(Section):
     input_device: str | None = None
     """sounddevice input device name or index; empty means the system default."""
     output_device: str | None = None
+    volume: float = Field(default=1.0, ge=0, le=2)
+    """Loudness of everything the plush says: 0.5 is half, 1.0 as the voice speaks, up to 2.0."""
     audio_encoding: Literal["pcm", "opus"] = "pcm"
     """How the reply's audio travels: "pcm" (simplest), or "opus" (a tenth of the bytes, for weak Wi-Fi)."""
     prebuffer_ms: int = Field(default=80, ge=0, le=2000)

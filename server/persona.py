@@ -44,6 +44,8 @@ class PersonaFile(BaseModel):
     rules: list[str] = Field(default_factory=list)
     fallback_line: str = Field(min_length=1)
     """Said when no LLM can answer, so the plush never goes silent."""
+    offline_line: str = ""
+    """Said by the plush itself when it cannot reach the server (kept on the plush); empty: the fallback line."""
     owner: Owner = Owner()
     examples: list[Example] = Field(default_factory=list)
 

@@ -25,6 +25,7 @@ from server.companion import Companion, TurnRequestData
 from voice_models.audio import WHISPER_RATE, PcmResampleStream, pcm16_to_float, resample_pcm16
 from voice_models.streaming_stt import StreamingStt, StreamingTranscription
 from voice_models.stt import SttError, Transcriber
+from voice_models.tts import TtsError
 
 log = get_logger(__name__)
 
@@ -163,6 +164,29 @@ class CompanionService(pb_grpc.CompanionServicer):
         )
         async for event in self.companion.reply(turn):
             yield event
+
+    async def Phrases(  # noqa: N802 - gRPC method name
+        self, request: pb.PhrasesRequest, context: Context
+    ) -> pb.PhrasesReply:
+        """The persona's offline line in its voice, for the plush to keep for when the server is unreachable."""
+        if (problem := _output_problem(request.output_sample_rate, pb.AUDIO_ENCODING_PCM_S16LE)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        persona = self.companion.persona
+        speech = self.companion.speech
+        reply = pb.PhrasesReply(persona=persona.name)
+        text = persona.spec.offline_line or persona.spec.fallback_line
+        phrase = pb.Phrase(name="offline", text=text)
+        if speech is not None:
+            rate = request.output_sample_rate or speech.native_rate
+            try:
+                pcm = b"".join(await speech.speak(text, rate))
+            except TtsError as exc:
+                await context.abort(grpc.StatusCode.INTERNAL, f"cannot synthesize the offline phrase: {exc}")
+            phrase.audio.CopyFrom(
+                pb.AudioChunk(data=pcm, sample_rate=rate, channels=1, encoding=pb.AUDIO_ENCODING_PCM_S16LE)
+            )
+        reply.phrases.append(phrase)
+        return reply
 
     async def _read_utterance(self, requests: AsyncIterator[pb.TurnRequest]) -> Utterance:
         """Read TurnStart, then audio or a transcript, up to TurnEnd (or Cancel, or the stream's end)."""

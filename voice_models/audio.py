@@ -32,6 +32,14 @@ def float_to_pcm16(audio: npt.NDArray[np.floating]) -> bytes:
     return (clipped * 32767.0).astype("<i2").tobytes()
 
 
+def scale_pcm16(pcm: bytes, gain: float) -> bytes:
+    """Mono s16le made louder or quieter by `gain` (clipped at full scale); 1.0 returns it untouched."""
+    if gain == 1.0 or not pcm:
+        return pcm
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * gain
+    return bytes(np.clip(samples, -32768, 32767).astype("<i2").tobytes())
+
+
 def resample_pcm16(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     """Resample mono s16le with soxr (high quality, streaming-safe for whole chunks)."""
     if from_rate == to_rate or not pcm:

@@ -1,7 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -159,3 +160,27 @@ class TurnEvent(_message.Message):
     done: TurnDone
     error: Error
     def __init__(self, turn_id: _Optional[str] = ..., transcript: _Optional[_Union[Transcript, _Mapping]] = ..., text_delta: _Optional[_Union[ReplyText, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., timing: _Optional[_Union[StageTiming, _Mapping]] = ..., done: _Optional[_Union[TurnDone, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class PhrasesRequest(_message.Message):
+    __slots__ = ("output_sample_rate",)
+    OUTPUT_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    output_sample_rate: int
+    def __init__(self, output_sample_rate: _Optional[int] = ...) -> None: ...
+
+class Phrase(_message.Message):
+    __slots__ = ("name", "text", "audio")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    text: str
+    audio: AudioChunk
+    def __init__(self, name: _Optional[str] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ...) -> None: ...
+
+class PhrasesReply(_message.Message):
+    __slots__ = ("phrases", "persona")
+    PHRASES_FIELD_NUMBER: _ClassVar[int]
+    PERSONA_FIELD_NUMBER: _ClassVar[int]
+    phrases: _containers.RepeatedCompositeFieldContainer[Phrase]
+    persona: str
+    def __init__(self, phrases: _Optional[_Iterable[_Union[Phrase, _Mapping]]] = ..., persona: _Optional[str] = ...) -> None: ...

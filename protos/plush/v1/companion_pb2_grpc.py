@@ -44,6 +44,11 @@ class CompanionStub:
                 request_serializer=protos_dot_plush_dot_v1_dot_companion__pb2.ChatRequest.SerializeToString,
                 response_deserializer=protos_dot_plush_dot_v1_dot_companion__pb2.TurnEvent.FromString,
                 _registered_method=True)
+        self.Phrases = channel.unary_unary(
+                '/plush.v1.Companion/Phrases',
+                request_serializer=protos_dot_plush_dot_v1_dot_companion__pb2.PhrasesRequest.SerializeToString,
+                response_deserializer=protos_dot_plush_dot_v1_dot_companion__pb2.PhrasesReply.FromString,
+                _registered_method=True)
 
 
 class CompanionServicer:
@@ -63,6 +68,13 @@ class CompanionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Phrases(self, request, context):
+        """Short lines in the persona's voice that the plush keeps for when it cannot reach the server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CompanionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_CompanionServicer_to_server(servicer, server):
                     servicer.Chat,
                     request_deserializer=protos_dot_plush_dot_v1_dot_companion__pb2.ChatRequest.FromString,
                     response_serializer=protos_dot_plush_dot_v1_dot_companion__pb2.TurnEvent.SerializeToString,
+            ),
+            'Phrases': grpc.unary_unary_rpc_method_handler(
+                    servicer.Phrases,
+                    request_deserializer=protos_dot_plush_dot_v1_dot_companion__pb2.PhrasesRequest.FromString,
+                    response_serializer=protos_dot_plush_dot_v1_dot_companion__pb2.PhrasesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class Companion:
             '/plush.v1.Companion/Chat',
             protos_dot_plush_dot_v1_dot_companion__pb2.ChatRequest.SerializeToString,
             protos_dot_plush_dot_v1_dot_companion__pb2.TurnEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Phrases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plush.v1.Companion/Phrases',
+            protos_dot_plush_dot_v1_dot_companion__pb2.PhrasesRequest.SerializeToString,
+            protos_dot_plush_dot_v1_dot_companion__pb2.PhrasesReply.FromString,
             options,
             channel_credentials,
             insecure,
