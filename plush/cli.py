@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from plush import __version__
@@ -74,8 +75,16 @@ def server(
     asyncio.run(serve_forever(cfg, on_ready=ready))
 
 
-@app.command()
+device_app = typer.Typer(
+    help="Run the plush on this computer (hold or tap the space bar, or the paw's button), or check it.",
+    invoke_without_command=True,
+)
+app.add_typer(device_app, name="device")
+
+
+@device_app.callback()
 def device(
+    ctx: typer.Context,
     config: ConfigOption = None,
     server: ServerOption = None,
     audio_file: Annotated[
@@ -87,13 +96,33 @@ def device(
         typer.Option("--output-file", help="Write the reply to this WAV file instead of the speaker."),
     ] = None,
 ) -> None:
-    """Run the plush on this computer: hold (or tap) the space bar to talk, q to quit."""
+    """Run the plush on this computer: press (or hold/tap the space bar) to talk; q quits the keyboard mode."""
+    if ctx.invoked_subcommand is not None:
+        return
     cfg = _load(config, device={"server": server})
     if output_file is not None and audio_file is None:
         raise PlushError("--output-file needs --audio-file (the interactive plush plays through the speaker)")
     from device.session import run_device
 
     sys.exit(asyncio.run(run_device(cfg, audio_file=audio_file, output_file=output_file, console=out)))
+
+
+@device_app.command("doctor")
+def device_doctor(config: ConfigOption = None, server: ServerOption = None) -> None:
+    """Check the microphone, speaker, button board, server and speech model, and say what to fix."""
+    cfg = _load(config, device={"server": server})
+    from device.doctor import run_checks
+
+    results = asyncio.run(run_checks(cfg))
+    for check in results:
+        mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+        out.print(f"{mark} {check.name}: {escape(check.found)}", highlight=False)
+        if not check.ok and check.fix:
+            out.print(f"       fix: {escape(check.fix)}", highlight=False)
+    failed = [c.name for c in results if not c.ok]
+    if failed:
+        raise PlushError(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+    out.print("[green]this plush is ready[/]")
 
 
 @app.command()
@@ -233,7 +262,7 @@ def main() -> None:
     try:
         app()
     except PlushError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
