@@ -107,7 +107,7 @@ async def open_controls(device: DeviceConfig) -> Controls:
         from device.controls.serial_paw import SerialPaw
 
         paw = SerialPaw(device.serial_port)
-        await paw.start(timeout_s=device.connect_timeout_s)
+        await paw.start(timeout_s=device.connect_timeout_s, required=False)  # it may be plugged in later
         return paw
     if device.button == "gpio":
         from device.controls.gpio import GpioButton

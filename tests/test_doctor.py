@@ -40,7 +40,7 @@ def doctor(config: Path, pulse: HeadlessPulse, *args: str) -> subprocess.Complet
 def test_a_healthy_plush_passes_every_check(
     pulse: HeadlessPulse,
     server_process: str,
-    config_file: Path,  # noqa: F811
+    config_file: Path,
 ) -> None:
     feeder = pulse.feed_mic(b"\x10\x20" * 48000)  # something for the microphone to hear
     try:

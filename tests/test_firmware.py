@@ -206,3 +206,28 @@ async def test_a_gpio_button_and_led_through_gpiozero_mock_pins() -> None:
     assert factory.pin(27).state == 0
     await controls.aclose()
     assert await asyncio.wait_for(anext(events), 2) is ButtonEvent.QUIT
+
+
+async def test_a_board_plugged_in_after_the_plush_started_is_picked_up(simulator: Path, tmp_path: Path) -> None:
+    board = Board(simulator, tmp_path / "ttyPAW")
+    paw = SerialPaw(str(board.link), max_backoff_s=0.3)
+    await paw.start(timeout_s=0.3, required=False)  # nothing plugged in yet: no error, it keeps looking
+    try:
+        assert not paw.connected
+        board.plug_in()
+        await paw.wait_connected(timeout_s=5)
+        board.do("press")
+        assert await asyncio.wait_for(anext(paw.events()), 5) is ButtonEvent.DOWN
+    finally:
+        await paw.aclose()
+        board.unplug()
+
+
+def test_the_pi_install_script_and_services_are_well_formed() -> None:
+    pi = FIRMWARE.parent / "pi"
+    assert subprocess.run(["bash", "-n", str(pi / "install.sh")], check=False).returncode == 0
+    for unit in ("plush-device.service", "plush-server.service"):
+        text = (pi / unit).read_text(encoding="utf-8")
+        assert "ExecStart=@PLUSH@ " in text, "install.sh fills in the virtualenv's plush"
+        assert "Restart=always" in text and "WantedBy=default.target" in text
+    assert "plush-device.service" in (pi / "install.sh").read_text(encoding="utf-8")

@@ -98,12 +98,17 @@ class SerialPaw(Controls):
     def connected(self) -> bool:
         return self._ready.is_set()
 
-    async def start(self, timeout_s: float = 5.0) -> None:
-        """Find the board and wait for its greeting; the search goes on in the background after an error."""
+    async def start(self, timeout_s: float = 5.0, *, required: bool = True) -> None:
+        """Find the board and wait for its greeting. When it does not answer in time: with `required`, a
+        SerialBoardError; without, the search goes on in the background (a plush that boots before its paw
+        board is plugged in works once it is)."""
         self._supervisor = asyncio.create_task(self._supervise(), name="plush-serial-paw")
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout_s)
+            await asyncio.wait_for(asyncio.shield(self._ready.wait()), timeout_s)
         except TimeoutError as exc:
+            if not required:
+                log.warning("paw_board_not_found_yet", port=self.port or "auto", waiting=True)
+                return
             await self.aclose()
             where = self.port or "any USB serial port of a supported board"
             raise SerialBoardError(
