@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -135,3 +139,44 @@ async def running_server(make_config: ConfigFactory) -> AsyncIterator[Any]:
         yield running
     finally:
         await running.stop(grace=0.5)
+
+
+PLUSH_COMMAND = [sys.executable, "-m", "plush"]
+
+
+@pytest.fixture
+def config_file(models: TinyModels, tmp_path: Path) -> Path:
+    """A plush.toml on the tiny models (what a user's file would be)."""
+    import tomli_w
+
+    path = tmp_path / "plush.toml"
+    path.write_text(tomli_w.dumps(config_sections(models, tmp_path)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def server_process(config_file: Path) -> Iterator[str]:
+    """`plush server` in its own process; yields host:port once it listens."""
+    proc = subprocess.Popen(
+        [*PLUSH_COMMAND, "server", "--config", str(config_file), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    address = ""
+    seen = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if match := re.search(r"listening on (\S+:\d+)", line):
+            address = match.group(1)
+            break
+    assert address, "server did not start:\n" + "".join(seen)
+    try:
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        assert proc.returncode == 0, "the server should stop cleanly on SIGTERM"

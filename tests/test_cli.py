@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import tomli_w
-from conftest import config_sections
 from test_end_to_end import speechlike_wav
-from tiny_models import TinyModels
 
 from voice_models.audio import read_wav
 
@@ -27,42 +20,6 @@ def run(
     return subprocess.run(
         [*PLUSH, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
-
-
-@pytest.fixture
-def config_file(models: TinyModels, tmp_path: Path) -> Path:
-    sections = config_sections(models, tmp_path)
-    path = tmp_path / "plush.toml"
-    path.write_text(tomli_w.dumps(sections), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def server_process(config_file: Path) -> Iterator[str]:
-    """`plush server` in its own process; yields host:port once it listens."""
-    proc = subprocess.Popen(
-        [*PLUSH, "server", "--config", str(config_file), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    address = ""
-    seen = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        line = proc.stdout.readline()
-        seen.append(line)
-        if match := re.search(r"listening on (\S+:\d+)", line):
-            address = match.group(1)
-            break
-    assert address, "server did not start:\n" + "".join(seen)
-    try:
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        assert proc.returncode == 0, "the server should stop cleanly on SIGTERM"
 
 
 def test_device_takes_a_turn_from_a_file_and_writes_the_reply(

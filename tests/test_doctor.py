@@ -11,7 +11,6 @@ import pytest
 import tomli_w
 from conftest import config_sections, require_pulse
 from fakes.pulse import HeadlessPulse
-from test_cli import server_process  # noqa: F401 - a fixture: `plush server` in its own process
 from tiny_models import TinyModels
 
 
@@ -20,13 +19,6 @@ def pulse() -> Iterator[HeadlessPulse]:
     require_pulse()
     with HeadlessPulse() as server:
         yield server
-
-
-@pytest.fixture
-def config_file(models: TinyModels, tmp_path: Path) -> Path:
-    path = tmp_path / "plush.toml"
-    path.write_text(tomli_w.dumps(config_sections(models, tmp_path)), encoding="utf-8")
-    return path
 
 
 def doctor(config: Path, pulse: HeadlessPulse, *args: str) -> subprocess.CompletedProcess[str]:
