@@ -7,6 +7,7 @@ state change; a backend without lights ignores `show`.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -34,3 +35,17 @@ class Controls(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release the port or pins."""
+
+
+class QueuedControls(Controls):
+    """Controls whose events come from another thread or task through a queue (serial, GPIO)."""
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[ButtonEvent] = asyncio.Queue()
+
+    async def events(self) -> AsyncIterator[ButtonEvent]:
+        while True:
+            event = await self._events.get()
+            yield event
+            if event is ButtonEvent.QUIT:
+                return

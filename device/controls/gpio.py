@@ -9,10 +9,9 @@ GPIOZERO_PIN_FACTORY=lgpio selects it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-from device.controls.base import ButtonEvent, Controls
+from device.controls.base import ButtonEvent, QueuedControls
 from plush.errors import PlushError
 
 BOUNCE_S = 0.025
@@ -23,7 +22,7 @@ class GpioError(PlushError):
     """The GPIO pins cannot be used."""
 
 
-class GpioButton(Controls):
+class GpioButton(QueuedControls):
     """A push button on `button_pin` and an optional LED on `led_pin` (BCM numbers)."""
 
     def __init__(self, button_pin: int, led_pin: int | None = None, *, pin_factory: Any = None) -> None:
@@ -31,8 +30,8 @@ class GpioButton(Controls):
             from gpiozero import PWMLED, Button
         except ImportError as exc:  # pragma: no cover - depends on the extras installed
             raise GpioError("GPIO buttons need gpiozero: pip install 'plush[device]'") from exc
+        super().__init__()
         self._loop = asyncio.get_running_loop()
-        self._events: asyncio.Queue[ButtonEvent] = asyncio.Queue()
         try:
             self._button = Button(button_pin, pull_up=True, bounce_time=BOUNCE_S, pin_factory=pin_factory)
             self._led = PWMLED(led_pin, pin_factory=pin_factory) if led_pin is not None else None
@@ -47,13 +46,6 @@ class GpioButton(Controls):
 
     def _post(self, event: ButtonEvent) -> None:
         self._loop.call_soon_threadsafe(self._events.put_nowait, event)
-
-    async def events(self) -> AsyncIterator[ButtonEvent]:
-        while True:
-            event = await self._events.get()
-            yield event
-            if event is ButtonEvent.QUIT:
-                return
 
     def show(self, state: str) -> None:
         led = self._led

@@ -14,12 +14,12 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 from device.controls import paw_protocol as proto
-from device.controls.base import ButtonEvent, Controls
+from device.controls.base import ButtonEvent, QueuedControls
 from plush.errors import PlushError
 from plush.logs import get_logger
 
@@ -61,7 +61,7 @@ def _serial_module() -> Any:
     return serial
 
 
-class SerialPaw(Controls):
+class SerialPaw(QueuedControls):
     """The paw board: `await start()`, then read `events()` and call `show()`; `await aclose()` at the end."""
 
     def __init__(
@@ -74,6 +74,7 @@ class SerialPaw(Controls):
         max_backoff_s: float = 5.0,
         finder: Callable[[str | None], str | None] = find_paw_port,
     ) -> None:
+        super().__init__()
         self.port = port
         self.ping_every_s = ping_every_s
         self.silence_limit_s = silence_limit_s
@@ -81,7 +82,6 @@ class SerialPaw(Controls):
         self.max_backoff_s = max_backoff_s
         self._finder = finder
         self._serial_lib = _serial_module()
-        self._events: asyncio.Queue[ButtonEvent] = asyncio.Queue()
         self._ready = asyncio.Event()
         self._led = "idle"
         self._pressed = False
@@ -118,13 +118,6 @@ class SerialPaw(Controls):
 
     async def wait_connected(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout_s)
-
-    async def events(self) -> AsyncIterator[ButtonEvent]:
-        while True:
-            event = await self._events.get()
-            yield event
-            if event is ButtonEvent.QUIT:
-                return
 
     def show(self, state: str) -> None:
         self._led = state
