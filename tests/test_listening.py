@@ -212,3 +212,50 @@ async def test_pressing_the_button_while_the_plush_speaks_interrupts_it_and_list
     assert owner.states.count(State.LISTENING) == 2
     leftover = [t for t in asyncio.all_tasks() if "_produce" in repr(t.get_coro())]
     assert leftover == [], "no server task outlives the interrupted turn"
+
+
+async def test_a_full_turn_with_the_paw_board_on_serial(
+    pulse: HeadlessPulse, running_server: Any, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """The simulated paw board's button starts and ends the turn; its LEDs follow the plush's state."""
+    from test_firmware import FIRMWARE, Board, make
+
+    from device.controls.serial_paw import SerialPaw
+
+    assert make("sim").returncode == 0
+    board = Board(FIRMWARE / "build" / "paw_sim", tmp_path / "ttyPAW")
+    board.plug_in()
+    config = make_config(device={"id": "paw-plush", "stt": "server"})
+    paw = SerialPaw(str(board.link))
+    await paw.start(timeout_s=5)
+    spoken = asyncio.Event()
+
+    def on_state(state: State) -> None:
+        paw.show(state.value)
+        if state is State.IDLE and spoken.is_set():
+            asyncio.get_running_loop().call_later(0.3, paw._events.put_nowait, ButtonEvent.QUIT)
+        if state is State.SPEAKING:
+            spoken.set()
+
+    async def press_while_speaking() -> None:
+        feeder = pulse.feed_mic(utterance(silence(0.2), voiced(1.2), silence(0.6)))
+        board.do("press")
+        await asyncio.sleep(2.2)
+        board.do("release")
+        await asyncio.wait_for(spoken.wait(), 30)
+        feeder.kill()
+        feeder.wait(timeout=5)
+
+    presser = asyncio.create_task(press_while_speaking())
+    try:
+        async with CompanionClient(f"127.0.0.1:{running_server.port}", config.device.id) as client:
+            plush = Plush(config.device, client, None, on_state=on_state)
+            await asyncio.wait_for(plush.run(paw.events(), Recorder(16000), lambda: WavSink(tmp_path / "r.wav")), 60)
+        await presser
+    finally:
+        await paw.aclose()
+        board.unplug()
+    stored = (await running_server.companion.store.list_turns(limit=1))[0]
+    assert stored.device_id == "paw-plush" and stored.user_text and stored.reply_text
+    shown = [led for i, led in enumerate(board.leds) if i == 0 or board.leds[i - 1] != led]
+    assert shown[-4:] == ["listening", "thinking", "speaking", "idle"], board.leds
