@@ -37,6 +37,8 @@ def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         return UnreachableError(f"cannot reach the Plush server at {target}: is `plush server` running there?")
+    if code == grpc.StatusCode.CANCELLED:  # not by us (a barge-in stops reading first): the server went down
+        return UnreachableError(f"the Plush server at {target} stopped in the middle of the turn")
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return AuthError(f"the Plush server at {target} refused this plush: {exc.details()}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
