@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pytest
-from conftest import ConfigFactory, require_pulse
+from conftest import ConfigFactory
 from fakes.pulse import HeadlessPulse, sine_pcm
 from test_end_to_end import speechlike_wav
 
@@ -25,13 +23,6 @@ from device.runtime import Plush, SpeakerSink, State
 from voice_models.audio import read_audio_file
 from voice_models.model_store import ModelStore
 from voice_models.stt import Transcriber
-
-
-@pytest.fixture(scope="module")
-def pulse() -> Iterator[HeadlessPulse]:
-    require_pulse()
-    with HeadlessPulse() as server:
-        yield server
 
 
 def dominant_frequency(pcm: bytes, rate: int) -> float:

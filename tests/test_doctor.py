@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import tomli_w
-from conftest import config_sections, require_pulse
+from conftest import config_sections
 from fakes.pulse import HeadlessPulse
 from tiny_models import TinyModels
-
-
-@pytest.fixture(scope="module")
-def pulse() -> Iterator[HeadlessPulse]:
-    require_pulse()
-    with HeadlessPulse() as server:
-        yield server
 
 
 def doctor(config: Path, pulse: HeadlessPulse, *args: str) -> subprocess.CompletedProcess[str]:

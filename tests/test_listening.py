@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ConfigFactory, StartServer, require_pulse
+from conftest import ConfigFactory, StartServer
 from fakes.pulse import HeadlessPulse
 from speech_signals import silence, utterance, voiced
 from test_streaming_stt import THREE_PHRASES
@@ -28,13 +28,6 @@ from voice_models.streaming_stt import StreamingStt
 from voice_models.stt import Transcriber
 
 HOLD_S = len(THREE_PHRASES) / 2 / 16000 + 0.4
-
-
-@pytest.fixture(scope="module")
-def pulse() -> Iterator[HeadlessPulse]:
-    require_pulse()
-    with HeadlessPulse() as server:
-        yield server
 
 
 class Script:

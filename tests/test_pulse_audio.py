@@ -9,34 +9,12 @@ from __future__ import annotations
 import importlib
 import os
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-from fakes.pulse import HeadlessPulse, missing_binaries, pulse_available, sine_pcm
-
-APT_PACKAGES = "pulseaudio pulseaudio-utils libasound2-plugins libportaudio2"
-
-
-def _require_pulse() -> None:
-    """Skip without the audio stack, except on CI, where a missing stack is a setup bug."""
-    if pulse_available():
-        return
-    missing = ", ".join(missing_binaries()) or "libportaudio2 (sounddevice cannot load PortAudio)"
-    reason = f"headless PulseAudio unavailable (missing: {missing}); apt-get install {APT_PACKAGES}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def pulse() -> Iterator[HeadlessPulse]:
-    """One daemon for the whole module: starting it costs ~0.3 s."""
-    _require_pulse()
-    with HeadlessPulse() as server:
-        yield server
+from fakes.pulse import HeadlessPulse, sine_pcm
 
 
 @pytest.fixture
