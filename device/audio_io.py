@@ -136,6 +136,8 @@ class Player:
         self.sample_rate = sample_rate
         self.buffer = JitterBuffer(prebuffer=sample_rate * prebuffer_ms // 1000 * 2)
         self._done = threading.Event()
+        self._close_lock = threading.Lock()
+        self._closed = False
         try:
             self._stream = sd.RawOutputStream(
                 samplerate=sample_rate,
@@ -165,14 +167,24 @@ class Player:
             self._stream.start()
 
     def finish(self, timeout_s: float | None = None) -> None:
-        """Block until everything written has been played."""
+        """Block until everything written has been played (or `stop_now` cut it short)."""
         self.buffer.complete()
         if self._started:
             self._done.wait(timeout_s)
-        self._stream.close()
+        self._close(abort=False)
 
     def stop_now(self) -> None:
-        """Silence at once (barge-in): drop what is buffered and abort the stream."""
+        """Silence at once (barge-in): drop what is buffered and abort the stream. Safe from any thread, and
+        while `finish` waits in another one."""
         self.buffer.clear()
-        self._stream.abort()
+        self._close(abort=True)
+        self._done.set()
+
+    def _close(self, *, abort: bool) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if abort:
+            self._stream.abort()
         self._stream.close()

@@ -58,8 +58,8 @@ class WavSink:
         self._rate = 0
 
     def write(self, pcm: bytes, sample_rate: int) -> None:
-        self._rate = sample_rate
-        self._pcm.extend(pcm)
+        self._rate = self._rate or sample_rate  # one file, one rate: later audio is resampled to the first's
+        self._pcm.extend(resample_pcm16(pcm, sample_rate, self._rate))
 
     def finish(self) -> None:
         write_wav(self.path, bytes(self._pcm), self._rate or 16000)
@@ -79,7 +79,9 @@ class SpeakerSink:
     def write(self, pcm: bytes, sample_rate: int) -> None:
         if self._player is None:
             self._player = Player(sample_rate, self._device, self._prebuffer_ms)
-        self._player.write(pcm)
+        # The stream's rate is the first audio's; anything later at another rate (the offline phrase after an
+        # Opus reply) is resampled rather than played at the wrong speed.
+        self._player.write(resample_pcm16(pcm, sample_rate, self._player.sample_rate))
 
     def finish(self) -> None:
         if self._player is not None:
@@ -197,12 +199,13 @@ class Plush:
             call = await self.client.converse(start, pcm=pcm, sample_rate=self.config.sample_rate)
         try:
             await self._receive(call, sink, result)
+            # Piper is faster than speech: most of the reply plays here, so a press now must stop it too.
+            await asyncio.to_thread(sink.finish)
         except asyncio.CancelledError:
             sink.stop_now()
             await call.cancel()
             result.interrupted = True
             raise
-        await asyncio.to_thread(sink.finish)
         return result
 
     async def _receive(self, call: ConverseCall, sink: AudioSink, result: TurnResult) -> None:
@@ -274,15 +277,28 @@ class Plush:
         if self.config.stt == "server":
             try:
                 call = await self.client.start_turn(self._turn_start())
-            except PlushError as exc:
-                self.on_state(State.ERROR)
+            except UnreachableError as exc:
                 self.on_text("error", str(exc))
+                await self.go_offline()
+                return None
+            except PlushError as exc:
+                self._failed(exc)
                 return None
             uplink = AudioUplink(call, recorder.sample_rate)
         listening = Listening(self.streaming if self.config.stt == "device" else None, recorder.sample_rate, uplink)
-        recorder.start(on_audio=listening.on_audio)
+        try:
+            recorder.start(on_audio=listening.on_audio)
+        except PlushError as exc:  # the microphone was unplugged: this press fails, the plush goes on
+            await listening.cancel("no microphone")
+            self._failed(exc)
+            return None
         self.on_state(State.LISTENING)
         return listening
+
+    def _failed(self, exc: BaseException) -> None:
+        log.warning("turn_failed", device_id=self.config.id, error=str(exc))
+        self.on_state(State.ERROR)
+        self.on_text("error", str(exc))
 
     async def _guarded_turn(self, pcm: bytes, sink: AudioSink, listening: Listening) -> TurnResult:
         try:
@@ -297,10 +313,12 @@ class Plush:
             await self.go_offline(sink)
             return TurnResult(errors=[str(exc)])
         except PlushError as exc:  # AuthError included: said once per press, never retried in a loop
-            log.warning("turn_failed", device_id=self.config.id, error=str(exc))
-            self.on_state(State.ERROR)
-            self.on_text("error", str(exc))
+            self._failed(exc)
             return TurnResult(errors=[str(exc)])
+        except Exception as exc:  # a bug or an audio library's own error: logged in full, the plush goes on
+            log.exception("turn_crashed", device_id=self.config.id)
+            self._failed(exc)
+            return TurnResult(errors=[f"{type(exc).__name__}: {exc}"])
         finally:
             if not self.offline:
                 self.on_state(State.IDLE)

@@ -114,8 +114,11 @@ async def start_server(config: PlushConfig) -> RunningServer:
             persona=personas, router=router, memory=memory, speech=SpeechOut(synthesizer, config.tts.chunk_ms)
         )
         streaming = StreamingStt.from_config(transcriber, config.stt) if transcriber and config.stt.streaming else None
-        service = CompanionService(companion, transcriber, Limits(cfg.max_audio_seconds), streaming)
-        server, health_servicer = _grpc_server(cfg, service, config.allowed_devices())
+        tokens = config.allowed_devices()
+        service = CompanionService(
+            companion, transcriber, Limits(cfg.max_audio_seconds), streaming, bind_conversations=bool(tokens)
+        )
+        server, health_servicer = _grpc_server(cfg, service, tokens)
         address = f"{cfg.host}:{cfg.port}"
         try:
             port = server.add_insecure_port(address)

@@ -19,14 +19,20 @@ PROTECTED_PREFIX = "/plush.v1.Companion/"
 
 
 def bearer(metadata: Any) -> tuple[str, str]:
-    """(device id, token) from a call's metadata ("" where absent)."""
-    device = token = ""
-    for key, value in metadata or ():
-        if key == DEVICE_ID_KEY and isinstance(value, str):
-            device = value
-        elif key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            token = value[len("Bearer ") :]
-    return device, token
+    """(device id, token) from a call's metadata ("" where absent). A call naming two device ids (or two
+    tokens) gets "" for that field: it must never be checked as one plush and served as another."""
+    devices = [v for k, v in metadata or () if k == DEVICE_ID_KEY and isinstance(v, str)]
+    tokens = [
+        v[len("Bearer ") :]
+        for k, v in metadata or ()
+        if k == "authorization" and isinstance(v, str) and v.startswith("Bearer ")
+    ]
+    return (devices[0][:64] if len(devices) == 1 else ""), (tokens[0] if len(tokens) == 1 else "")
+
+
+def device_id(metadata: Any) -> str:
+    """The calling plush's id, as the token check saw it ("unknown" when absent or ambiguous)."""
+    return bearer(metadata)[0] or "unknown"
 
 
 class DeviceTokenInterceptor(grpc.aio.ServerInterceptor):

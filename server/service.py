@@ -20,7 +20,7 @@ from plush.errors import AudioFormatError
 from plush.logs import get_logger
 from protos.plush.v1 import companion_pb2 as pb
 from protos.plush.v1 import companion_pb2_grpc as pb_grpc
-from server.auth import DEVICE_ID_KEY
+from server.auth import device_id
 from server.companion import Companion, TurnRequestData
 from voice_models.audio import WHISPER_RATE, PcmResampleStream, pcm16_to_float, resample_pcm16
 from voice_models.streaming_stt import StreamingStt, StreamingTranscription
@@ -85,11 +85,15 @@ class CompanionService(pb_grpc.CompanionServicer):
         transcriber: Transcriber | None,
         limits: Limits,
         streaming: StreamingStt | None = None,
+        *,
+        bind_conversations: bool = False,
     ) -> None:
         self.companion = companion
         self.transcriber = transcriber
         self.limits = limits
         self.streaming = streaming
+        self.bind_conversations = bind_conversations
+        """With device tokens on, a client names conversations only inside its own (it cannot read others')."""
 
     async def Converse(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[pb.TurnRequest], context: Context
@@ -109,7 +113,7 @@ class CompanionService(pb_grpc.CompanionServicer):
             return
         turn = TurnRequestData(
             turn_id=turn_id,
-            conversation_id=utterance.start.conversation_id or f"device:{device_id}",
+            conversation_id=self._conversation(utterance.start.conversation_id, f"device:{device_id}"),
             device_id=device_id,
             source="device",
             user_text="",
@@ -154,7 +158,7 @@ class CompanionService(pb_grpc.CompanionServicer):
         client_id = _device_id(context)
         turn = TurnRequestData(
             turn_id=uuid.uuid4().hex[:12],
-            conversation_id=request.conversation_id or f"chat:{client_id}",
+            conversation_id=self._conversation(request.conversation_id, f"chat:{client_id}"),
             device_id=client_id,
             source="chat",
             user_text=text,
@@ -187,6 +191,12 @@ class CompanionService(pb_grpc.CompanionServicer):
             )
         reply.phrases.append(phrase)
         return reply
+
+    def _conversation(self, requested: str, own: str) -> str:
+        """The conversation a turn belongs to: the client's own, or one it named (inside its own when bound)."""
+        if not requested:
+            return own
+        return f"{own}/{requested}" if self.bind_conversations else requested
 
     async def _read_utterance(self, requests: AsyncIterator[pb.TurnRequest]) -> Utterance:
         """Read TurnStart, then audio or a transcript, up to TurnEnd (or Cancel, or the stream's end)."""
@@ -323,7 +333,4 @@ def _output_problem(sample_rate: int, encoding: int) -> str | None:
 
 
 def _device_id(context: Context) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == DEVICE_ID_KEY and isinstance(value, str) and value:
-            return value[:64]
-    return "unknown"
+    return device_id(context.invocation_metadata())

@@ -71,3 +71,28 @@ def test_tokens_are_masked_in_config_show(monkeypatch: pytest.MonkeyPatch, tmp_p
     )
     assert shown.returncode == 0, shown.stderr
     assert "abcdefgh" not in shown.stdout and 'device_token = "****1234"' in shown.stdout
+
+
+async def test_a_plush_with_a_token_cannot_reach_into_another_conversation(guarded_server: Any) -> None:
+    async with CompanionClient(f"127.0.0.1:{guarded_server.port}", "nursery", token="s3cret-nursery") as client:
+        [e async for e in client.chat("Hi!", conversation_id="device:kitchen")]
+    (turn,) = await guarded_server.companion.store.list_turns()
+    assert turn.conversation_id == "chat:nursery/device:kitchen"
+
+
+async def test_two_device_ids_in_one_call_are_refused(guarded_server: Any) -> None:
+    from device.client import describe_rpc_error
+    from protos.plush.v1 import companion_pb2 as pb
+    from protos.plush.v1 import companion_pb2_grpc as pb_grpc
+
+    metadata = (
+        ("plush-device-id", "nursery"),
+        ("plush-device-id", "kitchen"),
+        ("authorization", "Bearer s3cret-kitchen"),
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{guarded_server.port}") as channel:
+        stub = pb_grpc.CompanionStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            [e async for e in stub.Chat(pb.ChatRequest(text="hi"), metadata=metadata)]
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert isinstance(describe_rpc_error(refused.value, "x"), AuthError)

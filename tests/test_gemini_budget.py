@@ -165,3 +165,23 @@ async def test_the_persona_prefix_is_identical_across_turns(start: Start, fake_g
         await ask(server, text)
     systems = {r.system_instruction for r in fake_gemini.requests}
     assert systems == {server.companion.persona.system_prompt}
+
+
+async def test_a_spent_budget_during_the_half_open_trial_does_not_lock_gemini_out(tmp_path: Path) -> None:
+    t = [0.0]
+    store = await Store.open(tmp_path / "plush.db")
+    budget = GeminiBudget(
+        GeminiConfig(requests_per_minute=0, tokens_per_minute=0, requests_per_day=1, client_share=1.0, backoff_s=10),
+        store,
+        clock=lambda: t[0],
+    )
+    prompt = Prompt("sys", (), "hi")
+    assert await budget.admit("a", prompt) is None  # the day's one request
+    budget.breaker.failure()
+    budget.breaker.failure()  # two errors: open for ~10 s
+    assert await budget.admit("a", prompt) == "circuit_open"
+    t[0] = 20.0  # the backoff is over, but the daily budget is spent
+    assert await budget.admit("a", prompt) == "daily_budget_spent"
+    assert budget.breaker.state is not CircuitState.CLOSED
+    assert budget.breaker.allow(), "the trial was not taken by the refused turn: the next one gets it"
+    await store.close()

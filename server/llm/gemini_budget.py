@@ -69,34 +69,49 @@ class GeminiBudget:
 
     async def admit(self, client_id: str, prompt: Prompt) -> str | None:
         """Count the request and return None when Gemini may take it; otherwise the reason it may not."""
-        cfg = self.config
         async with self._lock:
-            if self._clock() < self._paused_until:
-                return "retry_after"
+            day = pacific_day(self._wall_clock())
+            checks = self._minute_checks(client_id, prompt)
+            if (refusal := await self._refusal(day, client_id, checks)) is not None:
+                return refusal
+            # Last: taking the half-open trial commits the router to report how the call went (or release it).
             if not self.breaker.allow():
                 return "circuit_open"
-            day = pacific_day(self._wall_clock())
-            client_key = f"{REQUESTS_KEY}:{client_id}"
-            if cfg.requests_per_day:
-                if await self._store.usage(day, REQUESTS_KEY) >= cfg.requests_per_day:
-                    return "daily_budget_spent"
-                if await self._store.usage(day, client_key) >= self._share(cfg.requests_per_day):
-                    return "client_daily_budget_spent"
-            tokens = estimate_tokens(prompt, cfg.max_output_tokens)
-            minute_checks = [
-                (cfg.requests_per_minute, ("rpm",), 1, "minute_budget_spent"),
-                (cfg.requests_per_minute and self._share(cfg.requests_per_minute), ("rpm", client_id), 1,
-                 "client_minute_budget_spent"),
-                (cfg.tokens_per_minute, ("tpm",), tokens, "token_budget_spent"),
-            ]  # fmt: skip
-            for amount, keys, cost, reason in minute_checks:
-                if amount and not await self._limiter.test(RateLimitItemPerMinute(amount), *keys, cost=cost):
-                    return reason
-            for amount, keys, cost, _ in minute_checks:
+            for amount, keys, cost, _ in checks:
                 if amount:
                     await self._limiter.hit(RateLimitItemPerMinute(amount), *keys, cost=cost)
             await self._store.add_usage(day, REQUESTS_KEY)
-            await self._store.add_usage(day, client_key)
+            await self._store.add_usage(day, f"{REQUESTS_KEY}:{client_id}")
+        return None
+
+    def _minute_checks(self, client_id: str, prompt: Prompt) -> list[tuple[int, tuple[str, ...], int, str]]:
+        """(budget, limiter keys, cost, refusal reason) for each per-minute budget; a budget of 0 is no limit."""
+        cfg = self.config
+        tokens = estimate_tokens(prompt, cfg.max_output_tokens)
+        return [
+            (cfg.requests_per_minute, ("rpm",), 1, "minute_budget_spent"),
+            (cfg.requests_per_minute and self._share(cfg.requests_per_minute), ("rpm", client_id), 1,
+             "client_minute_budget_spent"),
+            (cfg.tokens_per_minute, ("tpm",), tokens, "token_budget_spent"),
+        ]  # fmt: skip
+
+    async def _refusal(
+        self, day: str, client_id: str, checks: list[tuple[int, tuple[str, ...], int, str]]
+    ) -> str | None:
+        """Why Gemini may not take a request now (nothing is counted here), or None."""
+        cfg = self.config
+        if self._clock() < self._paused_until:
+            return "retry_after"
+        if self.breaker.seconds_left() > 0:
+            return "circuit_open"
+        if cfg.requests_per_day:
+            if await self._store.usage(day, REQUESTS_KEY) >= cfg.requests_per_day:
+                return "daily_budget_spent"
+            if await self._store.usage(day, f"{REQUESTS_KEY}:{client_id}") >= self._share(cfg.requests_per_day):
+                return "client_daily_budget_spent"
+        for amount, keys, cost, reason in checks:
+            if amount and not await self._limiter.test(RateLimitItemPerMinute(amount), *keys, cost=cost):
+                return reason
         return None
 
     async def requests_today(self) -> int:

@@ -119,6 +119,8 @@ class LlmRouter:
             if isinstance(exc, LlmQuotaError):
                 if self.budget:
                     self.budget.pause(exc.retry_after_s or QUOTA_PAUSE_S)
+                if breaker:
+                    breaker.release()  # a quota answer says nothing about Gemini's health
                 outcome.reason = "quota_exhausted"
             else:
                 if breaker:
