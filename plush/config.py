@@ -327,7 +327,12 @@ def masked(config: PlushConfig) -> dict[str, Any]:
     data = config.model_dump(mode="json", exclude_none=False)
     for key in SECRET_KEYS:
         value = getattr(config, key)
-        data[key] = "(not set)" if value is None else "****" + value.get_secret_value()[-4:]
+        if value is None:
+            data[key] = "(not set)"
+        elif key == "device_tokens":  # a list of tokens: its tail would be the last one's
+            data[key] = f"**** ({len(config.allowed_devices())} devices)"
+        else:
+            data[key] = "****" + value.get_secret_value()[-4:]
     return data
 
 

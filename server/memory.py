@@ -36,6 +36,7 @@ _REMEMBER_KO_LAST = re.compile(
     r"(?:기억해|잊지\s*마)\s*(?:줘요|줘|주세요|줄래|둬요|둬|두세요|요)?[.!?~\s]*$"
 )
 _MIN_FACT_CHARS = 3
+_REMINISCING = re.compile(r"(?:when|how|what|where|who|why|the time)\b", re.IGNORECASE)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
@@ -60,12 +61,20 @@ _MAX_TERMS = 12
 
 
 def extract_fact(text: str) -> str | None:
-    """The fact in an explicit request to remember something, or None when the message is not one."""
+    """The fact in an explicit request to remember something, or None when the message is not one.
+
+    Questions are never facts: "remember my name?", "내 이름 기억해?" ask the companion to recall, and
+    "remember when we went to the park?" reminisces.
+    """
     text = text.strip()
+    if "?" in text or "？" in text:
+        return None
     for pattern in (_REMEMBER_EN, _REMEMBER_KO_FIRST, _REMEMBER_KO_LAST):
         match = pattern.match(text)
         if match:
             fact = match.group("fact").strip(" \t\n,.:!~")
+            if _REMINISCING.match(fact):
+                return None
             return fact if len(fact) >= _MIN_FACT_CHARS else None
     return None
 

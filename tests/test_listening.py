@@ -112,7 +112,7 @@ async def test_device_side_streaming_stt_hears_the_owner_while_the_button_is_hel
     assert (tmp_path / "out.wav").stat().st_size > 10_000
 
 
-async def test_a_server_that_is_down_at_button_down_is_one_clear_error(make_config: ConfigFactory) -> None:
+async def test_a_server_that_is_down_at_button_down_sends_the_plush_offline(make_config: ConfigFactory) -> None:
     config = make_config(device={"id": "server-stt", "stt": "server"})
     errors: list[str] = []
     states: list[State] = []
@@ -131,8 +131,9 @@ async def test_a_server_that_is_down_at_button_down_is_one_clear_error(make_conf
             yield ButtonEvent.QUIT
 
         await plush.run(press(), Recorder(16000), lambda: WavSink(Path("unused.wav")))
-    assert State.ERROR in states
+    assert states[-1] is State.OFFLINE and State.ERROR not in states, "a server that is away is not an error"
     assert errors and "cannot reach the Plush server" in errors[0]
+    assert not plush.offline, "quitting stops the search for the server"
 
 
 @pytest.fixture

@@ -193,6 +193,10 @@ async def test_a_fact_is_stored_once_and_can_be_forgotten(tmp_path: Path) -> Non
         ("나는 토끼를 좋아한다는 거 꼭 기억해", "나는 토끼를 좋아한다"),
         ("내 이름은 민아라는 거 기억해 줘요", "내 이름은 민아"),
         ("뭐 기억해?", None),
+        ("remember my name?", None),
+        ("Remember when we went to the park.", None),
+        ("내 이름 기억해?", None),
+        ("Remember that. Also what's the weather?", None),
     ],
 )
 def test_explicit_requests_to_remember_are_recognised(text: str, fact: str | None) -> None:
@@ -224,3 +228,16 @@ def test_memory_commands_add_list_forget_facts_and_reset_a_conversation(tmp_path
     assert missing.returncode == 1 and "there is no fact 1" in missing.stderr
     unknown = plush("reset", "device:nobody")
     assert unknown.returncode == 1 and "no conversation 'device:nobody'" in unknown.stderr
+
+
+async def test_recall_survives_a_vacuum(tmp_path: Path) -> None:
+    db = tmp_path / "plush.db"
+    async with await Store.open(db) as store:
+        for i in range(5):
+            await store.add_turn(TurnRecord(f"t{i}", "room", "d", "chat", f"word{i} pineapple", "ok", started_at=i))
+        await store.delete_turns_before(2.5)  # leaves holes in the rowids
+    with sqlite3.connect(db) as conn:
+        conn.execute("VACUUM")
+    async with await Store.open(db) as store:
+        found = await store.search_turns(["word4"], limit=5)
+        assert [t.id for t in found] == ["t4"] and found[0].user_text == "word4 pineapple"

@@ -20,7 +20,7 @@ from typing import Final
 from plush.config import SttConfig
 from plush.errors import PlushError
 from voice_models.audio import WHISPER_RATE, pcm16_to_float
-from voice_models.stt import Transcriber, TranscriptResult
+from voice_models.stt import SttError, Transcriber, TranscriptResult
 from voice_models.vad import Segment, SileroVad, SpeechSegmenter, VadOptions
 
 _CANCEL: Final = object()
@@ -95,7 +95,7 @@ class StreamingTranscription:
             for segment in self._segmenter.finish(len(self._pcm) // 2):
                 self._decode(segment)
         except BaseException as exc:  # surfaced by finish(), in the caller's thread
-            self._error = exc if isinstance(exc, PlushError) else PlushError(f"speech recognition failed: {exc}")
+            self._error = exc if isinstance(exc, PlushError) else SttError(f"speech recognition failed: {exc}")
 
     def _decode(self, segment: Segment) -> None:
         audio = pcm16_to_float(bytes(self._pcm[segment.start * 2 : segment.end * 2]))

@@ -142,6 +142,8 @@ class SerialPaw(QueuedControls):
                     backoff = 0.2  # it worked for a while: a replugged board is looked for quickly
                 except (SerialBoardError, OSError, self._serial_lib.SerialException) as exc:
                     log.warning("paw_board_unusable", port=port, error=str(exc))
+                except Exception:  # a bug must not end the search for the board for good
+                    log.exception("paw_board_session_crashed", port=port)
             self._lost()
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # jitter: no lock-step retries
             backoff = min(backoff * 2, self.max_backoff_s)
@@ -246,8 +248,11 @@ class SerialPaw(QueuedControls):
             if message.down != self._pressed:
                 self._pressed = message.down
                 self._events.put_nowait(ButtonEvent.DOWN if message.down else ButtonEvent.UP)
-        elif isinstance(message, proto.Hello):  # the board restarted: it forgot the LED state
+        elif isinstance(message, proto.Hello):  # the board restarted: it forgot the LED state and the press
             self._write(proto.led(self._led))
+            if self._pressed:
+                self._pressed = False
+                self._events.put_nowait(ButtonEvent.UP)
         elif isinstance(message, proto.BoardError):
             log.warning("paw_board_refused", reason=message.reason)
         elif isinstance(message, proto.Noise):

@@ -1,9 +1,10 @@
 """The SQLite store (the default): WAL mode through aiosqlite, so the event loop never blocks on disk.
 
 The schema is versioned with `PRAGMA user_version` and a list of migrations applied in order, each in one
-transaction. Recall of older turns uses an FTS5 index kept in step with `turns` by triggers; the `unicode61`
-tokenizer splits on spaces and punctuation, and prefix queries ("토끼*", "rabbit*") let a Korean stem match its
-particle forms (토끼를, 토끼가) and an English one its plural.
+transaction. Recall of older turns uses an FTS5 index kept in step with `turns` by triggers and keyed by the
+turn's id (not its rowid, which VACUUM may renumber); the `unicode61` tokenizer splits on spaces and
+punctuation, and prefix queries ("토끼*", "rabbit*") let a Korean stem match its particle forms (토끼를, 토끼가)
+and an English one its plural.
 """
 
 from __future__ import annotations
@@ -64,20 +65,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX turns_by_time ON turns (started_at);
     CREATE VIRTUAL TABLE turns_fts USING fts5(
-        user_text, reply_text, content='turns', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+        turn_id UNINDEXED, user_text, reply_text, tokenize='unicode61 remove_diacritics 2'
     );
-    INSERT INTO turns_fts (turns_fts) VALUES ('rebuild');
+    INSERT INTO turns_fts (turn_id, user_text, reply_text) SELECT id, user_text, reply_text FROM turns;
     CREATE TRIGGER turns_fts_insert AFTER INSERT ON turns BEGIN
-        INSERT INTO turns_fts (rowid, user_text, reply_text) VALUES (new.rowid, new.user_text, new.reply_text);
+        INSERT INTO turns_fts (turn_id, user_text, reply_text) VALUES (new.id, new.user_text, new.reply_text);
     END;
     CREATE TRIGGER turns_fts_delete AFTER DELETE ON turns BEGIN
-        INSERT INTO turns_fts (turns_fts, rowid, user_text, reply_text)
-            VALUES ('delete', old.rowid, old.user_text, old.reply_text);
+        DELETE FROM turns_fts WHERE turn_id = old.id;
     END;
     CREATE TRIGGER turns_fts_update AFTER UPDATE OF user_text, reply_text ON turns BEGIN
-        INSERT INTO turns_fts (turns_fts, rowid, user_text, reply_text)
-            VALUES ('delete', old.rowid, old.user_text, old.reply_text);
-        INSERT INTO turns_fts (rowid, user_text, reply_text) VALUES (new.rowid, new.user_text, new.reply_text);
+        DELETE FROM turns_fts WHERE turn_id = old.id;
+        INSERT INTO turns_fts (turn_id, user_text, reply_text) VALUES (new.id, new.user_text, new.reply_text);
     END;
     """,
 )
@@ -204,7 +203,7 @@ class SqliteStore(Store):
             return []
         sql = (
             f"SELECT {', '.join('t.' + c.strip() for c in _TURN_COLUMNS.split(','))}"
-            " FROM turns_fts JOIN turns t ON t.rowid = turns_fts.rowid"
+            " FROM turns_fts JOIN turns t ON t.id = turns_fts.turn_id"
             " WHERE turns_fts MATCH ? AND t.reply_text != ''"
         )
         params: list[Any] = [query]

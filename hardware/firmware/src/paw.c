@@ -120,8 +120,9 @@ bool paw_handle_line(paw_board *board, const char *line, uint32_t now_ms, char *
 }
 
 paw_led_state paw_shown_led(const paw_board *board, uint32_t now_ms) {
-    /* Unsigned subtraction: correct across the 49-day wrap of a 32-bit millisecond clock. */
-    if (board->host_seen && (uint32_t)(now_ms - board->last_host_ms) > PAW_HOST_TIMEOUT_MS) {
+    /* Counted from boot until the host first speaks: a board whose Pi never comes up shows offline too.
+     * Unsigned subtraction: correct across the 49-day wrap of a 32-bit millisecond clock. */
+    if ((uint32_t)(now_ms - board->last_host_ms) > PAW_HOST_TIMEOUT_MS) {
         return PAW_LED_OFFLINE;
     }
     return board->led;

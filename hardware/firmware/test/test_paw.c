@@ -94,7 +94,8 @@ static void test_a_silent_host_turns_the_leds_to_offline(void) {
     paw_board b;
     char reply[PAW_LINE_MAX + 1];
     paw_board_init(&b, 1000);
-    CHECK(paw_shown_led(&b, 60000) == PAW_LED_IDLE); /* never connected: a fresh board shows idle */
+    CHECK(paw_shown_led(&b, 1000 + PAW_HOST_TIMEOUT_MS) == PAW_LED_IDLE); /* a fresh board: idle at first */
+    CHECK(paw_shown_led(&b, 1001 + PAW_HOST_TIMEOUT_MS) == PAW_LED_OFFLINE); /* no host after boot: offline */
     paw_handle_line(&b, "LED speaking", 2000, reply, sizeof reply);
     CHECK(paw_shown_led(&b, 2000 + PAW_HOST_TIMEOUT_MS) == PAW_LED_SPEAKING);
     CHECK(paw_shown_led(&b, 2001 + PAW_HOST_TIMEOUT_MS) == PAW_LED_OFFLINE);
