@@ -104,7 +104,7 @@ class SerialPaw(QueuedControls):
         board is plugged in works once it is)."""
         self._supervisor = asyncio.create_task(self._supervise(), name="plush-serial-paw")
         try:
-            await asyncio.wait_for(asyncio.shield(self._ready.wait()), timeout_s)
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
         except TimeoutError as exc:
             if not required:
                 log.warning("paw_board_not_found_yet", port=self.port or "auto", waiting=True)
@@ -158,7 +158,10 @@ class SerialPaw(QueuedControls):
 
     async def _session(self, port: str) -> None:
         """One connection: greet, then relay lines and keep the heartbeat until the board is lost."""
-        device = await asyncio.to_thread(self._serial_lib.Serial, port, proto.BAUD_RATE, timeout=0.05)
+        # write_timeout: a wedged USB link must not block the event loop's LED writes.
+        device = await asyncio.to_thread(
+            self._serial_lib.Serial, port, proto.BAUD_RATE, timeout=0.05, write_timeout=0.5
+        )
         lines: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()
         reader = threading.Thread(target=self._read, args=(device, lines, stop), name="plush-paw-reader", daemon=True)
