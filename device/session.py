@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from device.audio_io import Recorder
 from device.client import CompanionClient, UnreachableError
@@ -36,16 +37,34 @@ STATE_LOOK = {
 
 
 def _terminal_ui(console: Console) -> tuple[Callable[[State], None], Callable[[str, str], None]]:
+    """Status lines and the conversation on the terminal; the reply streams on its own line after "plush:"."""
+    replying = False
+
+    def end_reply() -> None:
+        nonlocal replying
+        if replying:
+            console.print()
+            replying = False
+
     def on_state(state: State) -> None:
+        if state is State.SPEAKING:
+            return  # shown by the reply text itself; a status line would cut it in two
+        end_reply()
         console.print(STATE_LOOK[state])
 
     def on_text(kind: str, text: str) -> None:
-        if kind == "heard":
-            console.print(f"you: {text}" if text else "[dim](heard nothing)[/]", highlight=False)
-        elif kind == "reply":
+        nonlocal replying
+        if kind == "reply":
+            if not replying:
+                console.print("plush: ", end="", highlight=False)
+                replying = True
             console.print(text, end="", highlight=False, markup=False)
+            return
+        end_reply()
+        if kind == "heard":
+            console.print(f"you: {escape(text)}" if text else "[dim](heard nothing)[/]", highlight=False)
         elif kind == "error":
-            console.print(f"[red]{text}[/]", highlight=False)
+            console.print(f"[red]{escape(text)}[/]", highlight=False)
 
     return on_state, on_text
 

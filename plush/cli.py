@@ -38,8 +38,11 @@ app.add_typer(persona_app, name="persona")
 ServerOption = Annotated[str | None, typer.Option("--server", "-s", help="host:port of the Plush server.")]
 
 
-def _load(config: Path | None, **overrides: Any) -> PlushConfig:
-    cfg = load_config(config, **{k: v for k, v in overrides.items() if v})
+def _load(config: Path | None, **overrides: dict[str, Any]) -> PlushConfig:
+    """The configuration with the command's flags on top; a flag that was not given overrides nothing."""
+    given = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
+    sections: dict[str, Any] = {section: values for section, values in given.items() if values}
+    cfg = load_config(config, **sections)
     setup_logging(cfg.log_level)
     return cfg
 
@@ -66,7 +69,7 @@ def server(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
     """Run the companion server (gRPC) until Ctrl+C."""
-    cfg = _load(config, server={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    cfg = _load(config, server={"host": host, "port": port})
     from server.app import serve_forever
 
     def ready(bound: int) -> None:

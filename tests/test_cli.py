@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tomli_w
+from conftest import config_sections
 from test_end_to_end import speechlike_wav
+from tiny_models import TinyModels
 
 from voice_models.audio import read_wav
 
@@ -99,3 +102,17 @@ def test_help_explains_every_command() -> None:
     result = run("--help")
     for command in ("server", "device", "chat", "models", "config"):
         assert command in result.stdout
+
+
+def test_device_uses_the_configured_server_when_no_flag_is_given(
+    server_process: str, models: TinyModels, tmp_path: Path
+) -> None:
+    """`scripts/companion` and the systemd service run `plush device` with no --server: the config names it."""
+    sections = config_sections(models, tmp_path)
+    sections["device"]["server"] = server_process
+    config = tmp_path / "device.toml"
+    config.write_text(tomli_w.dumps(sections), encoding="utf-8")
+    wav = speechlike_wav(tmp_path / "q.wav")
+    result = run("device", "--config", str(config), "--audio-file", str(wav), "--output-file", str(tmp_path / "a.wav"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "plush: " in result.stdout and "answered by llama" in result.stdout
