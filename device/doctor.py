@@ -26,12 +26,6 @@ class Check:
     fix: str = ""
 
 
-def _sounddevice() -> object:
-    from device.audio_io import _sounddevice
-
-    return _sounddevice()
-
-
 async def check_microphone(config: PlushConfig) -> Check:
     from device.audio_io import Recorder
 
