@@ -105,7 +105,8 @@ async def check_server(config: PlushConfig) -> Check:
             return Check("server", False, str(exc), "set PLUSH_DEVICE_TOKEN to this plush's token on the server")
         except PlushError as exc:
             return Check("server", False, str(exc), 'start `plush server` there, or set [device] server = "HOST:50051"')
-    return Check("server", True, f"{device.server} answers as {reply.persona or 'the companion'}")
+    brain = f"; brain: {reply.brain}" if reply.brain else ""
+    return Check("server", True, f"{device.server} answers as {reply.persona or 'the companion'}{brain}")
 
 
 async def check_speech_model(config: PlushConfig) -> Check:

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from plush import __version__
 from plush.config import PlushConfig, default_config_text, find_config_file, load_config, masked
@@ -21,6 +20,7 @@ from plush.console import ConfigOption, err, out
 from plush.errors import PlushError
 from plush.logs import setup_logging
 from plush.memory_cli import memory_app, persona_app
+from plush.models_cli import models_app
 
 app = typer.Typer(
     help="Plush: a voice companion that lives inside a plush toy.",
@@ -28,7 +28,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="List and download the speech and language models.", no_args_is_help=True)
 config_app = typer.Typer(help="Show or create the configuration file.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
@@ -153,80 +152,6 @@ def chat(
             )
 
     asyncio.run(run())
-
-
-@models_app.command("list")
-def models_list(config: ConfigOption = None) -> None:
-    """Show the models Plush knows and whether each is downloaded."""
-    cfg = _load(config)
-    from voice_models.model_store import KNOWN_MODELS, ModelStore
-
-    store = ModelStore.from_config(cfg.models)
-    table = Table(title=f"Models in {store.root}")
-    table.add_column("name", no_wrap=True)
-    for column in ("kind", "size", "languages", "downloaded", "notes"):
-        table.add_column(column)
-    for model in KNOWN_MODELS.values():
-        table.add_row(
-            model.name,
-            model.kind,
-            f"{model.size_mb} MB",
-            model.languages,
-            "yes" if store.is_downloaded(model) else "no",
-            model.description,
-        )
-    out.print(table)
-
-
-@models_app.command("download")
-def models_download(
-    names: Annotated[
-        list[str] | None, typer.Argument(help="Model names (default: the models the config uses).")
-    ] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Download models with progress bars (resumes interrupted downloads; skips complete ones)."""
-    cfg = _load(config)
-    from voice_models.model_store import KNOWN_MODELS, ModelStore
-
-    store = ModelStore.from_config(cfg.models)
-    wanted = names or [n for n in (cfg.stt.model, cfg.tts.voice, cfg.llm.llama.model) if n in KNOWN_MODELS]
-    for name in wanted:
-        out.print(f"[bold]{name}[/] -> {store.folder(name)}")
-        path = store.download(name)
-        out.print(f"  ready: {path}")
-
-
-@models_app.command("verify")
-def models_verify(
-    names: Annotated[list[str] | None, typer.Argument(help="Model names (default: every downloaded model).")] = None,
-    fix: Annotated[bool, typer.Option(help="Download damaged or missing files again.")] = False,
-    config: ConfigOption = None,
-) -> None:
-    """Check downloaded models against the checksums recorded when they were fetched (works offline)."""
-    cfg = _load(config)
-    from voice_models.model_store import KNOWN_MODELS, ModelStore
-
-    store = ModelStore.from_config(cfg.models)
-    wanted = names or [m.name for m in KNOWN_MODELS.values() if store.is_downloaded(m)]
-    if not wanted:
-        out.print("No models are downloaded yet; run: plush models download")
-        return
-    failed = []
-    for name in wanted:
-        problems = store.verify(name)
-        if problems and fix:
-            store.discard_damaged(name)
-            out.print(f"[yellow]{name}[/]: fetching again: {'; '.join(problems)}", highlight=False)
-            store.download(name)
-            problems = store.verify(name)
-        if problems:
-            failed.append(name)
-            out.print(f"[red]{name}[/]: {'; '.join(problems)}", highlight=False)
-        else:
-            out.print(f"[green]{name}[/]: ok", highlight=False)
-    if failed:
-        raise PlushError(f"damaged or incomplete: {', '.join(failed)}; run: plush models verify --fix")
 
 
 @config_app.command("show")

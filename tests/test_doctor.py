@@ -34,6 +34,7 @@ def test_a_healthy_plush_passes_every_check(
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("server", "speech model", "microphone", "speaker", "button"):
         assert f"ok   {name}" in result.stdout
+    assert "brain: local tiny.gguf" in result.stdout, "the doctor says which LLM answers"
     assert "this plush is ready" in result.stdout
 
 
@@ -44,7 +45,7 @@ def test_a_missing_server_and_board_are_reported_with_what_to_fix(
     sections["device"].update(button="serial", serial_port=str(tmp_path / "ttyNONE"))
     config_file = tmp_path / "serial.toml"
     config_file.write_text(tomli_w.dumps(sections), encoding="utf-8")
-    feeder = pulse.feed_mic(b"\x10\x20" * 96000)
+    feeder = pulse.feed_mic(b"\x10\x20" * 320000)  # 20 s: outlasts the 5 s server check on a busy machine
     try:
         result = doctor(config_file, pulse, "--server", "127.0.0.1:9")
     finally:

@@ -14,7 +14,8 @@ What huggingface_hub 2.4 does, as these tests pin it down:
   `Range: bytes=N-`, where N is what it had written, a whole number of 10 MiB chunks (bytes after the last
   full chunk are dropped, so a file under 10 MiB is fetched again from byte 0). It tries 5 times.
 * A run that fails keeps no partial file: the next run fetches the file from byte 0, without `Range`.
-* An unreachable Hub is retried with backoff (1+2+4+8+8 s, about 24 s) before the run gives up.
+* An unreachable Hub would be retried with backoff (1+2+4+8+8 s, about 24 s); Plush looks the host up and
+  connects once first, so a Hub that cannot be reached at all fails at once with the reason.
 """
 
 from __future__ import annotations
@@ -127,15 +128,15 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def downloaded_cell(table: str, name: str) -> str:
-    """The "downloaded" cell of `name`'s row in `plush models list` output.
+    """The "here" cell (downloaded or not) of `name`'s row in `plush models list` output.
 
-    The table is rendered for an 80-column pipe, so most cells wrap or are cut ("downloa…"); the name column
-    is no_wrap, so a row's first line starts with the whole name, and "yes"/"no" fit on that line.
+    The table is rendered for an 80-column pipe, so the notes wrap; the name column is no_wrap, so a row's
+    first line starts with the whole name, and "yes"/"no" fit on that line.
     """
     lines = table.splitlines()
     header = next(line for line in lines if line.startswith("┃"))
     titles = [cell.strip() for cell in header.strip("┃").split("┃")]
-    column = next(i for i, title in enumerate(titles) if title.startswith("downloa"))
+    column = titles.index("here")
     for line in lines:
         cells = [cell.strip() for cell in line.strip("│").split("│")]
         if line.startswith("│") and cells[0] == name:
@@ -218,10 +219,20 @@ def test_failed_run_keeps_no_partial_file_and_next_run_fetches_it_whole(hub: Fak
     hub.cut(REPO_ID, "model.bin", after=CUT_AT)
     hub.fail(REPO_ID, "model.bin", 500, method="GET")
 
-    first = plush("models", "download", MODEL, endpoint=hub.url, models_dir=models_dir, wide=True, skip_backoff=True)
+    first = plush(
+        "models",
+        "download",
+        MODEL,
+        "--source",
+        "hub",
+        endpoint=hub.url,
+        models_dir=models_dir,
+        wide=True,
+        skip_backoff=True,
+    )
 
     line = error_line(first)
-    assert f"could not download model.bin of '{MODEL}'" in line
+    assert f"could not download '{MODEL}'. Hugging Face Hub: could not download model.bin" in line
     assert "500" in line
     assert [(g.status, g.range) for g in hub.gets("model.bin")] == [(200, None), (500, f"bytes={DOWNLOAD_CHUNK_SIZE}-")]
     folder = models_dir / MODEL
@@ -244,18 +255,28 @@ def test_connection_cut_on_every_try_is_one_error_line(hub: FakeHub, models_dir:
     """
     hub.cut(REPO_ID, "model.bin", after=1000, times=None)
 
-    result = plush("models", "download", MODEL, endpoint=hub.url, models_dir=models_dir, wide=True, skip_backoff=True)
+    result = plush(
+        "models",
+        "download",
+        MODEL,
+        "--source",
+        "hub",
+        endpoint=hub.url,
+        models_dir=models_dir,
+        wide=True,
+        skip_backoff=True,
+    )
 
     line = error_line(result)
-    assert f"could not download model.bin of '{MODEL}' from {REPO_ID}" in line
+    assert f"could not download model.bin from {REPO_ID}" in line
     # The first try and 5 retries, each from byte 0: 1000 bytes never make a whole 10 MiB chunk.
     assert [(g.range, g.cut) for g in hub.gets("model.bin")] == [(None, True)] * 6
     assert "model.bin" not in files_in(models_dir / MODEL)
     assert leftovers(models_dir) == []
 
 
-def test_unreachable_hub_is_one_error_line(models_dir: Path) -> None:
-    """No network: exit 1 and one line naming the model, the file and why, after huggingface_hub's retries."""
+def test_unreachable_hub_is_one_error_line_without_retries(models_dir: Path) -> None:
+    """No route to the Hub: exit 1 at once with one line naming the model and why (no ~25 s of retries)."""
     with socket.socket() as closed:  # bound, never listening: connections are refused, and the port stays ours
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -263,16 +284,36 @@ def test_unreachable_hub_is_one_error_line(models_dir: Path) -> None:
             "models",
             "download",
             MODEL,
+            "--source",
+            "hub",
             endpoint=f"http://127.0.0.1:{port}",
             models_dir=models_dir,
             wide=True,
-            skip_backoff=True,
         )
 
     line = error_line(result)
-    assert f"could not download config.json of '{MODEL}' from {REPO_ID}" in line
-    assert "ConnectError" in line  # the cause, which huggingface_hub's own "check your connection" hides
+    assert f"could not download '{MODEL}'. Hugging Face Hub: 127.0.0.1:{port} cannot be reached" in line
+    assert "ConnectionRefusedError" in line
     assert "Check the network" in line
+    assert "Retrying" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_hub_whose_name_does_not_resolve_is_one_line_and_no_warnings(models_dir: Path) -> None:
+    """A machine without DNS for the Hub (the usual 'no internet') says so once, and huggingface_hub is not run."""
+    result = plush(
+        "models",
+        "download",
+        MODEL,
+        "--source",
+        "hub",
+        endpoint="http://hub.plush-test.invalid",
+        models_dir=models_dir,
+        wide=True,
+    )
+
+    line = error_line(result)
+    assert "hub.plush-test.invalid does not resolve" in line
+    assert result.stderr.strip().splitlines() == [line], "one line, no doubled warnings or retry logs"
 
 
 @pytest.mark.parametrize(
@@ -291,12 +332,14 @@ def test_hub_without_the_file_or_repo_is_one_error_line(
     with FakeHub() as fake:
         for name in served:
             fake.add_file(REPO_ID, name, FILES[name], lfs=name == "model.bin")
-        result = plush("models", "download", MODEL, endpoint=fake.url, models_dir=models_dir, wide=True)
+        result = plush(
+            "models", "download", MODEL, "--source", "hub", endpoint=fake.url, models_dir=models_dir, wide=True
+        )
         assert fake.unexpected() == []
         assert len(fake.heads(failing)) == 1
 
     line = error_line(result)
-    assert f"could not download {failing} of '{MODEL}' from {REPO_ID}" in line
+    assert f"could not download {failing} from {REPO_ID}" in line
     assert status in line
     assert sorted(files_in(models_dir / MODEL)) == sorted(served)
 
@@ -336,8 +379,8 @@ def test_verify_finds_a_damaged_file_and_fix_fetches_it_again(hub: FakeHub, mode
 
 def test_a_file_that_arrives_damaged_is_refused_and_not_kept(hub: FakeHub, models_dir: Path) -> None:
     hub.tamper(REPO_ID, "model.bin", b"\x00" * len(FILES["model.bin"]))
-    result = plush("models", "download", MODEL, endpoint=hub.url, models_dir=models_dir, wide=True)
-    assert "model.bin of 'whisper-tiny' arrived damaged" in error_line(result)
+    result = plush("models", "download", MODEL, "--source", "hub", endpoint=hub.url, models_dir=models_dir, wide=True)
+    assert "model.bin arrived damaged" in error_line(result)
     assert not (models_dir / MODEL / "model.bin").exists()
 
 

@@ -58,21 +58,31 @@ def matches_etag(path: Path, sha256: str, etag: str) -> bool | None:
 class FileRecord:
     sha256: str
     size: int
+    source: str | None = None
+    """Where the file came from ("hub", "registry"); None in manifests written before sources existed."""
 
 
 def read_manifest(folder: Path) -> dict[str, FileRecord]:
     path = folder / MANIFEST
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return {name: FileRecord(str(f["sha256"]), int(f["size"])) for name, f in data["files"].items()}
+        return {
+            name: FileRecord(str(f["sha256"]), int(f["size"]), f.get("source")) for name, f in data["files"].items()
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
 
-def record_file(folder: Path, filename: str, record: FileRecord) -> None:
+def record_file(folder: Path, filename: str, record: FileRecord, source: str | None = None) -> None:
+    """Keep a file's checksum, size and source in the folder's manifest (written atomically)."""
     files = read_manifest(folder)
-    files[filename] = record
-    data = {"files": {name: {"sha256": r.sha256, "size": r.size} for name, r in sorted(files.items())}}
+    files[filename] = FileRecord(record.sha256, record.size, source or record.source)
+    data = {
+        "files": {
+            name: {"sha256": r.sha256, "size": r.size, **({"source": r.source} if r.source else {})}
+            for name, r in sorted(files.items())
+        }
+    }
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
     tmp.replace(folder / MANIFEST)

