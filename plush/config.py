@@ -65,7 +65,7 @@ class SttConfig(Section):
 
 
 class TtsConfig(Section):
-    voice: str = "piper-en-lessac-medium"
+    voice: str = "piper-en-joe-medium"
     """A voice name from `plush models list`, or a path to a Piper `.onnx` (with its `.onnx.json` beside it)."""
     length_scale: float | None = Field(default=None, gt=0)
     """Speaking rate: above 1 is slower; empty keeps the voice's own setting."""
@@ -102,8 +102,9 @@ class GeminiConfig(Section):
 
 
 class LlamaConfig(Section):
-    model: str = "qwen2.5-1.5b-instruct-q4_k_m"
-    """A model name from `plush models list`, or a path to a GGUF chat model."""
+    model: str = "auto"
+    """"auto" (the best local model downloaded: Qwen2.5 1.5B, then 0.5B, then the starter brain), a model name
+    from `plush models list`, or a path to a GGUF model."""
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int = Field(default=0, ge=0)
     """0 uses all cores."""

@@ -11,6 +11,7 @@ import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -33,7 +34,7 @@ from server.persona import PersonaSource
 from server.service import CompanionService, Limits
 from server.speech import SpeechOut
 from server.store import Store
-from voice_models.model_store import ModelStore
+from voice_models.model_store import KNOWN_MODELS, STARTER_BRAIN_HINT, ModelStore
 from voice_models.streaming_stt import StreamingStt
 from voice_models.stt import Transcriber
 from voice_models.tts import Synthesizer
@@ -48,6 +49,7 @@ def build_router(config: PlushConfig, store: Store) -> LlmRouter:
     llm = config.llm
     primary: LlmBackend | None = None
     fallback: LlmBackend | None = None
+    local = ""
     key = config.gemini_api_key.get_secret_value() if config.gemini_api_key else ""
     if llm.backend in ("auto", "gemini") and key:
         from server.llm.gemini import GeminiBackend
@@ -57,8 +59,12 @@ def build_router(config: PlushConfig, store: Store) -> LlmRouter:
         from server.llm.llama import LlamaBackend
 
         try:
-            path = ModelStore.from_config(config.models).resolve(llm.llama.model, "llm")
-            fallback = LlamaBackend(path, llm.llama)
+            models = ModelStore.from_config(config.models)
+            local = models.name_for(llm.llama.model, "llm")
+            fallback = LlamaBackend(models.resolve(local, "llm"), llm.llama)
+            known = KNOWN_MODELS.get(local)
+            if known is not None and known.starter:
+                log.warning("starter_brain", model=local, hint=STARTER_BRAIN_HINT)
         except (PlushError, LlmError) as exc:
             if primary is None:
                 raise PlushError(
@@ -69,7 +75,22 @@ def build_router(config: PlushConfig, store: Store) -> LlmRouter:
         raise PlushError("llm.backend is 'gemini' but GEMINI_API_KEY is not set")
     reason = "no_api_key" if not key else f"backend_{llm.backend}"
     budget = GeminiBudget(llm.gemini, store) if primary is not None else None
-    return LlmRouter(primary, fallback, no_primary_reason=reason, budget=budget)
+    router = LlmRouter(primary, fallback, no_primary_reason=reason, budget=budget)
+    router.description = _describe_brain(
+        llm.gemini.model if primary is not None else None, local if fallback is not None else None
+    )
+    return router
+
+
+def _describe_brain(gemini: str | None, local: str | None) -> str:
+    """One line for people: which model answers first, which stands in, and whether it is the starter brain."""
+    known = KNOWN_MODELS.get(local or "")
+    local_text = f"local {local if known else Path(local).name}" if local else ""
+    if known is not None and known.starter:
+        local_text += f" ({STARTER_BRAIN_HINT})"
+    if gemini and local:
+        return f"Gemini {gemini}, falling back to {local_text}"
+    return f"Gemini {gemini} (no local fallback)" if gemini else local_text
 
 
 @dataclass
@@ -129,7 +150,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
     housekeeping = asyncio.create_task(_housekeeping(memory), name="plush-housekeeping")
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("server_started", address=f"{cfg.host}:{port}", persona=persona.name, llm=",".join(router.backends))
+    log.info("server_started", address=f"{cfg.host}:{port}", persona=persona.name, brain=router.description)
     return RunningServer(server, port, companion, health_servicer, housekeeping)
 
 

@@ -85,7 +85,8 @@ class Companion:
 
     async def prompt_for(self, conversation_id: str, user_text: str) -> Prompt:
         """System prompt + the conversation's window + the memory note + the new message."""
-        prompt, _ = await self.memory.prompt(self.persona.system_prompt, conversation_id, user_text)
+        persona = self.persona
+        prompt, _ = await self.memory.prompt(persona.system_prompt, conversation_id, user_text, speaker=persona.name)
         return prompt
 
     async def reply(self, turn: TurnRequestData) -> AsyncGenerator[pb.TurnEvent]:
@@ -113,7 +114,9 @@ class Companion:
         persona = self.persona
         try:
             await self.memory.learn(turn.conversation_id, turn.user_text)
-            prompt, _ = await self.memory.prompt(persona.system_prompt, turn.conversation_id, turn.user_text)
+            prompt, _ = await self.memory.prompt(
+                persona.system_prompt, turn.conversation_id, turn.user_text, speaker=persona.name
+            )
             pieces: asyncio.Queue[str | None] = asyncio.Queue()
             speaking = self.speech is not None and turn.want_audio
             async with asyncio.TaskGroup() as tasks:

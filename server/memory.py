@@ -171,10 +171,13 @@ class Memory:
                 budget -= cost
         return Recollection(tuple(history), tuple(reversed(facts)), tuple(recalled))
 
-    async def prompt(self, system: str, conversation_id: str, user_text: str) -> tuple[Prompt, Recollection]:
-        """The whole prompt for a new message."""
+    async def prompt(
+        self, system: str, conversation_id: str, user_text: str, *, speaker: str = "Assistant"
+    ) -> tuple[Prompt, Recollection]:
+        """The whole prompt for a new message; `speaker` is the persona's name (see `Prompt.speaker`)."""
         recollection = await self.recollect(conversation_id, user_text)
-        return Prompt(system, recollection.history, user_text, recollection.note()), recollection
+        prompt = Prompt(system, recollection.history, user_text, recollection.note(), speaker=speaker)
+        return prompt, recollection
 
     async def prune(self, now: float | None = None) -> int:
         """Apply the retention setting; returns how many turns were deleted."""

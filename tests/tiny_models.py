@@ -309,7 +309,7 @@ def _gguf_vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def build_gguf(dest: Path, dims: dict[str, int] | None = None) -> Path:
+def build_gguf(dest: Path, dims: dict[str, int] | None = None, *, chat_template: str | None = CHATML_TEMPLATE) -> Path:
     """Write a tiny llama-architecture GGUF chat model (random F32 weights, fixed seed) to ``dest``.
 
     About 0.5 MB: 2 layers, n_embd 64, 4 heads (2 KV heads: GQA), a SentencePiece-style vocab of 439 tokens
@@ -318,7 +318,8 @@ def build_gguf(dest: Path, dims: dict[str, int] | None = None) -> Path:
     and non-printable byte tokens are zero while the others are random, so greedy or low-temperature decoding
     only ever picks word pieces and printable ASCII bytes: the stream is readable gibberish that never ends
     early with </s> (callers pass ``max_tokens``). ``dims`` overrides the sizes (benchmarks build models at
-    real dimensions: compute cost is the real model's, whatever the weights). Returns ``dest``.
+    real dimensions: compute cost is the real model's, whatever the weights). ``chat_template=None`` writes
+    no template at all, as in a *base* model's GGUF. Returns ``dest``.
     """
     import gguf
 
@@ -357,7 +358,8 @@ def build_gguf(dest: Path, dims: dict[str, int] | None = None) -> Path:
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
-    writer.add_chat_template(CHATML_TEMPLATE)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
 
     # numpy shapes are ggml's reversed: (rows = output features, columns = input features)
     writer.add_tensor("token_embd.weight", rand(len(tokens), n_embd, scale=1.0))

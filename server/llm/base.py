@@ -68,6 +68,9 @@ class Prompt:
     history: tuple[Message, ...]
     user: str
     memory: str = ""
+    speaker: str = "Assistant"
+    """The companion's name (the persona's), for backends that write the conversation as a plain transcript
+    (`Owner: ...` / `Momo: ...` lines, as the persona's examples are) rather than as chat roles."""
 
     @property
     def user_content(self) -> str:
