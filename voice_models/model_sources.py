@@ -63,6 +63,8 @@ def check_hub_reachable(timeout_s: float = 5.0) -> None:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise SourceUnreachableError("HF_HUB_OFFLINE is set, so the Hub is not asked")
     url = urlsplit(hub_endpoint())
+    if _proxied(url.scheme):
+        return  # the proxy resolves and connects; a direct probe would fail where the download would not
     host = url.hostname or ""
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -78,6 +80,12 @@ def check_hub_reachable(timeout_s: float = 5.0) -> None:
         raise SourceUnreachableError(
             f"{host}:{port} cannot be reached ({type(exc).__name__}: {exc.strerror or exc})"
         ) from exc
+
+
+def _proxied(scheme: str) -> bool:
+    """Whether requests to the Hub go through a proxy (the variables httpx honours)."""
+    names = (f"{scheme}_proxy", "all_proxy")
+    return any(os.environ.get(name) or os.environ.get(name.upper()) for name in names)
 
 
 def fetch_from_hub(model: KnownModel, folder: Path) -> None:

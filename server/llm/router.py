@@ -83,25 +83,45 @@ class LlmRouter:
             else:
                 reason = refusal
         if self.fallback is not None:
-            route.backend, route.reason = self.fallback.name, reason
-            said = ""
-            try:
-                async with aclosing(self.fallback.stream(prompt, route.usage)) as fallback:
-                    async for delta in fallback:
-                        said += delta
-                        yield delta
+            local = _Outcome(reason=reason)
+            async with aclosing(self._local(prompt, route, fallback_line, local)) as stream:
+                async for delta in stream:
+                    yield delta
+            if local.done:
                 return
-            except LlmError as exc:
-                route.error = "; ".join(filter(None, (route.error, str(exc))))
-                log.error("llm_fallback_failed", backend=self.fallback.name, error=str(exc))
-                if said:
-                    route.reason = "error_mid_stream"
-                    if ending := graceful_ending(said, fallback_line):
-                        yield ending
-                    return
-                reason = f"{self.fallback.name}_{'busy' if isinstance(exc, LlmBusyError) else 'error'}"
+            reason = local.reason
         route.backend, route.reason = "fallback_line", reason
         yield fallback_line
+
+    async def _local(self, prompt: Prompt, route: Route, fallback_line: str, outcome: _Outcome) -> AsyncGenerator[str]:
+        """Stream from the local model; `outcome.done` once it answered, else `outcome.reason` says why not.
+
+        An empty (or whitespace-only) reply counts as no answer: silence is never what the owner should hear.
+        """
+        assert self.fallback is not None
+        name = self.fallback.name
+        route.backend, route.reason = name, outcome.reason
+        said = ""
+        try:
+            async with aclosing(self.fallback.stream(prompt, route.usage)) as stream:
+                async for delta in stream:
+                    said += delta
+                    yield delta
+        except LlmError as exc:
+            route.error = "; ".join(filter(None, (route.error, str(exc))))
+            log.error("llm_fallback_failed", backend=name, error=str(exc))
+            if said:
+                route.reason = "error_mid_stream"
+                if ending := graceful_ending(said, fallback_line):
+                    yield ending
+                outcome.done = True
+            else:
+                outcome.reason = f"{name}_{'busy' if isinstance(exc, LlmBusyError) else 'error'}"
+            return
+        outcome.done = bool(said.strip())
+        if not outcome.done:
+            outcome.reason = f"{name}_empty_reply"
+            log.warning("llm_empty_reply", backend=name)
 
     async def _primary(self, prompt: Prompt, route: Route, outcome: _Outcome) -> AsyncGenerator[str]:
         """Stream from Gemini, telling the budget and breaker how it went; `outcome` says what is left to do."""
