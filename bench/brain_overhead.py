@@ -35,15 +35,15 @@ from tiny_models import build_gguf  # noqa: E402
 
 from plush.config import GeminiConfig, LlamaConfig, MemoryConfig  # noqa: E402
 from plush.logs import setup_logging  # noqa: E402
-from server.companion import Companion, TurnRequestData  # noqa: E402
-from server.llm.base import LlmBackend, Prompt, Usage  # noqa: E402
-from server.llm.gemini import GeminiBackend  # noqa: E402
-from server.llm.gemini_budget import GeminiBudget  # noqa: E402
-from server.llm.llama import LlamaBackend  # noqa: E402
-from server.llm.router import LlmRouter  # noqa: E402
-from server.memory import Memory  # noqa: E402
-from server.persona import PersonaSource  # noqa: E402
-from server.store import Store, TurnRecord  # noqa: E402
+from plush.server.companion import Companion, TurnRequestData  # noqa: E402
+from plush.server.llm.base import LlmBackend, Prompt, Usage  # noqa: E402
+from plush.server.llm.gemini import GeminiBackend  # noqa: E402
+from plush.server.llm.gemini_budget import GeminiBudget  # noqa: E402
+from plush.server.llm.llama import LlamaBackend  # noqa: E402
+from plush.server.llm.router import LlmRouter  # noqa: E402
+from plush.server.memory import Memory  # noqa: E402
+from plush.server.persona import PersonaSource  # noqa: E402
+from plush.server.store import Store, TurnRecord  # noqa: E402
 
 QWEN_05B = {"n_embd": 896, "n_layer": 24, "n_head": 14, "n_head_kv": 2, "n_ff": 4864, "n_ctx": 2048}
 QUESTIONS = ("Do you remember my rabbit?", "What shall we play today?", "Tell me about the moon.", "I'm sleepy.")

@@ -33,13 +33,13 @@ from speech_signals import utterance as speech  # noqa: E402
 
 from plush.config import MemoryConfig  # noqa: E402
 from plush.logs import setup_logging  # noqa: E402
-from server.companion import Companion, TurnRequestData  # noqa: E402
-from server.llm.base import LlmBackend, Prompt, Usage  # noqa: E402
-from server.llm.router import LlmRouter  # noqa: E402
-from server.memory import Memory  # noqa: E402
-from server.persona import PersonaSource  # noqa: E402
-from server.speech import SpeechOut  # noqa: E402
-from server.store import Store  # noqa: E402
+from plush.server.companion import Companion, TurnRequestData  # noqa: E402
+from plush.server.llm.base import LlmBackend, Prompt, Usage  # noqa: E402
+from plush.server.llm.router import LlmRouter  # noqa: E402
+from plush.server.memory import Memory  # noqa: E402
+from plush.server.persona import PersonaSource  # noqa: E402
+from plush.server.speech import SpeechOut  # noqa: E402
+from plush.server.store import Store  # noqa: E402
 from voice_models.audio import pcm16_to_float  # noqa: E402
 from voice_models.streaming_stt import StreamingStt  # noqa: E402
 from voice_models.stt import SttOptions, Transcriber  # noqa: E402

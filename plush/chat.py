@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from device.client import CompanionClient
+from plush.device.client import CompanionClient
 
 
 async def chat_loop(

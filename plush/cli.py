@@ -69,7 +69,7 @@ def server(
 ) -> None:
     """Run the companion server (gRPC) until Ctrl+C."""
     cfg = _load(config, server={"host": host, "port": port})
-    from server.app import serve_forever
+    from plush.server.app import serve_forever
 
     def ready(bound: int) -> None:
         out.print(f"Plush server listening on {cfg.server.host}:{bound} (Ctrl+C stops it)")
@@ -104,7 +104,7 @@ def device(
     cfg = _load(config, device={"server": server})
     if output_file is not None and audio_file is None:
         raise PlushError("--output-file needs --audio-file (the interactive plush plays through the speaker)")
-    from device.session import run_device
+    from plush.device.session import run_device
 
     sys.exit(asyncio.run(run_device(cfg, audio_file=audio_file, output_file=output_file, console=out)))
 
@@ -113,7 +113,7 @@ def device(
 def device_doctor(config: ConfigOption = None, server: ServerOption = None) -> None:
     """Check the microphone, speaker, button board, server and speech model, and say what to fix."""
     cfg = _load(config, device={"server": server})
-    from device.doctor import run_checks
+    from plush.device.doctor import run_checks
 
     results = asyncio.run(run_checks(cfg))
     for check in results:
@@ -136,8 +136,8 @@ def chat(
 ) -> None:
     """Chat in text. Reads lines from the keyboard or from a pipe (echo hi | plush chat)."""
     cfg = _load(config, device={"server": server})
-    from device.client import CompanionClient
     from plush.chat import chat_loop
+    from plush.device.client import CompanionClient
 
     async def run() -> None:
         async with CompanionClient(cfg.device.server, cfg.device.id, token=cfg.token()) as client:

@@ -20,7 +20,7 @@ from plush.console import ConfigOption, out
 from plush.errors import PlushError
 
 if TYPE_CHECKING:  # the server's modules load only when a command runs: a plush has no aiosqlite
-    from server.store import Conversation, Fact, Store
+    from plush.server.store import Conversation, Fact, Store
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ persona_app = typer.Typer(help="Check and show persona files.", no_args_is_help=
 
 def _with_store(config: Path | None, work: Callable[[Store], Awaitable[T]]) -> T:
     """Open the configured database, run `work(store)`, close it."""
-    from server.store import Store
+    from plush.server.store import Store
 
     path = load_config(config).server.database_path()
 
@@ -143,8 +143,8 @@ def persona_check(
     file: Annotated[str, typer.Argument(help="A persona TOML file (or a built-in name: en, ko).")],
 ) -> None:
     """Validate a persona file and summarise it; errors name the key to fix."""
-    from server.llm.base import approx_tokens
-    from server.persona import load_persona
+    from plush.server.llm.base import approx_tokens
+    from plush.server.persona import load_persona
 
     persona = load_persona(file)
     spec = persona.spec
@@ -162,6 +162,6 @@ def persona_show(
     file: Annotated[str, typer.Argument(help="A persona TOML file or a built-in name.")] = "en",
 ) -> None:
     """Print the system prompt a persona file becomes."""
-    from server.persona import load_persona
+    from plush.server.persona import load_persona
 
     out.print(load_persona(file).system_prompt, markup=False, highlight=False)

@@ -152,7 +152,7 @@ async def start_gemini_server(
 
     `gemini` overrides `[llm.gemini]` settings, other keyword arguments replace whole config sections.
     """
-    from server.app import start_server
+    from plush.server.app import start_server
 
     monkeypatch.setenv("GEMINI_API_KEY", GEMINI_TEST_KEY)
     running: list[Any] = []
@@ -174,7 +174,7 @@ async def start_gemini_server(
 @pytest.fixture
 async def running_server(make_config: ConfigFactory) -> AsyncIterator[Any]:
     """A real Plush server on 127.0.0.1 (llama backend, Piper, server-side STT)."""
-    from server.app import start_server
+    from plush.server.app import start_server
 
     running = await start_server(make_config())
     try:

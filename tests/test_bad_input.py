@@ -9,12 +9,12 @@ import grpc
 import pytest
 from conftest import ConfigFactory
 
-from device.client import CompanionClient, ServerError
-from device.runtime import Plush, WavSink
 from plush.config import load_config
+from plush.device.client import CompanionClient, ServerError
+from plush.device.runtime import Plush, WavSink
 from plush.errors import AudioFormatError, ConfigError, ModelMissingError
-from protos.plush.v1 import companion_pb2 as pb
-from protos.plush.v1 import companion_pb2_grpc as pb_grpc
+from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from voice_models.model_store import ModelStore
 from voice_models.stt import Transcriber
 

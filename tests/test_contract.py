@@ -2,33 +2,54 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import REPO
 
-from protos import build
+from plush.protos import build
 
 
 def test_generated_stubs_are_fresh() -> None:
-    assert build.stale_files() == [], "run: python -m protos.build"
+    assert build.stale_files() == [], "run: python -m plush.protos.build"
 
 
 def test_stubs_import_from_the_protos_package() -> None:
-    from protos.plush.v1 import companion_pb2 as pb
+    from plush.protos.plush.v1 import companion_pb2 as pb
 
     event = pb.TurnEvent(turn_id="t", text_delta=pb.ReplyText(text="hi"))
     assert pb.TurnEvent.FromString(event.SerializeToString()).text_delta.text == "hi"
 
 
-def test_device_and_server_never_import_each_other() -> None:
+def test_device_and_server_never_import_each_other_nor_the_command_line() -> None:
     lint = subprocess.run(
-        [str(Path(sys.executable).parent / "lint-imports"), "--config", str(REPO / "pyproject.toml")],
+        [str(Path(sys.executable).parent / "lint-imports"), str(REPO / "pyproject.toml")],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert "Contracts: 2 kept, 0 broken." in lint.stdout
+    assert "Contracts: 3 kept, 0 broken." in lint.stdout
+
+
+def test_installing_plush_adds_one_import_package_only(tmp_path: Path) -> None:
+    """Plush must not shadow (or be shadowed by) another distribution's `server`, `device` or `protos`."""
+    probe = (
+        "import importlib.util, json; "
+        "print(json.dumps({n: importlib.util.find_spec(n) is not None "
+        "for n in ('server', 'device', 'protos', 'plush.server', 'plush.device', 'plush.protos')}))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(found) == {
+        "server": False,
+        "device": False,
+        "protos": False,
+        "plush.server": True,
+        "plush.device": True,
+        "plush.protos": True,
+    }

@@ -17,9 +17,9 @@ from conftest import ConfigFactory
 from fakes.pulse import HeadlessPulse, sine_pcm
 from test_end_to_end import speechlike_wav
 
-from device.audio_io import Player, Recorder
-from device.client import CompanionClient
-from device.runtime import Plush, SpeakerSink, State
+from plush.device.audio_io import Player, Recorder
+from plush.device.client import CompanionClient
+from plush.device.runtime import Plush, SpeakerSink, State
 from voice_models.audio import read_audio_file
 from voice_models.model_store import ModelStore
 from voice_models.stt import Transcriber

@@ -9,10 +9,10 @@ import pytest
 from conftest import ConfigFactory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from device.client import AuthError, CompanionClient
 from plush.config import load_config
+from plush.device.client import AuthError, CompanionClient
 from plush.errors import ConfigError
-from server.app import start_server
+from plush.server.app import start_server
 
 
 @pytest.fixture
@@ -81,9 +81,9 @@ async def test_a_plush_with_a_token_cannot_reach_into_another_conversation(guard
 
 
 async def test_two_device_ids_in_one_call_are_refused(guarded_server: Any) -> None:
-    from device.client import describe_rpc_error
-    from protos.plush.v1 import companion_pb2 as pb
-    from protos.plush.v1 import companion_pb2_grpc as pb_grpc
+    from plush.device.client import describe_rpc_error
+    from plush.protos.plush.v1 import companion_pb2 as pb
+    from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 
     metadata = (
         ("plush-device-id", "nursery"),

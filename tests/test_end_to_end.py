@@ -8,8 +8,8 @@ from typing import Any
 from conftest import ConfigFactory
 from speech_signals import utterance, voiced
 
-from device.client import CompanionClient
-from device.runtime import Plush, TurnResult, WavSink
+from plush.device.client import CompanionClient
+from plush.device.runtime import Plush, TurnResult, WavSink
 from voice_models.audio import WHISPER_RATE, pcm16_to_float, read_audio_file, read_wav, write_wav
 from voice_models.model_store import ModelStore
 from voice_models.stt import Transcriber

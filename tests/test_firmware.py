@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from device.controls import ButtonEvent
-from device.controls import paw_protocol as proto
-from device.controls.serial_paw import SerialBoardError, SerialPaw
+from plush.device.controls import ButtonEvent
+from plush.device.controls import paw_protocol as proto
+from plush.device.controls.serial_paw import SerialBoardError, SerialPaw
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "hardware" / "firmware"
 
@@ -190,7 +190,7 @@ def test_the_host_parses_every_board_message() -> None:
 async def test_a_gpio_button_and_led_through_gpiozero_mock_pins() -> None:
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    from device.controls.gpio import GpioButton
+    from plush.device.controls.gpio import GpioButton
 
     factory = MockFactory(pin_class=MockPWMPin)
     controls = GpioButton(17, 27, pin_factory=factory)

@@ -9,8 +9,8 @@ import pytest
 from conftest import GEMINI_TEST_KEY, StartServer
 from fakes.gemini import FakeGemini
 
-from device.client import CompanionClient
-from protos.plush.v1 import companion_pb2 as pb
+from plush.device.client import CompanionClient
+from plush.protos.plush.v1 import companion_pb2 as pb
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ counts what reached the fake: a spent budget must cost no request, and the local
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,14 +17,14 @@ import pytest
 from conftest import ConfigFactory, StartServer
 from fakes.gemini import FakeGemini
 
-from device.client import CompanionClient
 from plush.config import GeminiConfig, LlamaConfig
-from server.app import RunningServer
-from server.llm.base import LlmBusyError, Message, Prompt
-from server.llm.circuit_breaker import CircuitBreaker, CircuitState
-from server.llm.gemini_budget import GeminiBudget, pacific_day
-from server.llm.llama import LlamaBackend
-from server.store import Store
+from plush.device.client import CompanionClient
+from plush.server.app import RunningServer
+from plush.server.llm.base import LlmBusyError, Message, Prompt
+from plush.server.llm.circuit_breaker import CircuitBreaker, CircuitState
+from plush.server.llm.gemini_budget import GeminiBudget, pacific_day
+from plush.server.llm.llama import LlamaBackend
+from plush.server.store import Store
 
 Start = Callable[..., Awaitable[RunningServer]]
 
@@ -48,13 +49,14 @@ async def ask(server: RunningServer, text: str = "Hello!", client: str = "plush-
 
 async def test_quota_error_pauses_gemini_for_its_retry_delay(start: Start, fake_gemini: FakeGemini) -> None:
     server = await start()
-    fake_gemini.fail(429, retry_delay="1.5s")
+    fake_gemini.fail(429, retry_delay="6s")  # long enough for three local turns on a busy 2-core machine
+    paused_at = time.monotonic()
     assert (await ask(server))[1:] == ("llama", "quota_exhausted")
-    for _ in range(3):
+    for _ in range(2):
         reply, backend, reason = await ask(server)
         assert reply and (backend, reason) == ("llama", "retry_after")
     assert len(fake_gemini.requests) == 1, "no request may reach Gemini while it asked us to wait"
-    await asyncio.sleep(1.6)
+    await asyncio.sleep(max(0.0, paused_at + 6.1 - time.monotonic()))
     assert (await ask(server))[1:] == ("gemini", "primary")
     assert len(fake_gemini.requests) == 2
 

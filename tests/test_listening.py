@@ -19,10 +19,10 @@ from fakes.pulse import HeadlessPulse
 from speech_signals import silence, utterance, voiced
 from test_streaming_stt import THREE_PHRASES
 
-from device.audio_io import Recorder
-from device.client import CompanionClient
-from device.controls import ButtonEvent
-from device.runtime import Plush, State, WavSink
+from plush.device.audio_io import Recorder
+from plush.device.client import CompanionClient
+from plush.device.controls import ButtonEvent
+from plush.device.runtime import Plush, State, WavSink
 from voice_models.model_store import ModelStore
 from voice_models.streaming_stt import StreamingStt
 from voice_models.stt import Transcriber
@@ -214,7 +214,7 @@ async def test_a_full_turn_with_the_paw_board_on_serial(
     """The simulated paw board's button starts and ends the turn; its LEDs follow the plush's state."""
     from test_firmware import FIRMWARE, Board, make
 
-    from device.controls.serial_paw import SerialPaw
+    from plush.device.controls.serial_paw import SerialPaw
 
     assert make("sim").returncode == 0
     board = Board(FIRMWARE / "build" / "paw_sim", tmp_path / "ttyPAW")

@@ -9,8 +9,8 @@ from conftest import STORIES_GGUF
 from tiny_models import TinyModels
 
 from plush.config import LlamaConfig
-from server.llm.base import Message, Prompt
-from server.llm.llama import LlamaBackend
+from plush.server.llm.base import Message, Prompt
+from plush.server.llm.llama import LlamaBackend
 
 PROMPT = Prompt("You are Plush.", (Message("user", "Hi"), Message("assistant", "Hello!")), "Tell me a story.")
 

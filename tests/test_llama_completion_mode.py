@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 from tiny_models import TinyModels, build_gguf
 
 from plush.config import LlamaConfig
-from server.llm.base import Message, Prompt
-from server.llm.llama import LlamaBackend, _trimmed
+from plush.server.llm.base import Message, Prompt
+from plush.server.llm.llama import LlamaBackend, _trimmed
 
 SYSTEM = "You are Momo, a happy bear who likes to play and sing.\nOwner: hi\nMomo: hello friend!"
 HISTORY = (Message("user", "Hi"), Message("assistant", "Hello!"))

@@ -15,12 +15,12 @@ import pytest
 from conftest import StartServer
 from fakes.gemini import FakeGemini
 
-from device.client import CompanionClient
 from plush.config import MemoryConfig
-from server.app import RunningServer
-from server.memory import Memory, extract_fact, search_terms
-from server.store import Store, TurnRecord
-from server.store.sqlite import MIGRATIONS
+from plush.device.client import CompanionClient
+from plush.server.app import RunningServer
+from plush.server.memory import Memory, extract_fact, search_terms
+from plush.server.store import Store, TurnRecord
+from plush.server.store.sqlite import MIGRATIONS
 
 Start = Callable[..., Awaitable[RunningServer]]
 

@@ -10,11 +10,11 @@ import pytest
 from conftest import ConfigFactory
 from speech_signals import utterance, voiced
 
-from device.client import CompanionClient
-from device.listening import Listening
-from device.offline import OfflinePhrases
-from device.runtime import Plush, State, WavSink
-from server.app import start_server
+from plush.device.client import CompanionClient
+from plush.device.listening import Listening
+from plush.device.offline import OfflinePhrases
+from plush.device.runtime import Plush, State, WavSink
+from plush.server.app import start_server
 from voice_models.audio import read_wav, scale_pcm16
 from voice_models.model_store import ModelStore
 from voice_models.stt import Transcriber

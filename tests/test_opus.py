@@ -10,10 +10,10 @@ import pytest
 from conftest import ConfigFactory
 from test_end_to_end import speechlike_wav
 
-from device.client import CompanionClient
-from device.runtime import Plush, TurnResult, WavSink
+from plush.device.client import CompanionClient
+from plush.device.runtime import Plush, TurnResult, WavSink
 from plush.errors import AudioFormatError
-from protos.plush.v1 import companion_pb2 as pb
+from plush.protos.plush.v1 import companion_pb2 as pb
 from voice_models.audio import read_audio_file, read_wav, resample_pcm16
 from voice_models.model_store import ModelStore
 from voice_models.opus import OpusDecoder, OpusEncoder, opus_rate, pack_packets, unpack_packets

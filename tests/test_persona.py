@@ -12,9 +12,9 @@ import pytest
 from conftest import ConfigFactory
 from fakes.gemini import FakeGemini
 
-from device.client import CompanionClient
-from server.app import start_server
-from server.persona import PersonaSource
+from plush.device.client import CompanionClient
+from plush.server.app import start_server
+from plush.server.persona import PersonaSource
 
 PLUSH = [sys.executable, "-m", "plush"]
 PERSONA = """

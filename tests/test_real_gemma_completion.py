@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from plush.config import LlamaConfig
-from server.llm.base import Message, Prompt
-from server.llm.llama import LlamaBackend
-from server.persona import load_persona
+from plush.server.llm.base import Message, Prompt
+from plush.server.llm.llama import LlamaBackend
+from plush.server.persona import load_persona
 
 pytestmark = pytest.mark.real_weights
 

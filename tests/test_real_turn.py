@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from device.client import CompanionClient
-from device.runtime import Plush, WavSink
 from plush.config import load_config
-from server.app import start_server
+from plush.device.client import CompanionClient
+from plush.device.runtime import Plush, WavSink
+from plush.server.app import start_server
 from voice_models.audio import WHISPER_RATE, pcm16_to_float, read_wav, resample_pcm16
 from voice_models.speech_scoring import word_error_rate
 from voice_models.stt import SttOptions, Transcriber

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-from server.llm.base import LlmBackend, Prompt, Usage
-from server.llm.router import LlmRouter, Route
+from plush.server.llm.base import LlmBackend, Prompt, Usage
+from plush.server.llm.router import LlmRouter, Route
 
 FALLBACK = "Hmm, my head feels a little fuzzy right now."
 

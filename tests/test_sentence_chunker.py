@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.sentence_chunker import SentenceChunker, speakable, speech_weight
+from plush.server.sentence_chunker import SentenceChunker, speakable, speech_weight
 
 
 def chunk(deltas: list[str], **options: int) -> list[str]:

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from plush.errors import PlushError
-from server.app import SERVICE_NAME, start_server
+from plush.server.app import SERVICE_NAME, start_server
 
 
 async def test_health_reports_serving_for_the_companion_service(running_server: Any) -> None:

@@ -20,10 +20,10 @@ from conftest import ConfigFactory
 from speech_signals import silence, utterance, voiced
 from tiny_models import TinyModels
 
-from device.client import CompanionClient
-from device.listening import Listening
-from device.runtime import Plush, WavSink
 from plush.config import SttConfig
+from plush.device.client import CompanionClient
+from plush.device.listening import Listening
+from plush.device.runtime import Plush, WavSink
 from voice_models.audio import WHISPER_RATE, resample_pcm16
 from voice_models.streaming_stt import StreamingStt
 from voice_models.stt import SttOptions, Transcriber

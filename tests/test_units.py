@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.controls import ButtonEvent, HoldOrTap
 from plush.config import PlushConfig, default_config_text, load_config
+from plush.device.controls import ButtonEvent, HoldOrTap
 from plush.errors import ConfigError
-from server.persona import load_persona
-from server.store import Store, TurnRecord
-from server.store.sqlite import MIGRATIONS
+from plush.server.persona import load_persona
+from plush.server.store import Store, TurnRecord
+from plush.server.store.sqlite import MIGRATIONS
 from voice_models.audio import chunk_pcm, float_to_pcm16, pcm16_to_float, resample_pcm16
 
 DOWN, UP = ButtonEvent.DOWN, ButtonEvent.UP
@@ -128,7 +128,7 @@ def test_persona_file_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_the_jitter_buffer_waits_to_fill_up_and_again_after_running_dry() -> None:
-    from device.audio_io import JitterBuffer
+    from plush.device.audio_io import JitterBuffer
 
     buffer = JitterBuffer(prebuffer=8)
     buffer.write(b"\x01\x01\x01\x01")
@@ -144,7 +144,7 @@ def test_the_jitter_buffer_waits_to_fill_up_and_again_after_running_dry() -> Non
 
 
 def test_a_cleared_jitter_buffer_is_finished_at_once() -> None:
-    from device.audio_io import JitterBuffer
+    from plush.device.audio_io import JitterBuffer
 
     buffer = JitterBuffer(prebuffer=4)
     buffer.write(b"\x05" * 100)

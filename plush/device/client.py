@@ -1,0 +1,181 @@
+"""The gRPC client of the Plush server, shared by the plush and the text chat.
+
+It opens one Converse stream per turn, keeps the request side open after TurnEnd so a barge-in can still send
+Cancel, and turns gRPC failures into errors that say what to do (start the server, fix the request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from plush.errors import PlushError
+from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
+
+DEVICE_ID_KEY = "plush-device-id"
+AUDIO_FRAME_MS = 40
+
+
+class ServerError(PlushError):
+    """The server could not be reached or refused the request."""
+
+
+class UnreachableError(ServerError):
+    """The server cannot be reached (down, restarting, network gone): worth trying again later."""
+
+
+class AuthError(ServerError):
+    """The server does not accept this plush's token: retrying cannot help until the token is fixed."""
+
+
+def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
+    """A message a user can act on for a failed RPC."""
+    code = exc.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return UnreachableError(f"cannot reach the Plush server at {target}: is `plush server` running there?")
+    if code == grpc.StatusCode.CANCELLED:  # not by us (a barge-in stops reading first): the server went down
+        return UnreachableError(f"the Plush server at {target} stopped in the middle of the turn")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthError(f"the Plush server at {target} refused this plush: {exc.details()}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ServerError(f"the Plush server at {target} did not answer in time")
+    return ServerError(f"the server refused the turn ({code.name}): {exc.details()}")
+
+
+class ConverseCall:
+    """One turn in flight: send its audio as it is recorded, end it, read its events, or cancel it (barge-in)."""
+
+    def __init__(self, call: Any, target: str) -> None:
+        self._call = call
+        self._target = target
+        self._seq = 0
+
+    async def _write(self, request: pb.TurnRequest) -> None:
+        try:
+            await self._call.write(request)
+        except grpc.aio.AioRpcError as exc:
+            raise describe_rpc_error(exc, self._target) from exc
+
+    async def send_transcript(self, text: str) -> None:
+        await self._write(pb.TurnRequest(transcript=pb.Transcript(text=text, final=True)))
+
+    async def send_audio(self, pcm: bytes, sample_rate: int) -> None:
+        """Send mono s16le in frames of AUDIO_FRAME_MS (the server may transcribe them as they arrive)."""
+        step = sample_rate * AUDIO_FRAME_MS // 1000 * 2
+        for offset in range(0, len(pcm), step):
+            chunk = pb.AudioChunk(
+                data=pcm[offset : offset + step],
+                sample_rate=sample_rate,
+                channels=1,
+                encoding=pb.AUDIO_ENCODING_PCM_S16LE,
+                seq=self._seq,
+            )
+            self._seq += 1
+            await self._write(pb.TurnRequest(audio=chunk))
+
+    async def end(self) -> None:
+        """The owner is done speaking: the server answers now."""
+        await self._write(pb.TurnRequest(end=pb.TurnEnd()))
+
+    async def events(self) -> AsyncIterator[pb.TurnEvent]:
+        try:
+            while (event := await self._call.read()) is not grpc.aio.EOF:
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise describe_rpc_error(exc, self._target) from exc
+
+    async def cancel(self, reason: str = "barge-in") -> None:
+        """Ask the server to stop this turn; further events are not read."""
+        try:
+            await self._call.write(pb.TurnRequest(cancel=pb.Cancel(reason=reason)))
+            await self._call.done_writing()
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError):
+            pass  # the turn is already over
+        self._call.cancel()
+
+
+class CompanionClient:
+    """A channel to the server; use as `async with CompanionClient(target, device_id) as client:`."""
+
+    def __init__(self, target: str, device_id: str, *, token: str | None = None, max_message_mb: float = 4.0) -> None:
+        self.target = target
+        self.device_id = device_id
+        size = int(max_message_mb * 1024 * 1024)
+        self._channel = grpc.aio.insecure_channel(
+            target,
+            options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
+        )
+        self._stub = pb_grpc.CompanionStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = ((DEVICE_ID_KEY, device_id),)
+        if token:
+            self._metadata += (("authorization", f"Bearer {token}"),)
+
+    async def __aenter__(self) -> CompanionClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close()
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until the channel connects, or fail with a message naming the server address."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
+        except TimeoutError as exc:
+            raise UnreachableError(
+                f"cannot reach the Plush server at {self.target} within {timeout_s:g} s: is `plush server` running?"
+            ) from exc
+
+    async def start_turn(self, start: pb.TurnStart) -> ConverseCall:
+        """Open a Converse stream and send TurnStart; audio or a transcript follows, then `end()`."""
+        call = ConverseCall(self._stub.Converse(metadata=self._metadata), self.target)
+        await call._write(pb.TurnRequest(start=start))
+        return call
+
+    async def converse(
+        self,
+        start: pb.TurnStart,
+        *,
+        transcript: str | None = None,
+        pcm: bytes | None = None,
+        sample_rate: int = 16000,
+    ) -> ConverseCall:
+        """A whole turn at once: the device's transcript, or recorded audio for the server to transcribe."""
+        call = await self.start_turn(start)
+        if transcript is not None:
+            await call.send_transcript(transcript)
+        if pcm is not None:
+            await call.send_audio(pcm, sample_rate)
+        await call.end()
+        return call
+
+    async def phrases(self, output_sample_rate: int = 0) -> pb.PhrasesReply:
+        """The persona's phrases for when the server is unreachable (fetched while it is reachable)."""
+        try:
+            reply: pb.PhrasesReply = await self._stub.Phrases(
+                pb.PhrasesRequest(output_sample_rate=output_sample_rate), metadata=self._metadata, timeout=60
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise describe_rpc_error(exc, self.target) from exc
+        return reply
+
+    async def chat(
+        self,
+        text: str,
+        *,
+        conversation_id: str = "",
+        want_audio: bool = False,
+        output_encoding: pb.AudioEncoding = pb.AUDIO_ENCODING_PCM_S16LE,
+    ) -> AsyncIterator[pb.TurnEvent]:
+        """Send a text message and stream the reply's events."""
+        request = pb.ChatRequest(
+            text=text, conversation_id=conversation_id, want_audio=want_audio, output_encoding=output_encoding
+        )
+        try:
+            async for event in self._stub.Chat(request, metadata=self._metadata):
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise describe_rpc_error(exc, self.target) from exc

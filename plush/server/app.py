@@ -1,0 +1,225 @@
+"""Build the server from the configuration and run it: models, brain, store, gRPC with health and reflection.
+
+Models load in worker threads before the port opens, and health reports SERVING only once everything is
+ready, so a plush that connects early waits instead of failing a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from plush.config import PlushConfig, ServerConfig
+from plush.errors import PlushError
+from plush.logs import get_logger
+from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
+from plush.server.auth import DeviceTokenInterceptor
+from plush.server.companion import Companion
+from plush.server.llm.base import LlmBackend, LlmError
+from plush.server.llm.gemini_budget import GeminiBudget
+from plush.server.llm.llama import LlamaBackend
+from plush.server.llm.router import LlmRouter
+from plush.server.memory import Memory
+from plush.server.persona import PersonaSource
+from plush.server.service import CompanionService, Limits
+from plush.server.speech import SpeechOut
+from plush.server.store import Store
+from voice_models.model_store import KNOWN_MODELS, STARTER_BRAIN_HINT, ModelStore
+from voice_models.streaming_stt import StreamingStt
+from voice_models.stt import Transcriber
+from voice_models.tts import Synthesizer
+
+log = get_logger(__name__)
+HOUSEKEEPING_S = 3600.0
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Companion"].full_name
+
+
+def build_router(config: PlushConfig, store: Store) -> LlmRouter:
+    """Gemini (behind its free-tier budget) when a key is set and allowed, the local Llama when loadable."""
+    llm = config.llm
+    primary: LlmBackend | None = None
+    fallback: LlmBackend | None = None
+    local = ""
+    key = config.gemini_api_key.get_secret_value() if config.gemini_api_key else ""
+    if llm.backend in ("auto", "gemini") and key:
+        from plush.server.llm.gemini import GeminiBackend
+
+        primary = GeminiBackend(key, llm.gemini)
+    if llm.backend in ("auto", "llama"):
+        from plush.server.llm.llama import LlamaBackend
+
+        try:
+            models = ModelStore.from_config(config.models)
+            local = models.name_for(llm.llama.model, "llm")
+            fallback = LlamaBackend(models.resolve(local, "llm"), llm.llama)
+            known = KNOWN_MODELS.get(local)
+            if known is not None and known.starter:
+                log.warning("starter_brain", model=local, hint=STARTER_BRAIN_HINT)
+        except (PlushError, LlmError) as exc:
+            if primary is None:
+                raise PlushError(
+                    f"no LLM can answer: GEMINI_API_KEY is not set and the local model is not usable ({exc})"
+                ) from exc
+            log.warning("llama_unavailable", error=str(exc))
+    if llm.backend == "gemini" and primary is None:
+        raise PlushError("llm.backend is 'gemini' but GEMINI_API_KEY is not set")
+    reason = "no_api_key" if not key else f"backend_{llm.backend}"
+    budget = GeminiBudget(llm.gemini, store) if primary is not None else None
+    router = LlmRouter(primary, fallback, no_primary_reason=reason, budget=budget)
+    router.description = _describe_brain(
+        llm.gemini.model if primary is not None else None, local if fallback is not None else None
+    )
+    return router
+
+
+def _describe_brain(gemini: str | None, local: str | None) -> str:
+    """One line for people: which model answers first, which stands in, and whether it is the starter brain."""
+    known = KNOWN_MODELS.get(local or "")
+    local_text = f"local {local if known else Path(local).name}" if local else ""
+    if known is not None and known.starter:
+        local_text += f" ({STARTER_BRAIN_HINT})"
+    if gemini and local:
+        return f"Gemini {gemini}, falling back to {local_text}"
+    return f"Gemini {gemini} (no local fallback)" if gemini else local_text
+
+
+@dataclass
+class RunningServer:
+    """A started server; `port` is the bound port (useful with port 0)."""
+
+    server: grpc.aio.Server
+    port: int
+    companion: Companion
+    health: health.aio.HealthServicer
+    housekeeping: asyncio.Task[None]
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self.housekeeping.cancel()
+        await asyncio.gather(self.housekeeping, return_exceptions=True)
+        await self.companion.router.aclose()
+        await self.companion.store.close()
+
+
+async def start_server(config: PlushConfig) -> RunningServer:
+    """Load everything and start serving on `server.host:server.port`.
+
+    Whatever fails on the way (a model, the warm-up, the port) releases what was already opened, so a failed
+    start exits at once instead of hanging on the database's worker thread.
+    """
+    cfg = config.server
+    personas = PersonaSource(cfg.persona)
+    persona = personas.current()
+    async with AsyncExitStack() as cleanup:
+        store = await Store.open(cfg.database_path())
+        cleanup.push_async_callback(store.close)
+        router, synthesizer, transcriber = await _load_models(config, store)
+        cleanup.push_async_callback(router.aclose)
+        if isinstance(router.fallback, LlamaBackend):
+            await asyncio.to_thread(router.fallback.warm_up, persona.system_prompt)
+        if not synthesizer.language.startswith(persona.language):
+            log.warning("voice_language_mismatch", persona=persona.language, voice=synthesizer.language)
+        memory = Memory(store, config.memory)
+        companion = Companion(
+            persona=personas, router=router, memory=memory, speech=SpeechOut(synthesizer, config.tts.chunk_ms)
+        )
+        streaming = StreamingStt.from_config(transcriber, config.stt) if transcriber and config.stt.streaming else None
+        tokens = config.allowed_devices()
+        service = CompanionService(
+            companion, transcriber, Limits(cfg.max_audio_seconds), streaming, bind_conversations=bool(tokens)
+        )
+        server, health_servicer = _grpc_server(cfg, service, tokens)
+        address = f"{cfg.host}:{cfg.port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise PlushError(f"cannot listen on {address}: {exc} (is another server running? set server.port)") from exc
+        await server.start()
+        cleanup.pop_all()
+    housekeeping = asyncio.create_task(_housekeeping(memory), name="plush-housekeeping")
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("server_started", address=f"{cfg.host}:{port}", persona=persona.name, brain=router.description)
+    return RunningServer(server, port, companion, health_servicer, housekeeping)
+
+
+def _grpc_server(
+    cfg: ServerConfig, service: CompanionService, tokens: dict[str, str]
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server with explicit message limits, device tokens, the Companion service, health, reflection."""
+    size = int(cfg.max_message_mb * 1024 * 1024)
+    if not tokens and cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("no_device_tokens", host=cfg.host, hint="anyone on the network may talk; set PLUSH_DEVICE_TOKENS")
+    server = grpc.aio.server(
+        interceptors=[DeviceTokenInterceptor(tokens)] if tokens else None,
+        options=[
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            # A second server on the same port must fail, not silently share the port's traffic.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_CompanionServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    return server, health_servicer
+
+
+async def _housekeeping(memory: Memory, every_s: float = HOUSEKEEPING_S) -> None:
+    """Apply the retention setting at start and then every hour; a failure is logged and tried again later."""
+    while True:
+        try:
+            await memory.prune()
+        except Exception:  # the database may be busy or full; serving turns matters more
+            log.exception("housekeeping_failed")
+        await asyncio.sleep(every_s)
+
+
+async def serve_forever(config: PlushConfig, on_ready: Callable[[int], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop gracefully; `on_ready` gets the bound port."""
+    running = await start_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready(running.port)
+    await stop.wait()
+    await running.stop()
+
+
+def _load_voice(config: PlushConfig) -> Synthesizer:
+    path = ModelStore.from_config(config.models).resolve(config.tts.voice, "tts")
+    return Synthesizer(path, length_scale=config.tts.length_scale)
+
+
+async def _load_models(config: PlushConfig, store: Store) -> tuple[LlmRouter, Synthesizer, Transcriber | None]:
+    """Load the LLM(s), the voice and (optionally) Whisper side by side in worker threads."""
+    # The server may use a bigger Whisper than the plush (Korean needs at least `small` to be accurate).
+    stt_config = config.stt.model_copy(update={"model": config.server.stt_model or config.stt.model})
+    stt: Any = (
+        asyncio.to_thread(Transcriber.from_config, stt_config, ModelStore.from_config(config.models))
+        if config.server.stt_on_server
+        else _none()
+    )
+    router, voice, transcriber = await asyncio.gather(
+        asyncio.to_thread(build_router, config, store), asyncio.to_thread(_load_voice, config), stt
+    )
+    return router, voice, transcriber
+
+
+async def _none() -> None:
+    return None

@@ -1,0 +1,252 @@
+"""One turn of conversation, from the owner's words to streamed text and speech, stored with its timings.
+
+The LLM streams text deltas; the sentence chunker cuts them into pieces; each piece is synthesized in a worker
+thread while the LLM keeps going, so the first audio leaves long before the reply is complete. Whatever happens
+(an error, a cancelled turn), the turn is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+
+from plush.logs import get_logger
+from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.server.llm.base import Prompt
+from plush.server.llm.router import LlmRouter, Route
+from plush.server.memory import Memory
+from plush.server.persona import Persona, PersonaSource
+from plush.server.sentence_chunker import SentenceChunker, speakable
+from plush.server.speech import SpeechOut
+from plush.server.store import Store, TurnRecord
+from voice_models.opus import OpusEncoder
+from voice_models.tts import TtsError
+
+log = get_logger(__name__)
+Emit = Callable[[pb.TurnEvent], None]
+
+
+@dataclass
+class Stopwatch:
+    """Stage timings of a turn: stage -> (start offset ms, duration ms) from the turn's start."""
+
+    t0: float = field(default_factory=time.perf_counter)
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def now_ms(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000
+
+    def record(self, stage: str, start_ms: float, end_ms: float | None = None) -> None:
+        self.stages[stage] = (start_ms, (self.now_ms() if end_ms is None else end_ms) - start_ms)
+
+    def durations(self) -> dict[str, float]:
+        return {stage: round(duration, 1) for stage, (_, duration) in self.stages.items()}
+
+
+@dataclass
+class TurnRequestData:
+    """A validated turn, ready for the brain."""
+
+    turn_id: str
+    conversation_id: str
+    device_id: str
+    source: str
+    user_text: str
+    language: str = ""
+    want_audio: bool = True
+    output_sample_rate: int = 0
+    output_encoding: int = pb.AUDIO_ENCODING_PCM_S16LE
+    clock: Stopwatch = field(default_factory=Stopwatch)
+
+
+class Companion:
+    """The brain plus voice: persona, memory, LLM router, speech and the turn log."""
+
+    def __init__(
+        self,
+        *,
+        persona: PersonaSource,
+        router: LlmRouter,
+        memory: Memory,
+        speech: SpeechOut | None,
+    ) -> None:
+        self.personas = persona
+        self.router = router
+        self.memory = memory
+        self.store: Store = memory.store
+        self.speech = speech
+
+    @property
+    def persona(self) -> Persona:
+        """The persona in use now (reloaded when its file changed)."""
+        return self.personas.current()
+
+    async def prompt_for(self, conversation_id: str, user_text: str) -> Prompt:
+        """System prompt + the conversation's window + the memory note + the new message."""
+        persona = self.persona
+        prompt, _ = await self.memory.prompt(persona.system_prompt, conversation_id, user_text, speaker=persona.name)
+        return prompt
+
+    async def reply(self, turn: TurnRequestData) -> AsyncGenerator[pb.TurnEvent]:
+        """Stream the reply's events; cancelling the consumer cancels the turn (stored as interrupted)."""
+        events: asyncio.Queue[pb.TurnEvent | None] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(turn, events.put_nowait, lambda: events.put_nowait(None)))
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+        finally:
+            if not producer.done():
+                producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _produce(self, turn: TurnRequestData, emit: Emit, finish: Callable[[], None]) -> None:
+        record = TurnRecord(
+            id=turn.turn_id,
+            conversation_id=turn.conversation_id,
+            device_id=turn.device_id,
+            source=turn.source,
+            user_text=turn.user_text,
+            language=turn.language,
+        )
+        route = Route()
+        persona = self.persona
+        try:
+            await self.memory.learn(turn.conversation_id, turn.user_text)
+            prompt, _ = await self.memory.prompt(
+                persona.system_prompt, turn.conversation_id, turn.user_text, speaker=persona.name
+            )
+            pieces: asyncio.Queue[str | None] = asyncio.Queue()
+            speaking = self.speech is not None and turn.want_audio
+            async with asyncio.TaskGroup() as tasks:
+                if speaking:
+                    tasks.create_task(self._speak(turn, pieces, emit, record))
+                await self._think(
+                    turn,
+                    prompt,
+                    route=route,
+                    pieces=pieces,
+                    emit=emit,
+                    record=record,
+                    fallback=persona.spec.fallback_line,
+                )
+        except asyncio.CancelledError:
+            record.interrupted = True
+            raise
+        except Exception as exc:  # any failure is reported to the client and stored, never lost
+            log.exception("turn_failed", turn_id=turn.turn_id)
+            record.error = record.error or f"{type(exc).__name__}: {exc}"
+            emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_INTERNAL, message=record.error)))
+        finally:
+            turn.clock.record("total", 0.0)
+            record.reply_text = record.reply_text.strip()
+            record.backend, record.backend_reason = route.backend, route.reason
+            record.prompt_tokens, record.output_tokens = route.usage.prompt_tokens, route.usage.output_tokens
+            record.error = record.error or route.error
+            record.timings = turn.clock.durations()
+            # Shielded: a turn cancelled twice (barge-in, then the client hanging up) must still be stored.
+            await asyncio.shield(self._store(record))
+            for stage, (start, duration) in turn.clock.stages.items():
+                timing = pb.StageTiming(stage=stage, duration_ms=duration, started_at_ms=start)
+                emit(_event(turn, timing=timing))
+            done = pb.TurnDone(
+                turn_id=turn.turn_id,
+                backend=route.backend,
+                backend_reason=route.reason,
+                interrupted=record.interrupted,
+            )
+            emit(_event(turn, done=done))
+            finish()
+            log.info(
+                "turn_done",
+                turn_id=turn.turn_id,
+                device_id=turn.device_id,
+                backend=route.backend,
+                reason=route.reason,
+                interrupted=record.interrupted,
+                **{f"{k}_ms": v for k, v in record.timings.items()},
+            )
+
+    async def _think(
+        self,
+        turn: TurnRequestData,
+        prompt: Prompt,
+        *,
+        route: Route,
+        pieces: asyncio.Queue[str | None],
+        emit: Emit,
+        record: TurnRecord,
+        fallback: str,
+    ) -> None:
+        """Stream the LLM's reply as text deltas and feed finished sentences to the speaker.
+
+        The reply grows in `record` as it streams, so an interrupted turn keeps what was already said.
+        """
+        chunker = SentenceChunker()
+        start = turn.clock.now_ms()
+        try:
+            async for delta in self.router.stream(prompt, route, fallback, client_id=turn.device_id):
+                if not record.reply_text:
+                    turn.clock.record("llm_first_token", start)
+                record.reply_text += delta
+                emit(_event(turn, text_delta=pb.ReplyText(text=delta)))
+                for piece in chunker.feed(delta):
+                    pieces.put_nowait(piece)
+            turn.clock.record("llm", start)
+            if (rest := chunker.flush()) is not None:
+                pieces.put_nowait(rest)
+        finally:
+            pieces.put_nowait(None)
+
+    async def _speak(
+        self,
+        turn: TurnRequestData,
+        pieces: asyncio.Queue[str | None],
+        emit: Emit,
+        record: TurnRecord,
+    ) -> None:
+        """Synthesize each finished piece in order and stream its audio chunks."""
+        assert self.speech is not None
+        opus = turn.output_encoding == pb.AUDIO_ENCODING_OPUS
+        rate = self.speech.output_rate(turn.output_sample_rate, opus)
+        encoder = OpusEncoder(rate) if opus else None
+        encoding = pb.AUDIO_ENCODING_OPUS if opus else pb.AUDIO_ENCODING_PCM_S16LE
+        seq = 0
+        synth_ms = 0.0
+
+        def send(data: bytes) -> None:
+            nonlocal seq
+            if seq == 0:
+                turn.clock.record("first_audio", 0.0)
+            chunk = pb.AudioChunk(data=data, sample_rate=rate, channels=1, encoding=encoding, seq=seq)
+            emit(_event(turn, audio=chunk))
+            seq += 1
+
+        while (piece := await pieces.get()) is not None:
+            if not (piece := speakable(piece)):
+                continue  # only emoji or markup: nothing to say
+            started = turn.clock.now_ms()
+            try:
+                chunks = await self.speech.speak(piece, rate, encoder)
+            except TtsError as exc:
+                record.error = str(exc)
+                emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_TTS_FAILED, message=str(exc))))
+                continue
+            synth_ms += turn.clock.now_ms() - started
+            for data in chunks:
+                send(data)
+        for data in await self.speech.finish(encoder):
+            send(data)
+        if seq:
+            turn.clock.stages["tts"] = (turn.clock.stages["first_audio"][0], synth_ms)
+
+    async def _store(self, record: TurnRecord) -> None:
+        try:
+            await self.store.add_turn(record)
+        except Exception:  # the reply already went out; a failed write must not break the stream
+            log.exception("turn_not_stored", turn_id=record.id)
+
+
+def _event(turn: TurnRequestData, **kind: object) -> pb.TurnEvent:
+    return pb.TurnEvent(turn_id=turn.turn_id, **kind)  # type: ignore[arg-type]

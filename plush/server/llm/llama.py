@@ -1,0 +1,212 @@
+"""A local GGUF chat model through llama-cpp-python: the answer when Gemini cannot give one.
+
+llama.cpp is blocking and not thread-safe, so generation runs in a worker thread under a lock (one generation at
+a time per loaded model) and tokens cross back to the event loop through a queue. At most `max_queue` turns wait
+behind the one generating; more are refused at once with a "busy" error. A cancelled turn sets a stop flag that
+the worker checks between tokens, so the model is free again within one token. llama-cpp-python keeps the KV
+cache of the previous prompt and reuses its longest common prefix, so the persona's system prompt (identical
+every turn, and evaluated once at warm-up) is not recomputed.
+
+A GGUF without a chat template in its metadata (a *base* model, such as base Gemma 3 270M) would make
+llama-cpp-python fall back silently to Llama-2's `[INST]` format, which such a model never saw, and it answers
+with `[/INST]` garbage. So the prompt mode is chosen once, at load: "chat" (the model's own template, through
+`create_chat_completion`) or "completion" (the conversation written as the plain-text transcript the persona's
+few-shot examples already use, `Owner: ...` / `Momo: ...` lines, ending with `Momo:` for the model to continue
+and cut at the owner's next line; see `transcript`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncGenerator, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from plush.config import LlamaConfig
+from plush.logs import get_logger
+from plush.server.llm.base import LlmBackend, LlmBusyError, LlmError, Prompt, Usage
+
+log = get_logger(__name__)
+
+_END = object()
+
+PromptMode = Literal["chat", "completion"]
+OWNER = "Owner"
+"""The owner's label in a transcript: the one the persona's few-shot examples use."""
+
+
+def transcript_preface(system: str) -> str:
+    """What every completion-mode prompt starts with: the persona's system prompt, then a blank line.
+
+    It depends on the persona alone, so it is byte-identical turn to turn and is the KV-cache prefix that
+    `warm_up` evaluates; the blank line parts the persona's examples from the conversation itself.
+    """
+    return f"{system}\n\n" if system else ""
+
+
+def _one_line(text: str) -> str:
+    """An utterance on one line: a newline inside it would read as the start of someone else's line."""
+    return " ".join(text.split())
+
+
+def transcript(prompt: Prompt) -> str:
+    """The completion-mode prompt: the preface, the conversation as `Owner:` / `<speaker>:` lines, `<speaker>:`.
+
+    The memory note (facts, recalled turns) goes just before the owner's new line, as the bracketed lines
+    `Recollection.note` writes ("[Memory, for you only; do not read it out]" ... "[The owner now says]"), one
+    line each: a base model reads bracketed lines in a transcript as stage notes rather than someone's words.
+    Placed after the history, the note leaves the history a cacheable prefix, as in chat mode.
+    """
+    lines = [f"{OWNER if m.role == 'user' else prompt.speaker}: {_one_line(m.text)}" for m in prompt.history]
+    lines += [_one_line(line) for line in prompt.memory.splitlines() if line.strip()]
+    lines += [f"{OWNER}: {_one_line(prompt.user)}", f"{prompt.speaker}:"]
+    return transcript_preface(prompt.system) + "\n".join(lines)
+
+
+def transcript_stops(speaker: str) -> list[str]:
+    """Where a completion-mode reply ends: the owner's next line, a blank line, or the speaker's next line.
+
+    A base model would otherwise write the whole rest of the conversation. The model's end-of-generation
+    token ends the reply too (llama.cpp stops there by itself).
+    """
+    return [f"\n{OWNER}:", f"\n{OWNER}", "\n\n", f"\n{speaker}:"]
+
+
+def _trimmed(deltas: Iterable[str]) -> Iterator[str]:
+    """The deltas without the reply's leading and trailing whitespace (the space after `Momo:`, a last newline).
+
+    Trailing whitespace is held back until text follows it, so whitespace inside the reply still streams; a
+    reply of only whitespace yields nothing (an empty reply, for the caller to handle as any other).
+    """
+    started = False
+    pending = ""
+    for delta in deltas:
+        text = pending + (delta if started else delta.lstrip())
+        if not text:
+            continue
+        started = True
+        body = text.rstrip()
+        pending = text[len(body) :]
+        if body:
+            yield body
+
+
+def _chat_template(metadata: dict[str, str]) -> str:
+    """The GGUF's default chat template ('' when it has none)."""
+    return metadata.get("tokenizer.chat_template", "").strip()
+
+
+class LlamaBackend(LlmBackend):
+    """A loaded GGUF model: its own chat template formats the prompt, or a plain transcript when it has none."""
+
+    name = "llama"
+
+    def __init__(self, model_path: Path, config: LlamaConfig) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - depends on the extras installed
+            raise LlmError("the local LLM needs llama-cpp-python: pip install 'plush[llama]'") from exc
+        self._config = config
+        try:
+            self._llm: Any = Llama(
+                model_path=str(model_path),
+                n_ctx=config.n_ctx,
+                n_threads=config.n_threads or os.cpu_count(),
+                n_gpu_layers=config.n_gpu_layers,
+                seed=config.seed,
+                verbose=False,
+            )
+        except Exception as exc:  # llama.cpp raises ValueError for unreadable files
+            raise LlmError(f"cannot load the GGUF model {model_path}: {exc}") from exc
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        has_template = bool(_chat_template(self._llm.metadata or {}))
+        self._mode: PromptMode = "chat" if has_template else "completion"
+        reason = "gguf chat template" if has_template else "no chat template"
+        log.info("llama_loaded", model=model_path.name, mode=self._mode, reason=reason)
+
+    @property
+    def prompt_mode(self) -> PromptMode:
+        """Either "chat" (the GGUF's own chat template) or "completion" (a plain transcript, for a base model)."""
+        return self._mode
+
+    def _deltas(self, prompt: Prompt) -> Iterator[str]:
+        """The reply's text deltas, in the model's prompt mode."""
+        if self._mode == "chat":
+            chunks = self._llm.create_chat_completion(
+                messages=prompt.as_chat_messages(),
+                stream=True,
+                max_tokens=self._config.max_tokens,
+                temperature=self._config.temperature,
+                seed=self._config.seed,
+            )
+            for chunk in chunks:
+                if delta := chunk["choices"][0]["delta"].get("content"):
+                    yield delta
+            return
+        chunks = self._llm.create_completion(
+            prompt=transcript(prompt),
+            stream=True,
+            stop=transcript_stops(prompt.speaker),
+            max_tokens=self._config.max_tokens,
+            temperature=self._config.temperature,
+            seed=self._config.seed,
+        )
+        yield from _trimmed(chunk["choices"][0]["text"] for chunk in chunks)
+
+    def _generate(self, prompt: Prompt, emit: Any, stop: threading.Event) -> None:
+        """Worker thread: run one generation, emitting deltas until done or stopped."""
+        with self._lock:
+            try:
+                for delta in self._deltas(prompt):
+                    if stop.is_set():
+                        break
+                    emit(delta)
+            except Exception as exc:  # surfaced to the caller as LlmError
+                emit(LlmError(f"local LLM failed: {exc}"))
+            finally:
+                emit(_END)
+
+    def warm_up(self, system_prompt: str) -> None:
+        """Evaluate the persona's part of the prompt once (blocking), so the first turn reuses it from the cache."""
+        with self._lock:
+            if self._mode == "chat":
+                self._llm.create_chat_completion(
+                    messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": "hi"}],
+                    max_tokens=1,
+                )
+            else:
+                self._llm.create_completion(prompt=transcript_preface(system_prompt), max_tokens=1)
+
+    async def stream(self, prompt: Prompt, usage: Usage | None = None) -> AsyncGenerator[str]:
+        if self._in_flight > self._config.max_queue:
+            raise LlmBusyError(f"the local model is busy ({self._in_flight} turns ahead); try again in a moment")
+        self._in_flight += 1
+        try:
+            async for delta in self._stream(prompt):
+                if usage is not None:
+                    usage.output_tokens += 1
+                yield delta
+        finally:
+            self._in_flight -= 1
+
+    async def _stream(self, prompt: Prompt) -> AsyncGenerator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        worker = loop.run_in_executor(None, self._generate, prompt, emit, stop)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, LlmError):
+                    raise item
+                yield str(item)
+        finally:
+            stop.set()
+            if worker.done():
+                worker.result()

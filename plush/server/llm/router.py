@@ -1,0 +1,178 @@
+"""The LLM router: per turn, pick Gemini or the local Llama, fall back when one cannot answer, and record why.
+
+Gemini goes first when an API key is set and its budget admits the turn (checked before calling, so a spent
+budget costs no request). Otherwise, or when Gemini fails before its first token, the local Llama answers
+transparently. After the first token a failure just ends the reply there (the owner already heard part of it).
+When no backend can answer, the persona's fallback line is said instead of silence. `Route.reason` names why:
+primary, no_api_key, retry_after, circuit_open, minute_budget_spent, daily_budget_spent, quota_exhausted,
+gemini_error, error_mid_stream, gemini_empty_reply ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from plush.logs import get_logger
+from plush.server.llm.base import LlmBackend, LlmBusyError, LlmError, LlmQuotaError, Prompt, Usage
+from plush.server.llm.gemini_budget import GeminiBudget
+
+log = get_logger(__name__)
+_SENTENCE_ENDS = frozenset(".!?…。！？\"'”’)")
+QUOTA_PAUSE_S = 60.0
+"""Pause after a 429 that names no retry delay."""
+
+
+@dataclass
+class Route:
+    """Which backend answered a turn, why, and what it cost; filled in while the reply streams."""
+
+    backend: str = ""
+    reason: str = ""
+    error: str = ""
+    usage: Usage = field(default_factory=Usage)
+
+
+class LlmRouter:
+    """Chooses a backend per turn. `primary` is Gemini (or None), `fallback` the local Llama (or None)."""
+
+    def __init__(
+        self,
+        primary: LlmBackend | None,
+        fallback: LlmBackend | None,
+        *,
+        no_primary_reason: str,
+        budget: GeminiBudget | None = None,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.budget = budget
+        self._no_primary_reason = no_primary_reason
+        self.description = " + ".join(self.backends)
+        """Which brains answer, for people (the doctor, the log): set by whoever builds the router."""
+
+    @property
+    def backends(self) -> list[str]:
+        return [b.name for b in (self.primary, self.fallback) if b is not None]
+
+    async def stream(
+        self, prompt: Prompt, route: Route, fallback_line: str, *, client_id: str = ""
+    ) -> AsyncGenerator[str]:
+        """Yield the reply; `route` says afterwards which backend produced it and why."""
+        reason = self._no_primary_reason
+        if self.primary is not None:
+            refusal = await self.budget.admit(client_id, prompt) if self.budget else None
+            if refusal is None:
+                route.backend, route.reason = self.primary.name, "primary"
+                outcome = _Outcome()
+                said = ""
+                async with aclosing(self._primary(prompt, route, outcome)) as primary:
+                    async for delta in primary:
+                        said += delta
+                        yield delta
+                if outcome.done:
+                    if route.reason == "error_mid_stream" and (ending := graceful_ending(said, fallback_line)):
+                        yield ending
+                    return
+                if outcome.empty:
+                    route.backend, route.reason = "fallback_line", f"{self.primary.name}_empty_reply"
+                    yield fallback_line
+                    return
+                reason = outcome.reason
+            else:
+                reason = refusal
+        if self.fallback is not None:
+            local = _Outcome(reason=reason)
+            async with aclosing(self._local(prompt, route, fallback_line, local)) as stream:
+                async for delta in stream:
+                    yield delta
+            if local.done:
+                return
+            reason = local.reason
+        route.backend, route.reason = "fallback_line", reason
+        yield fallback_line
+
+    async def _local(self, prompt: Prompt, route: Route, fallback_line: str, outcome: _Outcome) -> AsyncGenerator[str]:
+        """Stream from the local model; `outcome.done` once it answered, else `outcome.reason` says why not.
+
+        An empty (or whitespace-only) reply counts as no answer: silence is never what the owner should hear.
+        """
+        assert self.fallback is not None
+        name = self.fallback.name
+        route.backend, route.reason = name, outcome.reason
+        said = ""
+        try:
+            async with aclosing(self.fallback.stream(prompt, route.usage)) as stream:
+                async for delta in stream:
+                    said += delta
+                    yield delta
+        except LlmError as exc:
+            route.error = "; ".join(filter(None, (route.error, str(exc))))
+            log.error("llm_fallback_failed", backend=name, error=str(exc))
+            if said:
+                route.reason = "error_mid_stream"
+                if ending := graceful_ending(said, fallback_line):
+                    yield ending
+                outcome.done = True
+            else:
+                outcome.reason = f"{name}_{'busy' if isinstance(exc, LlmBusyError) else 'error'}"
+            return
+        outcome.done = bool(said.strip())
+        if not outcome.done:
+            outcome.reason = f"{name}_empty_reply"
+            log.warning("llm_empty_reply", backend=name)
+
+    async def _primary(self, prompt: Prompt, route: Route, outcome: _Outcome) -> AsyncGenerator[str]:
+        """Stream from Gemini, telling the budget and breaker how it went; `outcome` says what is left to do."""
+        assert self.primary is not None
+        breaker = self.budget.breaker if self.budget else None
+        started = False
+        try:
+            async with aclosing(self.primary.stream(prompt, route.usage)) as stream:
+                async for delta in stream:
+                    started = True
+                    yield delta
+            outcome.done, outcome.empty = started, not started
+            if breaker:
+                breaker.success()
+        except LlmError as exc:
+            route.error = str(exc)
+            if isinstance(exc, LlmQuotaError):
+                if self.budget:
+                    self.budget.pause(exc.retry_after_s or QUOTA_PAUSE_S)
+                if breaker:
+                    breaker.release()  # a quota answer says nothing about Gemini's health
+                outcome.reason = "quota_exhausted"
+            else:
+                if breaker:
+                    breaker.failure()
+                outcome.reason = f"{self.primary.name}_error"
+            if started:
+                route.reason = "error_mid_stream"
+                outcome.done = True
+            log.warning("llm_primary_failed", backend=self.primary.name, started=started, error=str(exc))
+        finally:
+            if breaker and not (outcome.done or outcome.empty or outcome.reason):
+                breaker.release()  # cancelled before Gemini said anything: no verdict on its health
+
+    async def aclose(self) -> None:
+        for backend in (self.primary, self.fallback):
+            if backend is not None:
+                await backend.aclose()
+
+
+def graceful_ending(said: str, fallback_line: str) -> str:
+    """What to add when a backend broke off mid-reply: nothing after a whole sentence, else a trailing-off
+    ellipsis and the persona's fallback line, so the owner hears a finished thought rather than a cut-off word."""
+    text = said.rstrip()
+    if not text or text[-1] in _SENTENCE_ENDS:
+        return ""
+    return "… " + fallback_line
+
+
+@dataclass
+class _Outcome:
+    done: bool = False
+    empty: bool = False
+    reason: str = ""

@@ -1,0 +1,300 @@
+"""The SQLite store (the default): WAL mode through aiosqlite, so the event loop never blocks on disk.
+
+The schema is versioned with `PRAGMA user_version` and a list of migrations applied in order, each in one
+transaction. Recall of older turns uses an FTS5 index kept in step with `turns` by triggers and keyed by the
+turn's id (not its rowid, which VACUUM may renumber); the `unicode61` tokenizer splits on spaces and
+punctuation, and prefix queries ("토끼*", "rabbit*") let a Korean stem match its particle forms (토끼를, 토끼가)
+and an English one its plural.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from plush.server.store.base import Store
+from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE turns (
+        id TEXT PRIMARY KEY,
+        conversation_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        user_text TEXT NOT NULL,
+        reply_text TEXT NOT NULL,
+        language TEXT NOT NULL DEFAULT '',
+        backend TEXT NOT NULL DEFAULT '',
+        backend_reason TEXT NOT NULL DEFAULT '',
+        timings TEXT NOT NULL DEFAULT '{}',
+        error TEXT NOT NULL DEFAULT '',
+        interrupted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX turns_by_conversation ON turns (conversation_id, started_at);
+    """,
+    """
+    CREATE TABLE usage_counters (
+        day TEXT NOT NULL,
+        key TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, key)
+    );
+    ALTER TABLE turns ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE turns ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    """,
+    """
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        reset_at REAL NOT NULL DEFAULT 0
+    );
+    INSERT OR IGNORE INTO conversations (id, created_at)
+        SELECT conversation_id, MIN(started_at) FROM turns GROUP BY conversation_id;
+    CREATE TABLE facts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        text TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        source TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX turns_by_time ON turns (started_at);
+    CREATE VIRTUAL TABLE turns_fts USING fts5(
+        turn_id UNINDEXED, user_text, reply_text, tokenize='unicode61 remove_diacritics 2'
+    );
+    INSERT INTO turns_fts (turn_id, user_text, reply_text) SELECT id, user_text, reply_text FROM turns;
+    CREATE TRIGGER turns_fts_insert AFTER INSERT ON turns BEGIN
+        INSERT INTO turns_fts (turn_id, user_text, reply_text) VALUES (new.id, new.user_text, new.reply_text);
+    END;
+    CREATE TRIGGER turns_fts_delete AFTER DELETE ON turns BEGIN
+        DELETE FROM turns_fts WHERE turn_id = old.id;
+    END;
+    CREATE TRIGGER turns_fts_update AFTER UPDATE OF user_text, reply_text ON turns BEGIN
+        DELETE FROM turns_fts WHERE turn_id = old.id;
+        INSERT INTO turns_fts (turn_id, user_text, reply_text) VALUES (new.id, new.user_text, new.reply_text);
+    END;
+    """,
+)
+
+_TURN_COLUMNS = (
+    "id, conversation_id, device_id, source, started_at, user_text, reply_text, language, backend, backend_reason,"
+    " timings, error, interrupted, prompt_tokens, output_tokens"
+)
+
+
+class SqliteStore(Store):
+    """The store in one SQLite file."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def connect(cls, path: Path) -> SqliteStore:
+        """Open (creating) the database and bring its schema up to date."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path)
+        except (OSError, aiosqlite.Error) as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        db.row_factory = aiosqlite.Row
+        store = cls(db, path)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await store._migrate()
+        except aiosqlite.Error as exc:
+            await db.close()
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        except StoreError:
+            await db.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        version = await self.schema_version()
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} was written by a newer Plush (schema {version}, this one knows {len(MIGRATIONS)})"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            try:
+                await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+            except aiosqlite.Error:
+                await self._db.rollback()
+                raise
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # -- turns ---------------------------------------------------------------------------------------------------
+
+    async def add_turn(self, turn: TurnRecord) -> None:
+        await self._db.execute(
+            "INSERT OR IGNORE INTO conversations (id, created_at) VALUES (?, ?)",
+            (turn.conversation_id, turn.started_at),
+        )
+        await self._db.execute(
+            f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                turn.id,
+                turn.conversation_id,
+                turn.device_id,
+                turn.source,
+                turn.started_at,
+                turn.user_text,
+                turn.reply_text,
+                turn.language,
+                turn.backend,
+                turn.backend_reason,
+                json.dumps(turn.timings, sort_keys=True),
+                turn.error,
+                int(turn.interrupted),
+                turn.prompt_tokens,
+                turn.output_tokens,
+            ),
+        )
+        await self._db.commit()
+
+    async def get_turn(self, turn_id: str) -> TurnRecord | None:
+        rows = await self._turns(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,))
+        return rows[0] if rows else None
+
+    async def list_turns(self, limit: int = 50, *, conversation_id: str | None = None) -> list[TurnRecord]:
+        where, params = ("WHERE conversation_id = ?", (conversation_id,)) if conversation_id else ("", ())
+        return await self._turns(
+            f"SELECT {_TURN_COLUMNS} FROM turns {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            (*params, limit),
+        )
+
+    async def recent_turns(self, conversation_id: str, limit: int) -> list[TurnRecord]:
+        if limit <= 0:
+            return []
+        rows = await self._turns(
+            f"SELECT {_TURN_COLUMNS} FROM turns WHERE conversation_id = ? AND reply_text != ''"
+            " AND started_at >= COALESCE((SELECT reset_at FROM conversations WHERE id = ?), 0)"
+            " ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            (conversation_id, conversation_id, limit),
+        )
+        return rows[::-1]
+
+    async def search_turns(
+        self,
+        terms: Sequence[str],
+        *,
+        limit: int,
+        conversation_id: str | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[TurnRecord]:
+        # Each term is quoted (user words never become FTS5 syntax) and made a prefix query.
+        query = " OR ".join('"' + term.replace('"', '""') + '"*' for term in terms if term.strip())
+        if not query or limit <= 0:
+            return []
+        sql = (
+            f"SELECT {', '.join('t.' + c.strip() for c in _TURN_COLUMNS.split(','))}"
+            " FROM turns_fts JOIN turns t ON t.id = turns_fts.turn_id"
+            " WHERE turns_fts MATCH ? AND t.reply_text != ''"
+        )
+        params: list[Any] = [query]
+        if conversation_id is not None:
+            sql += " AND t.conversation_id = ?"
+            params.append(conversation_id)
+        if exclude:
+            sql += f" AND t.id NOT IN ({', '.join('?' * len(exclude))})"
+            params.extend(exclude)
+        sql += " ORDER BY bm25(turns_fts), t.started_at DESC LIMIT ?"
+        params.append(limit)
+        return await self._turns(sql, tuple(params))
+
+    async def delete_turns_before(self, moment: float) -> int:
+        async with self._db.execute("DELETE FROM turns WHERE started_at < ?", (moment,)) as cur:
+            deleted = cur.rowcount
+        await self._db.commit()
+        return max(deleted, 0)
+
+    # -- conversations -------------------------------------------------------------------------------------------
+
+    async def reset_conversation(self, conversation_id: str) -> None:
+        now = time.time()
+        await self._db.execute(
+            "INSERT INTO conversations (id, created_at, reset_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET reset_at = excluded.reset_at",
+            (conversation_id, now, now),
+        )
+        await self._db.commit()
+
+    async def list_conversations(self) -> list[Conversation]:
+        async with self._db.execute(
+            "SELECT c.id, c.reset_at, COUNT(t.id) AS turns, COALESCE(MAX(t.started_at), c.created_at) AS last"
+            " FROM conversations c LEFT JOIN turns t ON t.conversation_id = c.id"
+            " GROUP BY c.id ORDER BY last DESC"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            Conversation(id=r["id"], turns=r["turns"], last_turn_at=r["last"], reset_at=r["reset_at"]) for r in rows
+        ]
+
+    # -- long-term facts -----------------------------------------------------------------------------------------
+
+    async def add_fact(self, text: str, source: str) -> Fact:
+        text = " ".join(text.split())
+        if not text:
+            raise StoreError("a fact needs some text")
+        await self._db.execute(
+            "INSERT OR IGNORE INTO facts (text, created_at, source) VALUES (?, ?, ?)", (text, time.time(), source)
+        )
+        await self._db.commit()
+        async with self._db.execute("SELECT id, text, created_at, source FROM facts WHERE text = ?", (text,)) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return Fact(**dict(row))
+
+    async def list_facts(self) -> list[Fact]:
+        async with self._db.execute("SELECT id, text, created_at, source FROM facts ORDER BY id") as cur:
+            return [Fact(**dict(row)) for row in await cur.fetchall()]
+
+    async def remove_fact(self, fact_id: int) -> bool:
+        async with self._db.execute("DELETE FROM facts WHERE id = ?", (fact_id,)) as cur:
+            removed = cur.rowcount > 0
+        await self._db.commit()
+        return removed
+
+    # -- usage counters ------------------------------------------------------------------------------------------
+
+    async def add_usage(self, day: str, key: str, amount: int = 1) -> int:
+        async with self._db.execute(
+            "INSERT INTO usage_counters (day, key, count) VALUES (?, ?, ?)"
+            " ON CONFLICT (day, key) DO UPDATE SET count = count + excluded.count RETURNING count",
+            (day, key, amount),
+        ) as cur:
+            row = await cur.fetchone()
+        await self._db.commit()
+        return int(row[0]) if row else amount
+
+    async def usage(self, day: str, key: str) -> int:
+        async with self._db.execute("SELECT count FROM usage_counters WHERE day = ? AND key = ?", (day, key)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _turns(self, sql: str, params: tuple[Any, ...]) -> list[TurnRecord]:
+        async with self._db.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return [_record(row) for row in rows]
+
+
+def _record(row: Any) -> TurnRecord:
+    data = dict(row)
+    data["timings"] = json.loads(data["timings"])
+    data["interrupted"] = bool(data["interrupted"])
+    return TurnRecord(**data)
