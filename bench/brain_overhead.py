@@ -78,7 +78,8 @@ async def fill_memory(store: Store, turns: int, facts: int) -> None:
         text = f"Turn {i}: I played with my rabbit and my bear and we sang song number {i}."
         await store.add_turn(TurnRecord(f"old{i}", "device:bench", "bench", "device", text, "That sounds fun!"))
     for i in range(facts):
-        await store.add_fact(f"Fact {i}: the owner's favourite thing number {i} is a colour", source="bench")
+        fact = f"Fact {i}: the owner's favourite thing number {i} is a colour"
+        await store.add_fact(fact, source="bench", owner="device:bench")
 
 
 async def alternate(
@@ -103,7 +104,7 @@ async def overhead(backend: LlmBackend, store: Store, runs: int) -> tuple[list[f
 
     async def direct(i: int) -> float:
         # The very prompt the brain would send (built outside the measurement), so both calls carry the same bytes.
-        prompt = await companion.prompt_for("device:bench", QUESTIONS[i % len(QUESTIONS)])
+        prompt = await companion.prompt_for("device:bench", QUESTIONS[i % len(QUESTIONS)], owner="device:bench")
         return await first_delta(backend.stream(prompt))
 
     async def brain(i: int) -> float:

@@ -21,6 +21,7 @@ from plush.errors import PlushError
 from plush.logs import setup_logging
 from plush.memory_cli import memory_app, persona_app
 from plush.models_cli import models_app
+from plush.pair_cli import pair_app
 
 app = typer.Typer(
     help="Plush: a voice companion that lives inside a plush toy.",
@@ -33,6 +34,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(memory_app, name="memory")
 app.add_typer(persona_app, name="persona")
+app.add_typer(pair_app, name="pair")
 
 ServerOption = Annotated[str | None, typer.Option("--server", "-s", help="host:port of the Plush server.")]
 
@@ -66,9 +68,12 @@ def server(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (0.0.0.0 for the network).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    allow_open: Annotated[
+        bool, typer.Option("--allow-open", help="Listen on the network even with no plush paired (anyone may talk).")
+    ] = False,
 ) -> None:
     """Run the companion server (gRPC) until Ctrl+C."""
-    cfg = _load(config, server={"host": host, "port": port})
+    cfg = _load(config, server={"host": host, "port": port, "allow_open": allow_open or None})
     from plush.server.app import serve_forever
 
     def ready(bound: int) -> None:
@@ -137,10 +142,10 @@ def chat(
     """Chat in text. Reads lines from the keyboard or from a pipe (echo hi | plush chat)."""
     cfg = _load(config, device={"server": server})
     from plush.chat import chat_loop
-    from plush.device.client import CompanionClient
+    from plush.device.paired_server import open_client
 
     async def run() -> None:
-        async with CompanionClient(cfg.device.server, cfg.device.id, token=cfg.token()) as client:
+        async with open_client(cfg) as client:
             await client.wait_ready(cfg.device.connect_timeout_s)
             await chat_loop(
                 client,

@@ -15,10 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from plush.errors import ConfigError
+from plush.languages import check_language_code
+from plush.owners import check_household_name
 
 SECRET_KEYS = ("gemini_api_key", "device_token", "device_tokens")
 CONFIG_ENV = "PLUSH_CONFIG"
@@ -40,6 +42,9 @@ class SttConfig(Section):
     """A model name from `plush models list`, or a path to a CTranslate2 Whisper directory."""
     language: str = "auto"
     """`ko`, `en`, ... or `auto` to detect per utterance."""
+    languages: tuple[str, ...] = ("ko", "en")
+    """With `language = "auto"`: the languages the owner speaks (Whisper codes). Whisper's detector knows 99 and
+    often takes a child's Korean for Japanese; it picks the likeliest of these instead. Empty allows all."""
     compute_type: str = "int8"
     """CTranslate2 compute type: int8 is fastest on a Pi; float16 on CUDA."""
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -51,10 +56,11 @@ class SttConfig(Section):
     """Upper bound on transcript length, in tokens."""
     no_speech_threshold: float | None = 0.6
     """Segments whose no-speech probability is above this are dropped; empty disables the check."""
-    encoder_window: Literal["full", "fit"] = "full"
-    """"full": Whisper's 30 s window, how it was trained (most accurate). "fit": only the utterance's length,
-    10-30x less encoder work on a CPU (a phrase decodes in ~0.1 s instead of ~0.5 s with base on 2 cores);
-    check its accuracy in your language before relying on it."""
+    encoder_window: Literal["full", "fit"] = "fit"
+    """"fit": encode the utterance and 2 s of silence (at least 6 s) instead of Whisper's whole 30 s window:
+    5-6x less work on a CPU, with the full window's words on real speech (within a word in 500, bench/README.md).
+    A text that repeats itself or outruns the audio is decoded again with the full window. "full": always the
+    30 s window, how Whisper was trained."""
     streaming: bool = True
     """On the plush: decode each pause-closed stretch of speech while the button is still held, so at release
     only the last one is left (voice activity detection with Silero VAD, which ships with faster-whisper)."""
@@ -62,6 +68,16 @@ class SttConfig(Section):
     """Speech probability above which audio counts as speech."""
     min_silence_ms: int = Field(default=400, ge=100, le=5000)
     """A pause this long ends a stretch of speech, which is then decoded at once."""
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        return value if value == "auto" else check_language_code(value)
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(check_language_code(code) for code in value))
 
 
 class TtsConfig(Section):
@@ -130,7 +146,7 @@ class MemoryConfig(Section):
     recall_turns: int = Field(default=3, ge=0, le=20)
     """Older turns found by their words (full-text search) that may join the prompt; 0 turns recall off."""
     recall_scope: Literal["conversation", "all"] = "conversation"
-    """Recall from the same conversation only, or from every conversation (a plush and its owner's Telegram)."""
+    """Recall from the same conversation only, or from every conversation of the same owner (see [owners])."""
     max_tokens: int = Field(default=600, ge=0)
     """Prompt budget for long-term facts and recalled turns together; facts come first."""
     remember_phrases: bool = True
@@ -141,7 +157,7 @@ class MemoryConfig(Section):
 
 class ServerConfig(Section):
     host: str = "127.0.0.1"
-    """Use 0.0.0.0 to let a plush on the network reach the server."""
+    """Use 0.0.0.0 to let a plush on the network reach the server (pair it first: `plush pair add NAME`)."""
     port: int = Field(default=50051, ge=0, le=65535)
     persona: str = "en"
     """A built-in persona (`en`, `ko`) or a path to a persona TOML file."""
@@ -151,10 +167,25 @@ class ServerConfig(Section):
     """Longest utterance the server accepts from a device."""
     max_message_mb: float = Field(default=4.0, gt=0)
     """gRPC message size limit, both directions."""
+    idle_timeout_s: float = Field(default=10.0, gt=0)
+    """A Converse stream that sends nothing for this long before TurnEnd is ended (DEADLINE_EXCEEDED) and its
+    turn stored as abandoned; a plush streaming audio sends some every 40 ms."""
+    max_turns_in_flight: int = Field(default=16, ge=1)
+    """Turns (spoken and text) the server works on at once; one more is refused at once (RESOURCE_EXHAUSTED)."""
+    max_stt_in_flight: int = Field(default=4, ge=1)
+    """Utterances the server transcribes (or holds audio for) at once; one more spoken turn is refused at once."""
     stt_on_server: bool = True
     """Load a Whisper model on the server so devices may stream audio instead of a transcript."""
     stt_model: str | None = None
     """Whisper for server-side STT, if not [stt] model: the server can afford a bigger one (whisper-small)."""
+    tls: Literal["auto", "on", "off"] = "auto"
+    """"auto": TLS when listening beyond this computer or once a plush is paired, plain on 127.0.0.1 (the
+    one-computer setup); "on": always; "off": never (only behind a TLS proxy or a VPN)."""
+    tls_names: tuple[str, ...] = ()
+    """Extra host names or IP addresses for the certificate made at first start (it always names localhost,
+    127.0.0.1 and this computer's host name; paired plushes need none of them)."""
+    allow_open: bool = False
+    """Listen beyond this computer even with no paired plush and no PLUSH_DEVICE_TOKENS (anyone may talk)."""
 
     def database_path(self) -> Path:
         """The SQLite file in use: `database`, or the per-user data folder."""
@@ -163,7 +194,7 @@ class ServerConfig(Section):
 
 class DeviceConfig(Section):
     server: str = "127.0.0.1:50051"
-    """host:port of the Plush server."""
+    """host:port of the Plush server; on a paired plush this default means the paired server's address."""
     id: str = Field(default_factory=socket.gethostname)
     """This plush's name in the server's logs and memory; defaults to the host name."""
     button: Literal["keyboard", "serial", "gpio"] = "keyboard"
@@ -191,6 +222,18 @@ class DeviceConfig(Section):
     connect_timeout_s: float = Field(default=5.0, gt=0)
 
 
+class HouseholdConfig(Section):
+    """A household (`[owners.NAME]`): its plushes and Telegram users share the facts they are told and recall.
+
+    A plush in no household is its own owner, so nothing is shared between plushes unless they are listed here.
+    """
+
+    devices: tuple[str, ...] = ()
+    """Device ids as the server sees them: each plush's `[device] id` (and a text client's, to share with it)."""
+    telegram_users: tuple[int, ...] = ()
+    """Telegram user ids whose chats belong to this household."""
+
+
 class PlushConfig(BaseSettings):
     """The whole configuration; see `default_config.toml` for every key with its comment."""
 
@@ -210,6 +253,8 @@ class PlushConfig(BaseSettings):
     memory: MemoryConfig = MemoryConfig()
     server: ServerConfig = ServerConfig()
     device: DeviceConfig = DeviceConfig()
+    owners: dict[str, HouseholdConfig] = Field(default_factory=dict)
+    """Households by name; see `HouseholdConfig`. A device or Telegram user may be in one household at most."""
     gemini_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "PLUSH_GEMINI_API_KEY")
     )
@@ -218,7 +263,21 @@ class PlushConfig(BaseSettings):
     """Secret, on a plush: the token it shows the server (gRPC metadata `authorization: Bearer <token>`)."""
     device_tokens: SecretStr | None = Field(default=None, validation_alias=AliasChoices("PLUSH_DEVICE_TOKENS"))
     """Secret, on the server: `id=token,id=token` for every plush (and chat client) allowed to talk to it.
-    Unset: any client may (fine on 127.0.0.1; set it before `--host 0.0.0.0`)."""
+    Unset, and no plush paired (`plush pair add`): any client may (fine on 127.0.0.1 only)."""
+
+    @field_validator("owners")
+    @classmethod
+    def _one_household_each(cls, value: dict[str, HouseholdConfig]) -> dict[str, HouseholdConfig]:
+        # Two households claiming one plush would make its owner a matter of chance.
+        homes: dict[str | int, str] = {}
+        for name, house in value.items():
+            check_household_name(name)
+            members: tuple[str | int, ...] = (*house.devices, *house.telegram_users)
+            for member in members:
+                if member in homes:
+                    raise ValueError(f"'{member}' is in two households ({homes[member]}, {name}); keep it in one")
+                homes[member] = name
+        return value
 
     def token(self) -> str | None:
         """This plush's token, if one is set."""

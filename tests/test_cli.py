@@ -9,6 +9,8 @@ from pathlib import Path
 
 import tomli_w
 from conftest import config_sections
+from fakes.companion import ScriptedCompanion, pcm_chunks, text
+from fakes.pulse import sine_pcm
 from test_end_to_end import speechlike_wav
 from tiny_models import TinyModels
 
@@ -39,6 +41,27 @@ def test_device_takes_a_turn_from_a_file_and_writes_the_reply(
     assert "answered by llama" in result.stdout
     pcm, rate = read_wav(out)
     assert rate == 22050 and len(pcm) > 0
+
+
+def test_file_mode_keeps_the_partial_reply_and_prints_the_error_on_its_own_line(
+    config_file: Path, tmp_path: Path
+) -> None:
+    """The server's speech fails half way: what arrived is in the output file, the error follows the reply text."""
+    arrived = sine_pcm(220, 0.6, 22050)
+    reply = [text("Hello there, "), text("little one."), *pcm_chunks(arrived, 22050, 0.2)]
+    out = tmp_path / "answer.wav"
+    with ScriptedCompanion(reply, fail_with="speech synthesis failed") as peer:
+        result = run(
+            "device", "--config", str(config_file), "--server", peer.address,
+            "--audio-file", str(speechlike_wav(tmp_path / "q.wav")), "--output-file", str(out),
+            env={**os.environ, "PLUSH_DEVICE__STT": "server"},
+        )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert read_wav(out) == (arrived, 22050), "the reply as far as it came"
+    lines = result.stdout.splitlines()
+    assert "plush: Hello there, little one." in lines
+    assert "the server refused the turn (INTERNAL): speech synthesis failed" in lines
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_chat_reads_piped_lines_and_shows_the_backend(server_process: str, config_file: Path) -> None:

@@ -13,12 +13,15 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from conftest import ConfigFactory
+from conftest import ConfigFactory, StartServer
+from fakes.companion import ScriptedCompanion, broken_opus_chunk, opus_chunks, text
 from fakes.pulse import HeadlessPulse, sine_pcm
+from speech_signals import utterance, voiced
 from test_end_to_end import speechlike_wav
 
 from plush.device.audio_io import Player, Recorder
 from plush.device.client import CompanionClient
+from plush.device.listening import Listening
 from plush.device.runtime import Plush, SpeakerSink, State
 from voice_models.audio import read_audio_file
 from voice_models.model_store import ModelStore
@@ -103,3 +106,129 @@ async def test_a_spoken_turn_plays_the_reply_on_the_speaker(
     assert played_s > 0.5
     # The suite's voice speaks a 220 Hz tone: what the speaker played is what the server synthesized.
     assert abs(dominant_frequency(speaker.pcm, 16000) - 220) < 5
+
+
+async def speaker_streams(pulse: HeadlessPulse, *, settle_s: float = 1.0) -> list[str]:
+    """Playback streams still open on the speaker (PulseAudio's sink inputs), after `settle_s` for them to go."""
+    speaker = next(
+        line.split("\t")[0] for line in pulse.pactl("list", "short", "sinks").splitlines() if "speaker" in line
+    )
+    deadline = time.monotonic() + settle_s
+    while True:
+        inputs = [
+            line for line in pulse.pactl("list", "short", "sink-inputs").splitlines() if line.split("\t")[1] == speaker
+        ]
+        if not inputs or time.monotonic() > deadline:
+            return inputs
+        await asyncio.sleep(0.05)
+
+
+async def test_a_reply_that_fails_to_decode_is_played_as_far_as_it_came_then_error_then_idle(
+    pulse: HeadlessPulse, make_config: ConfigFactory
+) -> None:
+    arrived = opus_chunks(sine_pcm(220, 0.6, 24000), 24000, 0.2)
+    never_played = opus_chunks(sine_pcm(220, 3.0, 24000), 24000, 0.2)
+    config = make_config(device={"id": "broken-reply", "stt": "server"})
+    states: list[tuple[State, float]] = []
+    calm = asyncio.Event()
+
+    def on_state(state: State) -> None:
+        states.append((state, time.monotonic()))
+        if state is State.IDLE:
+            calm.set()
+
+    sink = SpeakerSink()
+    with (
+        ScriptedCompanion([text("Hello."), *arrived, broken_opus_chunk(24000), *never_played]) as peer,
+        pulse.record_speaker(rate=16000) as speaker,
+    ):
+        async with CompanionClient(peer.address, config.device.id) as client:
+            plush = Plush(config.device, client, None, on_state=on_state, error_shown_s=0.5)
+            started = time.monotonic()
+            result = await plush._guarded_turn(utterance(voiced(0.5)), sink, Listening(None, 16000))
+            took_s = time.monotonic() - started
+            assert not sink.open and await speaker_streams(pulse) == [], "the speaker was left open"
+            await asyncio.wait_for(calm.wait(), 5)
+    assert result.errors and "malformed Opus chunk" in result.errors[0]
+    assert [state for state, _ in states] == [State.THINKING, State.SPEAKING, State.ERROR, State.IDLE]
+    (_, error_at), (_, idle_at) = states[-2:]
+    assert idle_at - error_at >= 0.45, "ERROR is shown for a moment, not replaced by IDLE at once"
+    assert rms(speaker.pcm) > 500, "what arrived before the broken chunk was played"
+    assert took_s < 2.5, "the 3 s after the broken chunk were not played: the turn stopped there"
+
+
+async def test_a_server_that_dies_mid_reply_leaves_no_speaker_stream_open(
+    pulse: HeadlessPulse, start_gemini_server: StartServer, fake_gemini: Any, make_config: ConfigFactory
+) -> None:
+    fake_gemini.reply(*[f"Sentence {i}. " for i in range(20)], chunk_delay=0.2)
+    server = await start_gemini_server()
+    config = make_config(device={"id": "mid-reply", "stt": "server"})
+    states: list[State] = []
+    speaking = asyncio.Event()
+
+    def on_state(state: State) -> None:
+        states.append(state)
+        if state is State.SPEAKING:
+            speaking.set()
+
+    sink = SpeakerSink()
+    async with CompanionClient(f"127.0.0.1:{server.port}", config.device.id) as client:
+        plush = Plush(config.device, client, None, on_state=on_state)  # no offline phrase kept yet
+        turn = asyncio.create_task(plush._guarded_turn(utterance(voiced(1.2)), sink, Listening(None, 16000)))
+        await asyncio.wait_for(speaking.wait(), 30)
+        await server.stop(grace=0)
+        try:
+            result = await asyncio.wait_for(turn, 10)
+            assert result.errors and "Plush server" in result.errors[0]
+            assert states[-1] is State.OFFLINE
+            assert not sink.open and await speaker_streams(pulse) == [], "the speaker was left open"
+        finally:
+            if plush._reconnecting is not None:
+                plush._reconnecting.cancel()
+                await asyncio.gather(plush._reconnecting, return_exceptions=True)
+
+
+async def test_the_event_loop_keeps_its_pace_while_a_long_opus_reply_is_decoded_and_played(
+    pulse: HeadlessPulse, make_config: ConfigFactory
+) -> None:
+    """One 20 s Opus chunk stands for a slower plush's work per chunk (a Pi decodes many times slower than this
+    machine). Decoding, libopus' resampling (48 to 24 kHz), the volume and opening the speaker run off the event
+    loop, so a probe that sleeps 10 ms is never late by anything near the 100 ms a button press would notice."""
+    config = make_config(device={"id": "lag-probe", "stt": "server", "volume": 0.5})
+    long_reply = opus_chunks(sine_pcm(220, 20.0, 24000), 24000, 30.0)  # all of it in one chunk
+    loop = asyncio.get_running_loop()
+    lateness: list[float] = []
+    playing = asyncio.Event()
+
+    async def probe() -> None:
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            lateness.append(loop.time() - before - 0.01)
+
+    def on_text(kind: str, delta: str) -> None:
+        if delta == " That was all.":
+            playing.set()  # the long chunk before it has been decoded and handed to the speaker
+
+    sink = SpeakerSink()
+    with (
+        ScriptedCompanion([text("Listen."), *long_reply, text(" That was all.")]) as peer,
+        pulse.record_speaker(rate=16000) as speaker,
+    ):
+        async with CompanionClient(peer.address, config.device.id) as client:
+            plush = Plush(config.device, client, None, on_text=on_text)
+            prober = asyncio.create_task(probe())
+            turn = asyncio.create_task(plush.take_turn(utterance(voiced(0.5)), sink))
+            try:
+                await asyncio.wait_for(playing.wait(), 20)
+                await asyncio.sleep(0.5)
+            finally:
+                turn.cancel()  # the owner presses the button: no need to hear all 20 s
+                await asyncio.gather(turn, return_exceptions=True)
+                prober.cancel()
+                await asyncio.gather(prober, return_exceptions=True)
+    assert not sink.open
+    peak = int(np.abs(np.frombuffer(speaker.pcm, dtype="<i2").astype(np.int32)).max())
+    assert 6000 < peak < 11000, "the reply played, at half the loudness it was sent with (16384)"
+    assert len(lateness) > 20
+    assert max(lateness) < 0.1, f"the event loop was blocked for {max(lateness) * 1000:.0f} ms"

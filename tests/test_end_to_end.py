@@ -87,9 +87,9 @@ async def test_recent_turns_are_the_next_prompts_history(running_server: Any) ->
             replies = [e async for e in client.chat(text, conversation_id="kids-room")]
             assert replies[-1].done.backend == "llama"
 
-    prompt = await running_server.companion.prompt_for("kids-room", "What do I like?")
+    prompt = await running_server.companion.prompt_for("kids-room", "What do I like?", owner="device:history-test")
     assert [m.role for m in prompt.history] == ["user", "assistant", "user", "assistant"]
     assert prompt.history[0].text == "My name is Mina." and prompt.history[2].text == "I like rabbits."
     assert prompt.system == running_server.companion.persona.system_prompt
-    other = await running_server.companion.prompt_for("another-room", "hi")
+    other = await running_server.companion.prompt_for("another-room", "hi", owner="device:history-test")
     assert other.history == ()

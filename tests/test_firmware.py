@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -172,6 +173,30 @@ async def test_a_port_that_is_not_a_paw_board_is_a_clear_error(tmp_path: Path) -
         os.close(host_end)
     with pytest.raises(SerialBoardError, match="serial_port"):
         await SerialPaw(str(tmp_path / "nothing-here")).start(timeout_s=0.5)
+
+
+async def test_a_board_that_stops_reading_never_holds_up_the_plush() -> None:
+    """A wedged USB link: the board greets, then reads nothing more, so the port's buffer fills and every write
+    waits out its 0.5 s timeout. `show()` runs on the event loop at each state change: it must never wait."""
+    board_end, host_end = os.openpty()
+    paw = SerialPaw(os.ttyname(host_end), hello_timeout_s=3)
+    try:
+        starting = asyncio.create_task(paw.start(timeout_s=5))
+        assert await asyncio.to_thread(os.read, board_end, 64) == proto.hello_query()
+        os.write(board_end, f"HELLO plush-paw 1.0.0 proto={proto.PROTOCOL}\n".encode())
+        await starting
+        slowest = 0.0
+        for _ in range(20_000):  # ~250 KB of LED lines, far beyond what the terminal buffers
+            started = time.perf_counter()
+            paw.show("thinking")
+            slowest = max(slowest, time.perf_counter() - started)
+            if slowest > 0.1:
+                break
+        assert slowest < 0.1, f"show() waited {slowest * 1000:.0f} ms for the serial port"
+    finally:
+        await paw.aclose()
+        os.close(board_end)
+        os.close(host_end)
 
 
 def test_the_host_parses_every_board_message() -> None:

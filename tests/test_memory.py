@@ -23,6 +23,8 @@ from plush.server.store import Store, TurnRecord
 from plush.server.store.sqlite import MIGRATIONS
 
 Start = Callable[..., Awaitable[RunningServer]]
+OWNER = "device:memory-test"
+"""The owner of every turn `say` takes: the client `memory-test`, in no household."""
 
 
 UNLIMITED = {"requests_per_day": 0, "requests_per_minute": 0}
@@ -63,8 +65,8 @@ async def test_a_fact_told_in_one_session_is_in_a_later_sessions_prompt_after_a_
     assert "my cat is called Nabi" in prompt
     assert prompt.endswith("What is my cat called?"), "the owner's words come last, after the memory note"
     assert fake_gemini.last_request.system_instruction == second.companion.persona.system_prompt
-    facts = await second.companion.store.list_facts()
-    assert [(f.text, f.source) for f in facts] == [("my cat is called Nabi", "device:plush")]
+    facts = await second.companion.store.all_facts()
+    assert [(f.text, f.source, f.owner) for f in facts] == [("my cat is called Nabi", "device:plush", OWNER)]
 
 
 async def test_the_window_drops_the_oldest_turns(start: Start, fake_gemini: FakeGemini) -> None:
@@ -120,19 +122,19 @@ async def test_a_reset_conversation_starts_with_an_empty_window(start: Start, fa
 async def test_facts_and_recall_stay_within_the_token_budget(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "plush.db") as store:
         for i in range(20):
-            await store.add_fact(f"fact number {i} is about a rather long and detailed thing", source="cli")
+            await store.add_fact(f"fact number {i} is about a rather long and detailed thing", "cli", owner="home")
         memory = Memory(store, MemoryConfig(max_tokens=60))
-        recollection = await memory.recollect("room", "hello")
+        recollection = await memory.recollect("room", "hello", owner="home")
         assert 0 < len(recollection.facts) < 20
         assert recollection.facts[-1].text.startswith("fact number 19"), "the newest facts win"
-        prompt, _ = await memory.prompt("system", "room", "hello")
+        prompt, _ = await memory.prompt("system", "room", "hello", owner="home")
         note_tokens = len(prompt.memory.encode()) / 3
         assert note_tokens < 60 + 40, "the note is about the budget (plus its fixed headings)"
 
 
 async def test_no_memory_note_when_there_is_nothing_to_add(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "plush.db") as store:
-        prompt, _ = await Memory(store, MemoryConfig()).prompt("system", "room", "Hello!")
+        prompt, _ = await Memory(store, MemoryConfig()).prompt("system", "room", "Hello!", owner="device:d")
     assert prompt.memory == "" and prompt.user_content == "Hello!"
 
 
@@ -140,12 +142,12 @@ async def test_retention_deletes_old_turns_and_their_recall_but_keeps_facts(tmp_
     async with await Store.open(tmp_path / "plush.db") as store:
         await store.add_turn(TurnRecord("old", "room", "d", "chat", "my old rabbit", "nice", started_at=1_000.0))
         await store.add_turn(TurnRecord("new", "room", "d", "chat", "my new rabbit", "nice", started_at=99_000.0))
-        await store.add_fact("likes rabbits", source="cli")
+        await store.add_fact("likes rabbits", source="cli", owner="device:d")
         memory = Memory(store, MemoryConfig(retention_days=1))
         assert await memory.prune(now=100_000.0) == 1
         assert [t.id for t in await store.list_turns()] == ["new"]
-        assert [t.id for t in await store.search_turns(["rabbit"], limit=5)] == ["new"]
-        assert [f.text for f in await store.list_facts()] == ["likes rabbits"]
+        assert [t.id for t in await store.search_turns(["rabbit"], limit=5, owner="device:d")] == ["new"]
+        assert [f.text for f in await store.list_facts("device:d")] == ["likes rabbits"]
         assert await Memory(store, MemoryConfig(retention_days=0)).prune(now=1e12) == 0
 
 
@@ -160,24 +162,24 @@ async def test_turns_stored_before_the_memory_upgrade_are_recalled(tmp_path: Pat
         )
     async with await Store.open(db) as store:
         assert await store.schema_version() == len(MIGRATIONS)
-        assert [t.id for t in await store.search_turns(["dinosaur"], limit=3)] == ["t1"]
+        assert [t.id for t in await store.search_turns(["dinosaur"], limit=3, owner="device:d")] == ["t1"]
         assert [c.id for c in await store.list_conversations()] == ["room"]
 
 
 async def test_search_treats_user_words_as_words_not_query_syntax(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "plush.db") as store:
         await store.add_turn(TurnRecord("t1", "room", "d", "chat", 'say "NEAR" AND OR *', "ok"))
-        assert await store.search_turns(['"near', "AND", "*", "OR("], limit=3) != []
+        assert await store.search_turns(['"near', "AND", "*", "OR("], limit=3, owner="device:d") != []
 
 
 async def test_a_fact_is_stored_once_and_can_be_forgotten(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "plush.db") as store:
-        first = await store.add_fact("  likes   rabbits ", source="a")
-        again = await store.add_fact("likes rabbits", source="b")
+        first = await store.add_fact("  likes   rabbits ", source="a", owner="home")
+        again = await store.add_fact("likes rabbits", source="b", owner="home")
         assert first.id == again.id and first.text == "likes rabbits"
         assert await store.remove_fact(first.id)
         assert not await store.remove_fact(first.id)
-        assert await store.list_facts() == []
+        assert await store.all_facts() == []
 
 
 @pytest.mark.parametrize(
@@ -220,8 +222,8 @@ def test_memory_commands_add_list_forget_facts_and_reset_a_conversation(tmp_path
         return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
     assert "No facts yet" in plush("facts").stdout
-    added = plush("remember", "Mina's birthday is May 3")
-    assert added.returncode == 0 and "remembered fact 1" in added.stdout
+    added = plush("remember", "Mina's birthday is May 3", "--owner", "device:nursery")
+    assert added.returncode == 0 and "remembered fact 1 for device:nursery" in added.stdout
     assert "Mina's birthday is May 3" in plush("facts").stdout
     assert plush("forget", "1").returncode == 0
     missing = plush("forget", "1")
@@ -239,5 +241,5 @@ async def test_recall_survives_a_vacuum(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute("VACUUM")
     async with await Store.open(db) as store:
-        found = await store.search_turns(["word4"], limit=5)
+        found = await store.search_turns(["word4"], limit=5, owner="device:d")
         assert [t.id for t in found] == ["t4"] and found[0].user_text == "word4 pineapple"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 from speech_signals import silence, utterance, voiced
 from tiny_models import TinyModels
@@ -16,11 +15,12 @@ from tiny_models import TinyModels
 from plush.config import load_config
 from plush.errors import ConfigError
 from plush.languages import WHISPER_LANGUAGE_CODES
+from voice_models.audio import pcm16_to_float
 from voice_models.loop_guard import TOKEN_SLACK, looks_like_loop, token_budget
 from voice_models.streaming_stt import StreamingStt
 from voice_models.stt import SttOptions, Transcriber, pick_language
 
-PHRASE = np.frombuffer(utterance(voiced(1.2)), dtype="<i2").astype(np.float32) / 32768
+PHRASE = pcm16_to_float(utterance(voiced(1.2)))
 
 
 class CountingWhisper:
@@ -66,7 +66,7 @@ def test_a_fixed_language_is_never_detected(models: TinyModels) -> None:
 
 @pytest.mark.parametrize("pitch", [90.0, 140.0, 220.0, 330.0])
 def test_the_detected_language_is_always_one_the_owner_speaks(models: TinyModels, pitch: float) -> None:
-    audio = np.frombuffer(utterance(voiced(1.5, pitch)), dtype="<i2").astype(np.float32) / 32768
+    audio = pcm16_to_float(utterance(voiced(1.5, pitch)))
     anything = Transcriber(models.whisper_dir, options=SttOptions(max_new_tokens=4)).transcribe(audio).language
     allowed = ("ko", "en") if anything not in ("ko", "en") else ("de", "ja")  # never what Whisper liked best
     restricted = Transcriber(models.whisper_dir, options=SttOptions(max_new_tokens=4, languages=allowed))
@@ -139,15 +139,15 @@ def test_a_fit_window_text_that_loops_is_decoded_again_with_the_full_window(mode
     result = fit.transcribe(PHRASE)
     assert result.window == "full"
     assert result.text == full.transcribe(PHRASE).text
-    assert whisper.encoded_frames == [500, 3000], "5 s (1.2 s of speech, then silence), then the full window"
+    assert whisper.encoded_frames == [600, 3000], "6 s (1.2 s of speech, then silence), then the full window"
 
 
 def test_without_the_fallback_the_fit_window_is_one_short_encoder_pass(models: TinyModels) -> None:
     fit, whisper = counted(models, languages=("ko", "en"), encoder_window="fit", fit_fallback=False)
     result = fit.transcribe(PHRASE)
     assert result.window == "fit" and result.text and result.language in ("ko", "en")
-    assert whisper.encoded_frames == [500] and whisper.detections == 1
-    long_phrase = np.frombuffer(utterance(voiced(6.0)), dtype="<i2").astype(np.float32) / 32768
+    assert whisper.encoded_frames == [600] and whisper.detections == 1
+    long_phrase = pcm16_to_float(utterance(voiced(6.0)))
     fit.transcribe(long_phrase)
     assert whisper.encoded_frames[-1] == 800, "6 s of speech and 2 s of silence"
 
@@ -160,3 +160,10 @@ def test_streaming_detects_the_language_once_and_keeps_it_for_later_phrases(mode
     assert len(stats.segments) == 3 and result.language in ("ko", "en")
     assert whisper.detections == 1
     assert len(whisper.encoded_frames) == 3
+
+
+def test_audio_longer_than_a_window_keeps_to_the_owners_languages_too(models: TinyModels) -> None:
+    allowed = ("ko", "en")
+    transcriber = Transcriber(models.whisper_dir, options=SttOptions(max_new_tokens=4, languages=allowed))
+    result = transcriber.transcribe(pcm16_to_float(utterance(voiced(31.0))))
+    assert result.window == "long" and result.language in allowed

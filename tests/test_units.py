@@ -57,7 +57,7 @@ async def test_store_migrates_uses_wal_and_returns_the_window_oldest_first(tmp_p
         await store.add_turn(TurnRecord(f"t{i}", "room", "dev", "chat", f"q{i}", f"a{i}", started_at=100.0 + i))
     await store.add_turn(TurnRecord("other", "elsewhere", "dev", "chat", "x", "y", started_at=200.0))
     await store.add_turn(TurnRecord("failed", "room", "dev", "chat", "q-failed", "", error="boom", started_at=300.0))
-    window = await store.recent_turns("room", 3)
+    window = await store.recent_turns("room", 3, owner="device:dev")
     assert [t.id for t in window] == ["t2", "t3", "t4"]
     assert (await store.get_turn("failed")) is not None
     assert await store.schema_version() == len(MIGRATIONS)

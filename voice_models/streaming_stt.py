@@ -5,7 +5,7 @@ a whole window plus every token. Here a worker thread runs the VAD on the microp
 hands each closed segment (speech followed by a pause) to Whisper at once; at release only the segment still
 open is left. Because segments depend only on the audio (see `SpeechSegmenter`), the streamed text equals what
 `transcribe_segmented` gives for the same recording in one pass. The first segment's language is kept for the
-rest of the utterance, so a short later phrase is not misdetected.
+rest of the utterance, so a short later phrase is not misdetected (and is not detected again).
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ class StreamingTranscription:
     def _decode(self, segment: Segment) -> None:
         audio = pcm16_to_float(bytes(self._pcm[segment.start * 2 : segment.end * 2]))
         result = self._transcriber.transcribe(audio, language=self._language)
-        self._language = self._language or result.language
-        if result.text:
+        if result.text:  # a cough that decoded to nothing must not choose the language of what follows
+            self._language = self._language or result.language
             self._texts.append(result.text)
         self.stats.segments.append(segment)
         if self._released.is_set():

@@ -2,7 +2,8 @@
 
 Both use PortAudio callbacks on its own thread: capture appends frames while the button is held (bounded by the
 maximum utterance length), playback pulls from a buffer that the network fills, so audio plays as it arrives and
-`stop_now` silences the speaker within one audio block (barge-in).
+`stop_now` silences the speaker within one audio block (barge-in). Opening, starting and closing a stream block
+(PortAudio talks to the sound server), so the turn loop calls these from worker threads, never the event loop.
 """
 
 from __future__ import annotations
@@ -157,14 +158,25 @@ class Player:
         if finished:
             raise _sounddevice().CallbackStop
 
+    @property
+    def closed(self) -> bool:
+        """Whether the output stream is closed (played out, or stopped)."""
+        return self._closed
+
     def write(self, pcm: bytes) -> None:
-        """Queue audio; the stream opens with the first write and plays once the jitter buffer is full."""
+        """Queue audio; the stream starts with the first write and plays once the jitter buffer is full. After
+        `stop_now` (a barge-in from another thread) a late write is dropped: it never restarts the stream."""
         if len(pcm) % 2:
             raise AudioFormatError("PCM s16le must have an even number of bytes")
         self.buffer.write(pcm)
-        if not self._started:
+        with self._close_lock:
+            if self._started or self._closed:
+                return
+            try:
+                self._stream.start()
+            except _sounddevice().PortAudioError as exc:
+                raise AudioDeviceError(f"cannot start the speaker: {exc}") from exc
             self._started = True
-            self._stream.start()
 
     def finish(self, timeout_s: float | None = None) -> None:
         """Block until everything written has been played (or `stop_now` cut it short)."""

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from plush.errors import PlushError
+from plush.pairing import SERVER_NAME
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 
@@ -35,6 +36,12 @@ class AuthError(ServerError):
 def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
     """A message a user can act on for a failed RPC."""
     code = exc.code()
+    if code == grpc.StatusCode.UNAVAILABLE and "handshake failed" in (exc.details() or "").lower():
+        return AuthError(
+            f"the TLS handshake with the Plush server at {target} failed: it does not show the certificate this "
+            "plush was paired with (or does not speak TLS). If the server was set up anew, pair again with "
+            "`plush pair join CODE`"
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         return UnreachableError(f"cannot reach the Plush server at {target}: is `plush server` running there?")
     if code == grpc.StatusCode.CANCELLED:  # not by us (a barge-in stops reading first): the server went down
@@ -93,22 +100,40 @@ class ConverseCall:
         try:
             await self._call.write(pb.TurnRequest(cancel=pb.Cancel(reason=reason)))
             await self._call.done_writing()
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError):
-            pass  # the turn is already over
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            pass  # the turn is already over (InvalidStateError: the server ended it, e.g. it went down)
         self._call.cancel()
 
 
 class CompanionClient:
     """A channel to the server; use as `async with CompanionClient(target, device_id) as client:`."""
 
-    def __init__(self, target: str, device_id: str, *, token: str | None = None, max_message_mb: float = 4.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        device_id: str,
+        *,
+        token: str | None = None,
+        max_message_mb: float = 4.0,
+        pinned_cert: bytes | None = None,
+    ) -> None:
+        """`pinned_cert`: the server certificate (PEM) pinned at pairing; with it the channel is TLS and trusts
+        that certificate only, so the token never crosses the network in the clear."""
         self.target = target
         self.device_id = device_id
         size = int(max_message_mb * 1024 * 1024)
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)],
-        )
+        options: list[tuple[str, str | int]] = [
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+        ]
+        if pinned_cert is None:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            # The pinned certificate is the only root: no CA can stand in for the server. Its fixed name is checked
+            # whatever address the plush dials, since a home server's address changes and its certificate does not.
+            credentials = grpc.ssl_channel_credentials(root_certificates=pinned_cert)
+            options.append(("grpc.ssl_target_name_override", SERVER_NAME))
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.CompanionStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = ((DEVICE_ID_KEY, device_id),)
         if token:

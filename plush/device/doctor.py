@@ -94,23 +94,27 @@ async def check_button(config: PlushConfig) -> Check:
 
 
 async def check_server(config: PlushConfig) -> Check:
-    from plush.device.client import AuthError, CompanionClient
+    from plush.device.client import AuthError
+    from plush.device.paired_server import open_client
 
     device = config.device
-    async with CompanionClient(device.server, device.id, token=config.token()) as client:
+    async with open_client(config) as client:
         try:
             await client.wait_ready(min(device.connect_timeout_s, 5.0))
             reply = await client.phrases()
         except AuthError as exc:
-            return Check("server", False, str(exc), "set PLUSH_DEVICE_TOKEN to this plush's token on the server")
+            fix = "pair this plush: `plush pair add NAME` on the server, then `plush pair join CODE` here"
+            return Check("server", False, str(exc), fix)
         except PlushError as exc:
             return Check("server", False, str(exc), 'start `plush server` there, or set [device] server = "HOST:50051"')
     brain = f"; brain: {reply.brain}" if reply.brain else ""
-    return Check("server", True, f"{device.server} answers as {reply.persona or 'the companion'}{brain}")
+    return Check("server", True, f"{client.target} answers as {reply.persona or 'the companion'}{brain}")
 
 
 async def check_speech_model(config: PlushConfig) -> Check:
-    if config.device.stt != "device":
+    from plush.device.runtime import transcribes_on_device
+
+    if not transcribes_on_device(config.device):
         return Check("speech model", True, 'transcribed on the server (device.stt = "server")')
     from voice_models.model_store import ModelStore
 

@@ -1,32 +1,45 @@
 """The plush's turn loop: button down -> listen, button up -> transcribe and ask the server, play the reply.
 
 States follow ARCHITECTURE.md (idle, listening, thinking, speaking, error) and are reported to an indicator
-(LEDs later, a terminal status line now). Pressing the button while the plush speaks stops the reply at once,
-cancels the turn on the server and starts listening again.
+(the paw's LEDs, a terminal status line). Pressing the button while the plush speaks stops the reply at once,
+cancels the turn on the server and starts listening again. A turn that fails shows ERROR for a moment, then IDLE,
+and never leaves the speaker open. Nothing here blocks the event loop: audio devices, codecs and resamplers run
+in worker threads (see playback.py), so the button and the lights answer while the plush speaks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from typing import Final
 
 from plush.config import DeviceConfig
-from plush.device.audio_io import Player, Recorder
+from plush.device.audio_io import Recorder
 from plush.device.client import CompanionClient, ConverseCall, UnreachableError
 from plush.device.controls import ButtonEvent
 from plush.device.listening import AudioUplink, Listening
 from plush.device.offline import OfflinePhrases, reconnect
+from plush.device.playback import AudioSink, ReplyAudio, SpeakerSink, WavSink
 from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.protos.plush.v1 import companion_pb2 as pb
-from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16, scale_pcm16, write_wav
-from voice_models.opus import OpusDecoder
+from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16, scale_pcm16
 from voice_models.streaming_stt import StreamingStt, StreamingTranscription
 from voice_models.stt import Transcriber, TranscriptResult
+
+__all__ = [  # the sinks live in playback.py; the turn loop's callers find them here too
+    "ERROR_SHOWN_S",
+    "AudioSink",
+    "Plush",
+    "SpeakerSink",
+    "State",
+    "TurnResult",
+    "WavSink",
+    "transcribes_on_device",
+]
 
 log = get_logger(__name__)
 
@@ -41,55 +54,14 @@ class State(enum.Enum):
     ERROR = "error"
 
 
-class AudioSink(Protocol):
-    """Where the reply's audio goes: the speaker, or a file."""
-
-    def write(self, pcm: bytes, sample_rate: int) -> None: ...
-    def finish(self) -> None: ...
-    def stop_now(self) -> None: ...
+ERROR_SHOWN_S: Final = 2.0
+"""How long a failed turn shows ERROR before the plush is idle again (a press ends it sooner)."""
 
 
-class WavSink:
-    """Collects the reply and writes it as a WAV file when the turn ends."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._pcm = bytearray()
-        self._rate = 0
-
-    def write(self, pcm: bytes, sample_rate: int) -> None:
-        self._rate = self._rate or sample_rate  # one file, one rate: later audio is resampled to the first's
-        self._pcm.extend(resample_pcm16(pcm, sample_rate, self._rate))
-
-    def finish(self) -> None:
-        write_wav(self.path, bytes(self._pcm), self._rate or 16000)
-
-    def stop_now(self) -> None:
-        self.finish()
-
-
-class SpeakerSink:
-    """Plays the reply as it arrives; the stream opens at the rate of the first chunk."""
-
-    def __init__(self, device: str | None = None, prebuffer_ms: int = 80) -> None:
-        self._device = device
-        self._prebuffer_ms = prebuffer_ms
-        self._player: Player | None = None
-
-    def write(self, pcm: bytes, sample_rate: int) -> None:
-        if self._player is None:
-            self._player = Player(sample_rate, self._device, self._prebuffer_ms)
-        # The stream's rate is the first audio's; anything later at another rate (the offline phrase after an
-        # Opus reply) is resampled rather than played at the wrong speed.
-        self._player.write(resample_pcm16(pcm, sample_rate, self._player.sample_rate))
-
-    def finish(self) -> None:
-        if self._player is not None:
-            self._player.finish(timeout_s=120)
-
-    def stop_now(self) -> None:
-        if self._player is not None:
-            self._player.stop_now()
+def transcribes_on_device(config: DeviceConfig) -> bool:
+    """Where speech becomes text, decided here and nowhere else: on the plush (its own Whisper, fed while the
+    button is held when it streams), or on the server (the audio goes there as it is recorded)."""
+    return config.stt == "device"
 
 
 @dataclass
@@ -117,23 +89,6 @@ class TurnResult:
 ENCODINGS = {"pcm": pb.AUDIO_ENCODING_PCM_S16LE, "opus": pb.AUDIO_ENCODING_OPUS}
 
 
-class ReplyAudio:
-    """Turns the reply's audio chunks into PCM: as is, or through one Opus decoder for the whole reply."""
-
-    def __init__(self) -> None:
-        self._opus: OpusDecoder | None = None
-
-    def pcm(self, chunk: pb.AudioChunk) -> bytes:
-        if chunk.encoding != pb.AUDIO_ENCODING_OPUS:
-            return bytes(chunk.data)
-        if self._opus is None:
-            self._opus = OpusDecoder(chunk.sample_rate)
-        return self._opus.decode(chunk.data)
-
-    def flush(self) -> bytes:
-        return self._opus.flush() if self._opus is not None else b""
-
-
 class Plush:
     """One plush: its settings, a server connection, and optionally its own Whisper (streaming or not)."""
 
@@ -147,16 +102,32 @@ class Plush:
         phrases: OfflinePhrases | None = None,
         on_state: Callable[[State], None] = lambda state: None,
         on_text: Callable[[str, str], None] = lambda kind, text: None,
+        error_shown_s: float = ERROR_SHOWN_S,
     ) -> None:
         self.config = config
         self.client = client
         self.transcriber = transcriber
         self.streaming = streaming
         self.phrases = phrases
+        self.error_shown_s = error_shown_s
         self._reconnecting: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Task[bool] | None = None
+        self._state: State | None = None
+        self._error_over: asyncio.TimerHandle | None = None
         self.on_state = on_state
         self.on_text = on_text
+
+    @property
+    def stt_on_device(self) -> bool:
+        return transcribes_on_device(self.config)
+
+    def _show(self, state: State) -> None:
+        """The one way the state changes; a new state ends the ERROR moment early."""
+        if self._error_over is not None:
+            self._error_over.cancel()
+            self._error_over = None
+        self._state = state
+        self.on_state(state)
 
     async def _hear(self, pcm: bytes, transcription: StreamingTranscription | None) -> TranscriptResult:
         """The utterance's text: from the streaming transcription when there is one, else decoded now."""
@@ -177,39 +148,70 @@ class Plush:
         """Send one recorded utterance (mono s16le at config.sample_rate) and play the reply into `sink`.
 
         `listening` is what already heard the utterance while it was recorded: the streaming STT, or the turn's
-        stream to the server that already carried it (server-side STT).
+        stream to the server that already carried it (server-side STT). However the turn ends, the sink is done
+        with on return: played out (or written) after a reply and after a failure (what arrived still plays),
+        stopped at once when the turn is cancelled (barge-in).
         """
-        self.on_state(State.THINKING)
+        self._show(State.THINKING)
         result = TurnResult()
-        start = self._turn_start()
-        transcription = listening.transcription if listening else None
-        uplink = listening.uplink if listening else None
-        if uplink is not None:
-            call = await uplink.finish()
-        elif self.config.stt == "device":
-            heard = await self._hear(pcm, transcription)
-            result.stt_after_release_ms = round(heard.elapsed_s * 1000, 1)
-            if not heard.text:
-                result.errors.append("no speech recognised")
-                self.on_text("heard", "")
-                return result
-            start.language = heard.language
-            call = await self.client.converse(start, transcript=heard.text)
-        else:
-            call = await self.client.converse(start, pcm=pcm, sample_rate=self.config.sample_rate)
+        call: ConverseCall | None = None
         try:
+            call = await self._ask(pcm, listening, result)
+            if call is None:
+                return result
             await self._receive(call, sink, result)
             # Piper is faster than speech: most of the reply plays here, so a press now must stop it too.
             await asyncio.to_thread(sink.finish)
         except asyncio.CancelledError:
-            sink.stop_now()
-            await call.cancel()
             result.interrupted = True
+            await asyncio.to_thread(sink.stop_now)
+            await self._drop(call, listening, "barge-in")
+            raise
+        except Exception:
+            await self._drop(call, listening, "the plush failed")
+            await self._in_sink(sink, sink.finish)
             raise
         return result
 
+    async def _ask(self, pcm: bytes, listening: Listening | None, result: TurnResult) -> ConverseCall | None:
+        """The turn's stream to the server, carrying the utterance as `stt_on_device` says: the plush's own
+        transcript, or the audio (already sent while the button was held, else now). None: nothing was heard."""
+        start = self._turn_start()
+        if not self.stt_on_device:
+            if listening is not None and listening.uplink is not None:
+                return await listening.uplink.finish()
+            return await self.client.converse(start, pcm=pcm, sample_rate=self.config.sample_rate)
+        heard = await self._hear(pcm, listening.transcription if listening else None)
+        result.stt_after_release_ms = round(heard.elapsed_s * 1000, 1)
+        if not heard.text:
+            result.errors.append("no speech recognised")
+            self.on_text("heard", "")
+            return None
+        start.language = heard.language
+        return await self.client.converse(start, transcript=heard.text)
+
+    async def _drop(self, call: ConverseCall | None, listening: Listening | None, reason: str) -> None:
+        """The turn ends early: the server stops working on it, the utterance's STT stops."""
+        if call is not None:
+            await call.cancel(reason)
+        elif listening is not None:
+            await listening.cancel(reason)
+
+    async def _in_sink(self, sink: AudioSink, work: Callable[[], None]) -> None:
+        """Run blocking sink work in a thread after a failure: another failure there is logged, not raised (the
+        first one is what the owner needs to hear about), and the sink is stopped so no stream stays open."""
+        try:
+            await asyncio.to_thread(work)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(sink.stop_now)
+            raise
+        except Exception:
+            log.exception("sink_failed", device_id=self.config.id)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(sink.stop_now)
+
     async def _receive(self, call: ConverseCall, sink: AudioSink, result: TurnResult) -> None:
-        decoder = ReplyAudio()
+        audio = ReplyAudio(sink, self.config.volume)
         async for event in call.events():
             kind = event.WhichOneof("kind")
             result.event_kinds.append(str(kind))
@@ -221,18 +223,17 @@ class Plush:
                 self.on_text("reply", event.text_delta.text)
             elif kind == "audio":
                 if result.audio_chunks == 0:
-                    self.on_state(State.SPEAKING)
+                    self._show(State.SPEAKING)
                 result.audio_chunks += 1
                 result.audio_bytes += len(event.audio.data)
                 result.sample_rate = event.audio.sample_rate
-                sink.write(self.volume(decoder.pcm(event.audio)), event.audio.sample_rate)
+                await asyncio.to_thread(audio.play, event.audio)  # one hop per chunk: decode, volume, play
             elif kind == "timing":
                 result.timings[event.timing.stage] = event.timing.duration_ms
             elif kind == "error":
                 result.errors.append(event.error.message)
             elif kind == "done":
-                if tail := decoder.flush():
-                    sink.write(self.volume(tail), result.sample_rate)
+                await asyncio.to_thread(audio.flush, result.sample_rate)
                 result.backend = event.done.backend
                 result.backend_reason = event.done.backend_reason
                 result.interrupted = event.done.interrupted
@@ -246,7 +247,7 @@ class Plush:
         """The interactive loop until the button says quit. Errors end a turn, never the loop."""
         turn: asyncio.Task[TurnResult] | None = None
         listening: Listening | None = None
-        self.on_state(State.OFFLINE if self.offline else State.IDLE)
+        self._show(State.OFFLINE if self.offline else State.IDLE)
         async for event in buttons:
             if event is ButtonEvent.QUIT:
                 break
@@ -256,16 +257,18 @@ class Plush:
                     await asyncio.gather(turn, return_exceptions=True)
                 listening = await self._listen(recorder)
             elif event is ButtonEvent.UP and listening is not None:
-                pcm = recorder.stop()
+                pcm = await asyncio.to_thread(recorder.stop)  # closing the microphone's stream blocks
                 listening.release()
                 turn = asyncio.create_task(self._guarded_turn(pcm, make_sink(), listening))
                 listening = None
         if listening is not None:
-            recorder.stop()
+            await asyncio.to_thread(recorder.stop)
             await listening.cancel("quit")
         if turn is not None and not turn.done():
             turn.cancel()
             await asyncio.gather(turn, return_exceptions=True)
+        if self._error_over is not None:
+            self._error_over.cancel()
         for task in (self._reconnecting, self._refreshing):
             if task is not None:
                 task.cancel()
@@ -274,7 +277,7 @@ class Plush:
     async def _listen(self, recorder: Recorder) -> Listening | None:
         """Button down: start recording, streaming the audio to STT on the plush or to the server at once."""
         uplink = None
-        if self.config.stt == "server":
+        if not self.stt_on_device:
             try:
                 call = await self.client.start_turn(self._turn_start())
             except UnreachableError as exc:
@@ -285,20 +288,26 @@ class Plush:
                 self._failed(exc)
                 return None
             uplink = AudioUplink(call, recorder.sample_rate)
-        listening = Listening(self.streaming if self.config.stt == "device" else None, recorder.sample_rate, uplink)
-        try:
-            recorder.start(on_audio=listening.on_audio)
+        listening = Listening(self.streaming if self.stt_on_device else None, recorder.sample_rate, uplink)
+        try:  # opening the microphone's stream blocks: in a thread, the lights and the paw board go on meanwhile
+            await asyncio.to_thread(recorder.start, on_audio=listening.on_audio)
         except PlushError as exc:  # the microphone was unplugged: this press fails, the plush goes on
             await listening.cancel("no microphone")
             self._failed(exc)
             return None
-        self.on_state(State.LISTENING)
+        self._show(State.LISTENING)
         return listening
 
     def _failed(self, exc: BaseException) -> None:
+        """Show ERROR for `error_shown_s`, then IDLE (or OFFLINE), without holding up the next press."""
         log.warning("turn_failed", device_id=self.config.id, error=str(exc))
-        self.on_state(State.ERROR)
+        self._show(State.ERROR)
         self.on_text("error", str(exc))
+        self._error_over = asyncio.get_running_loop().call_later(self.error_shown_s, self._calm)
+
+    def _calm(self) -> None:
+        self._error_over = None
+        self._show(State.OFFLINE if self.offline else State.IDLE)
 
     async def _guarded_turn(self, pcm: bytes, sink: AudioSink, listening: Listening) -> TurnResult:
         try:
@@ -320,8 +329,8 @@ class Plush:
             self._failed(exc)
             return TurnResult(errors=[f"{type(exc).__name__}: {exc}"])
         finally:
-            if not self.offline:
-                self.on_state(State.IDLE)
+            if not self.offline and self._state is not State.ERROR:
+                self._show(State.IDLE)
 
     @property
     def offline(self) -> bool:
@@ -329,17 +338,22 @@ class Plush:
 
     async def go_offline(self, sink: AudioSink | None = None) -> None:
         """Say the offline phrase (when there is one), show OFFLINE, and look for the server until it is back."""
-        self.on_state(State.OFFLINE)
-        phrase = self.phrases.load() if self.phrases else None
-        if sink is not None and phrase is not None:
-            pcm, rate = phrase
-            sink.write(self.volume(pcm), rate)
-            await asyncio.to_thread(sink.finish)
+        self._show(State.OFFLINE)
+        if sink is not None and self.phrases is not None:
+            await self._in_sink(sink, lambda: self._say_offline_phrase(sink))
         if not self.offline:
             self._reconnecting = asyncio.create_task(reconnect(self.client, on_back=self._back_online))
 
+    def _say_offline_phrase(self, sink: AudioSink) -> None:
+        """Blocking (a file read, the speaker): run in a thread."""
+        phrase = self.phrases.load() if self.phrases else None
+        if phrase is not None:
+            pcm, rate = phrase
+            sink.write(self.volume(pcm), rate)
+            sink.finish()
+
     def _back_online(self) -> None:
-        self.on_state(State.IDLE)
+        self._show(State.IDLE)
         if self.phrases is not None:
             self._refreshing = asyncio.create_task(self.phrases.refresh(self.client))
 

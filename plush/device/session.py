@@ -16,10 +16,11 @@ from rich.markup import escape
 
 from plush.config import DeviceConfig, PlushConfig, cache_home
 from plush.device.audio_io import Recorder
-from plush.device.client import CompanionClient, UnreachableError
+from plush.device.client import UnreachableError
 from plush.device.controls import Controls, KeyboardButton
 from plush.device.offline import OfflinePhrases
-from plush.device.runtime import Plush, SpeakerSink, State, TurnResult, WavSink
+from plush.device.paired_server import open_client
+from plush.device.runtime import Plush, SpeakerSink, State, TurnResult, WavSink, transcribes_on_device
 from plush.errors import PlushError
 from voice_models.audio import read_audio_file
 from voice_models.model_store import ModelStore
@@ -71,7 +72,7 @@ def _terminal_ui(console: Console) -> tuple[Callable[[State], None], Callable[[s
 
 def load_device_stt(config: PlushConfig) -> tuple[Transcriber | None, StreamingStt | None]:
     """The plush's own Whisper when it transcribes on the device, and its streaming front (VAD) when enabled."""
-    if config.device.stt != "device":
+    if not transcribes_on_device(config.device):
         return None, None
     transcriber = Transcriber.from_config(config.stt, ModelStore.from_config(config.models))
     return transcriber, StreamingStt.from_config(transcriber, config.stt) if config.stt.streaming else None
@@ -89,12 +90,16 @@ async def run_device(
 
     on_state, on_text = _terminal_ui(console)
     phrases = OfflinePhrases(cache_home() / "phrases", device.id)
-    async with CompanionClient(device.server, device.id, token=config.token()) as client:
+    async with open_client(config) as client:
         if audio_file is not None:
             await client.wait_ready(device.connect_timeout_s)
             plush = Plush(device, client, transcriber, streaming=streaming, on_state=on_state, on_text=on_text)
             pcm = read_audio_file(audio_file, device.sample_rate)
-            result = await plush.take_turn(pcm, WavSink(output_file) if output_file else speaker())
+            try:  # a failed turn still writes (or plays) what arrived before the failure
+                result = await plush.take_turn(pcm, WavSink(output_file) if output_file else speaker())
+            except PlushError as exc:
+                on_text("error", str(exc))  # on its own line, after the reply text that came before it
+                return 1
             _summary(console, result, output_file)
             return 0 if result.reply else 1
         controls = await open_controls(device)

@@ -21,19 +21,25 @@ from grpc_reflection.v1alpha import reflection
 from plush.config import PlushConfig, ServerConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
+from plush.owners import Owners
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from plush.server.auth import DeviceTokenInterceptor
+from plush.server.certificate import load_or_create
 from plush.server.companion import Companion
+from plush.server.in_flight import TurnsInFlight
 from plush.server.llm.base import LlmBackend, LlmError
 from plush.server.llm.gemini_budget import GeminiBudget
 from plush.server.llm.llama import LlamaBackend
 from plush.server.llm.router import LlmRouter
 from plush.server.memory import Memory
+from plush.server.paired_plushes import PairedPlushes
 from plush.server.persona import PersonaSource
+from plush.server.refusals import DRAIN_LIMIT_S
 from plush.server.service import CompanionService, Limits
 from plush.server.speech import SpeechOut
 from plush.server.store import Store
+from plush.server.transport import choose_transport
 from voice_models.model_store import KNOWN_MODELS, STARTER_BRAIN_HINT, ModelStore
 from voice_models.streaming_stt import StreamingStt
 from voice_models.stt import Transcriber
@@ -41,6 +47,11 @@ from voice_models.tts import Synthesizer
 
 log = get_logger(__name__)
 HOUSEKEEPING_S = 3600.0
+RECEIVE_HEADROOM = 4
+"""gRPC itself refuses only messages this many times over `server.max_message_mb`: below that the service reads
+them and refuses them with a status the client can read (grpc-python's asyncio client gets `INTERNAL` when the
+transport refuses a message it is still writing after; see refusals.py)."""
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Companion"].full_name
 
 
@@ -102,12 +113,18 @@ class RunningServer:
     companion: Companion
     health: health.aio.HealthServicer
     housekeeping: asyncio.Task[None]
+    in_flight: TurnsInFlight
 
     async def stop(self, grace: float = 2.0) -> None:
+        """Refuse new turns, stop every turn in flight (each is stored, as interrupted, with what was already
+        said), and close the store only once every turn is written to it."""
         await self.health.enter_graceful_shutdown()
+        # A stopped turn may first drain what its client still sends (refusals.py), hence the longer wait.
+        await self.in_flight.shutdown(max(grace, DRAIN_LIMIT_S) + 1.0)
         await self.server.stop(grace)
         self.housekeeping.cancel()
         await asyncio.gather(self.housekeeping, return_exceptions=True)
+        await self.companion.wait_stored()
         await self.companion.router.aclose()
         await self.companion.store.close()
 
@@ -119,6 +136,9 @@ async def start_server(config: PlushConfig) -> RunningServer:
     start exits at once instead of hanging on the database's worker thread.
     """
     cfg = config.server
+    tokens = config.allowed_devices()
+    paired = PairedPlushes.for_server(cfg)
+    transport = choose_transport(cfg, tokens, paired)  # before any model loads: a refused start is quick
     personas = PersonaSource(cfg.persona)
     persona = personas.current()
     async with AsyncExitStack() as cleanup:
@@ -135,14 +155,26 @@ async def start_server(config: PlushConfig) -> RunningServer:
             persona=personas, router=router, memory=memory, speech=SpeechOut(synthesizer, config.tts.chunk_ms)
         )
         streaming = StreamingStt.from_config(transcriber, config.stt) if transcriber and config.stt.streaming else None
-        tokens = config.allowed_devices()
+        in_flight = TurnsInFlight(cfg.max_turns_in_flight, cfg.max_stt_in_flight)
+        limits = Limits(cfg.max_audio_seconds, cfg.idle_timeout_s, int(cfg.max_message_mb * 1024 * 1024))
         service = CompanionService(
-            companion, transcriber, Limits(cfg.max_audio_seconds), streaming, bind_conversations=bool(tokens)
+            companion,
+            transcriber,
+            limits,
+            streaming,
+            bind_conversations=transport.guarded,
+            owners=Owners(config.owners),
+            in_flight=in_flight,
         )
-        server, health_servicer = _grpc_server(cfg, service, tokens)
+        guard = DeviceTokenInterceptor(tokens, paired) if transport.guarded else None
+        server, health_servicer = _grpc_server(cfg, service, guard)
         address = f"{cfg.host}:{cfg.port}"
+        certificate = load_or_create(cfg) if transport.tls else None
         try:
-            port = server.add_insecure_port(address)
+            if certificate is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, certificate.credentials())
         except RuntimeError as exc:
             raise PlushError(f"cannot listen on {address}: {exc} (is another server running? set server.port)") from exc
         await server.start()
@@ -150,21 +182,26 @@ async def start_server(config: PlushConfig) -> RunningServer:
     housekeeping = asyncio.create_task(_housekeeping(memory), name="plush-housekeeping")
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("server_started", address=f"{cfg.host}:{port}", persona=persona.name, brain=router.description)
-    return RunningServer(server, port, companion, health_servicer, housekeeping)
+    log.info(
+        "server_started",
+        address=f"{cfg.host}:{port}",
+        tls=f"sha256={certificate.fingerprint}" if certificate else "off",
+        persona=persona.name,
+        brain=router.description,
+    )
+    return RunningServer(server, port, companion, health_servicer, housekeeping, in_flight)
 
 
 def _grpc_server(
-    cfg: ServerConfig, service: CompanionService, tokens: dict[str, str]
+    cfg: ServerConfig, service: CompanionService, guard: DeviceTokenInterceptor | None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """The gRPC server with explicit message limits, device tokens, the Companion service, health, reflection."""
+    """The gRPC server with explicit message limits, the device token check (`guard`), the Companion service,
+    health and reflection."""
     size = int(cfg.max_message_mb * 1024 * 1024)
-    if not tokens and cfg.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("no_device_tokens", host=cfg.host, hint="anyone on the network may talk; set PLUSH_DEVICE_TOKENS")
     server = grpc.aio.server(
-        interceptors=[DeviceTokenInterceptor(tokens)] if tokens else None,
+        interceptors=[guard] if guard is not None else None,
         options=[
-            ("grpc.max_receive_message_length", size),
+            ("grpc.max_receive_message_length", size * RECEIVE_HEADROOM),
             ("grpc.max_send_message_length", size),
             # A second server on the same port must fail, not silently share the port's traffic.
             ("grpc.so_reuseport", 0),
@@ -188,13 +225,25 @@ async def _housekeeping(memory: Memory, every_s: float = HOUSEKEEPING_S) -> None
 
 
 async def serve_forever(config: PlushConfig, on_ready: Callable[[int], None] | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then stop gracefully; `on_ready` gets the bound port."""
+    """Run until SIGINT/SIGTERM, then stop gracefully; `on_ready` gets the bound port.
+
+    A second SIGINT/SIGTERM while stopping ends the process at once (the system's default action), for when
+    a graceful stop is not wanted or does not finish.
+    """
     running = await start_server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+
+    def first_signal() -> None:
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_DFL)
+        stop.set()
+        log.info("server_stopping", hint="turns in flight are stopped and stored; signal again to quit at once")
+
+    for sig in SIGNALS:
         with suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, first_signal)
     if on_ready is not None:
         on_ready(running.port)
     await stop.wait()

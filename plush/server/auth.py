@@ -1,6 +1,7 @@
 """Which clients may talk to the server: each plush (and chat client) shows its token as gRPC metadata
-(`authorization: Bearer <token>`), checked against `PLUSH_DEVICE_TOKENS` by a server interceptor before any
-Companion method runs. Health checks and reflection stay open, so monitoring needs no token.
+(`authorization: Bearer <token>`), checked against `PLUSH_DEVICE_TOKENS` and the paired plushes (`plush pair add`)
+by a server interceptor before any Companion method runs. Health checks and reflection stay open, so monitoring
+needs no token.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 import grpc
 
 from plush.logs import get_logger
+from plush.server.paired_plushes import PairedPlushes
+from plush.server.refusals import refuse
 
 log = get_logger(__name__)
 DEVICE_ID_KEY = "plush-device-id"
@@ -36,20 +39,30 @@ def device_id(metadata: Any) -> str:
 
 
 class DeviceTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses Companion calls whose device id and token do not match `tokens` (UNAUTHENTICATED)."""
+    """Refuses Companion calls whose device id and token match neither `tokens` nor a paired plush
+    (UNAUTHENTICATED)."""
 
-    def __init__(self, tokens: dict[str, str]) -> None:
+    def __init__(self, tokens: dict[str, str], paired: PairedPlushes | None = None) -> None:
         self._tokens = tokens
+        self._paired = paired
 
     def check(self, metadata: Any) -> str | None:
         """Why a call may not go on, or None."""
         device, token = bearer(metadata)
         expected = self._tokens.get(device)
         if not token:
-            return f"this server needs a device token: set PLUSH_DEVICE_TOKEN on the plush '{device or '?'}'"
-        if expected is None or not hmac.compare_digest(expected.encode(), token.encode()):
-            return f"the token of plush '{device or '?'}' is not accepted (see PLUSH_DEVICE_TOKENS on the server)"
-        return None
+            return (
+                f"this server needs a device token: set PLUSH_DEVICE_TOKEN on the plush '{device or '?'}', or pair "
+                "it (`plush pair add NAME` on the server, then `plush pair join CODE` on the plush)"
+            )
+        if expected is not None and hmac.compare_digest(expected.encode(), token.encode()):
+            return None
+        if self._paired is not None and device and self._paired.accepts(device, token):
+            return None
+        return (
+            f"the token of plush '{device or '?'}' is not accepted "
+            "(see `plush pair list` and PLUSH_DEVICE_TOKENS on the server)"
+        )
 
     async def intercept_service(
         self,
@@ -67,14 +80,19 @@ class DeviceTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refusal(handler: grpc.RpcMethodHandler[Any, Any], message: str) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same shape as `handler` that ends the call with UNAUTHENTICATED."""
+    """A handler of the same shape as `handler` that ends the call with UNAUTHENTICATED.
+
+    A client-streaming call (Converse) is drained first, so the client reads this status rather than the
+    INTERNAL its next write would get from grpc-python (see refusals.py).
+    """
+    streamed = handler.request_streaming
 
     async def refuse_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover - abort raises; the yield makes this a streaming handler
+        await refuse(context, grpc.StatusCode.UNAUTHENTICATED, message, request if streamed else None)
+        yield  # pragma: no cover - refuse raises; the yield makes this a streaming handler
 
     async def refuse_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await refuse(context, grpc.StatusCode.UNAUTHENTICATED, message, request if streamed else None)
 
     serializers = {
         "request_deserializer": handler.request_deserializer,

@@ -2,7 +2,8 @@
 
 The LLM streams text deltas; the sentence chunker cuts them into pieces; each piece is synthesized in a worker
 thread while the LLM keeps going, so the first audio leaves long before the reply is complete. Whatever happens
-(an error, a cancelled turn), the turn is stored.
+(an error, a cancelled turn), the turn is stored with its outcome, and every write is tracked until it is done, so
+a server shutting down closes the store only after the turns it stopped are in it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from plush.logs import get_logger
+from plush.owners import device_owner
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.server.llm.base import Prompt
 from plush.server.llm.router import LlmRouter, Route
@@ -21,6 +24,7 @@ from plush.server.persona import Persona, PersonaSource
 from plush.server.sentence_chunker import SentenceChunker, speakable
 from plush.server.speech import SpeechOut
 from plush.server.store import Store, TurnRecord
+from plush.server.store.records import Outcome
 from voice_models.opus import OpusEncoder
 from voice_models.tts import TtsError
 
@@ -59,6 +63,12 @@ class TurnRequestData:
     output_sample_rate: int = 0
     output_encoding: int = pb.AUDIO_ENCODING_PCM_S16LE
     clock: Stopwatch = field(default_factory=Stopwatch)
+    owner: str = ""
+    """Whose memory the turn reads and adds to (set by the transport from the caller, see plush/owners.py);
+    empty means the device alone."""
+
+    def __post_init__(self) -> None:
+        self.owner = self.owner or device_owner(self.device_id)
 
 
 class Companion:
@@ -77,16 +87,19 @@ class Companion:
         self.memory = memory
         self.store: Store = memory.store
         self.speech = speech
+        self._writes: set[asyncio.Task[None]] = set()
 
     @property
     def persona(self) -> Persona:
         """The persona in use now (reloaded when its file changed)."""
         return self.personas.current()
 
-    async def prompt_for(self, conversation_id: str, user_text: str) -> Prompt:
-        """System prompt + the conversation's window + the memory note + the new message."""
+    async def prompt_for(self, conversation_id: str, user_text: str, *, owner: str) -> Prompt:
+        """System prompt + the conversation's window + the owner's memory note + the new message."""
         persona = self.persona
-        prompt, _ = await self.memory.prompt(persona.system_prompt, conversation_id, user_text, speaker=persona.name)
+        prompt, _ = await self.memory.prompt(
+            persona.system_prompt, conversation_id, user_text, owner=owner, speaker=persona.name
+        )
         return prompt
 
     async def reply(self, turn: TurnRequestData) -> AsyncGenerator[pb.TurnEvent]:
@@ -101,21 +114,28 @@ class Companion:
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
 
+    async def store_unanswered(self, turn: TurnRequestData, outcome: Outcome, error: str = "") -> None:
+        """Store a turn that ended before the brain was asked (abandoned, no speech, refused, failed STT)."""
+        record = _record(turn, outcome=outcome, error=error)
+        turn.clock.record("total", 0.0)
+        record.timings = turn.clock.durations()
+        level = log.warning if outcome in ("refused", "error") else log.info
+        level("turn_done", turn_id=turn.turn_id, device_id=turn.device_id, outcome=outcome, error=error)
+        await self._store(record)
+
+    async def wait_stored(self) -> None:
+        """Wait until every turn write started so far has finished (before the store closes)."""
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
     async def _produce(self, turn: TurnRequestData, emit: Emit, finish: Callable[[], None]) -> None:
-        record = TurnRecord(
-            id=turn.turn_id,
-            conversation_id=turn.conversation_id,
-            device_id=turn.device_id,
-            source=turn.source,
-            user_text=turn.user_text,
-            language=turn.language,
-        )
+        record = _record(turn)
         route = Route()
         persona = self.persona
         try:
-            await self.memory.learn(turn.conversation_id, turn.user_text)
+            await self.memory.learn(turn.conversation_id, turn.user_text, owner=turn.owner)
             prompt, _ = await self.memory.prompt(
-                persona.system_prompt, turn.conversation_id, turn.user_text, speaker=persona.name
+                persona.system_prompt, turn.conversation_id, turn.user_text, owner=turn.owner, speaker=persona.name
             )
             pieces: asyncio.Queue[str | None] = asyncio.Queue()
             speaking = self.speech is not None and turn.want_audio
@@ -132,21 +152,22 @@ class Companion:
                     fallback=persona.spec.fallback_line,
                 )
         except asyncio.CancelledError:
-            record.interrupted = True
+            record.outcome = "interrupted"
             raise
         except Exception as exc:  # any failure is reported to the client and stored, never lost
             log.exception("turn_failed", turn_id=turn.turn_id)
-            record.error = record.error or f"{type(exc).__name__}: {exc}"
-            emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_INTERNAL, message=record.error)))
+            message = f"{type(exc).__name__}: {exc}"
+            record.outcome = "error"
+            record.add_error(message)
+            emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_INTERNAL, message=message)))
         finally:
             turn.clock.record("total", 0.0)
             record.reply_text = record.reply_text.strip()
             record.backend, record.backend_reason = route.backend, route.reason
             record.prompt_tokens, record.output_tokens = route.usage.prompt_tokens, route.usage.output_tokens
-            record.error = record.error or route.error
+            record.add_error(route.error)
             record.timings = turn.clock.durations()
-            # Shielded: a turn cancelled twice (barge-in, then the client hanging up) must still be stored.
-            await asyncio.shield(self._store(record))
+            await self._store(record)
             for stage, (start, duration) in turn.clock.stages.items():
                 timing = pb.StageTiming(stage=stage, duration_ms=duration, started_at_ms=start)
                 emit(_event(turn, timing=timing))
@@ -164,7 +185,7 @@ class Companion:
                 device_id=turn.device_id,
                 backend=route.backend,
                 reason=route.reason,
-                interrupted=record.interrupted,
+                outcome=record.outcome,
                 **{f"{k}_ms": v for k, v in record.timings.items()},
             )
 
@@ -186,13 +207,16 @@ class Companion:
         chunker = SentenceChunker()
         start = turn.clock.now_ms()
         try:
-            async for delta in self.router.stream(prompt, route, fallback, client_id=turn.device_id):
-                if not record.reply_text:
-                    turn.clock.record("llm_first_token", start)
-                record.reply_text += delta
-                emit(_event(turn, text_delta=pb.ReplyText(text=delta)))
-                for piece in chunker.feed(delta):
-                    pieces.put_nowait(piece)
+            # aclosing: a cancelled turn closes the stream now, so the backend stops generating at once.
+            stream = self.router.stream(prompt, route, fallback, client_id=turn.device_id)
+            async with aclosing(stream) as deltas:
+                async for delta in deltas:
+                    if not record.reply_text:
+                        turn.clock.record("llm_first_token", start)
+                    record.reply_text += delta
+                    emit(_event(turn, text_delta=pb.ReplyText(text=delta)))
+                    for piece in chunker.feed(delta):
+                        pieces.put_nowait(piece)
             turn.clock.record("llm", start)
             if (rest := chunker.flush()) is not None:
                 pieces.put_nowait(rest)
@@ -230,7 +254,7 @@ class Companion:
             try:
                 chunks = await self.speech.speak(piece, rate, encoder)
             except TtsError as exc:
-                record.error = str(exc)
+                record.add_error(str(exc))
                 emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_TTS_FAILED, message=str(exc))))
                 continue
             synth_ms += turn.clock.now_ms() - started
@@ -242,10 +266,33 @@ class Companion:
             turn.clock.stages["tts"] = (turn.clock.stages["first_audio"][0], synth_ms)
 
     async def _store(self, record: TurnRecord) -> None:
+        """Store the turn in a task of its own, tracked until written: a turn cancelled twice (barge-in, then the
+        client hanging up) is still stored, and shutdown waits for it (`wait_stored`) before closing the store."""
+        write = asyncio.create_task(self._write(record), name=f"plush-store-{record.id}")
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        await asyncio.shield(write)
+
+    async def _write(self, record: TurnRecord) -> None:
         try:
             await self.store.add_turn(record)
         except Exception:  # the reply already went out; a failed write must not break the stream
-            log.exception("turn_not_stored", turn_id=record.id)
+            log.exception("turn_not_stored", turn_id=record.id, outcome=record.outcome)
+
+
+def _record(turn: TurnRequestData, outcome: Outcome = "answered", error: str = "") -> TurnRecord:
+    """The turn's log entry, before its reply (if any) is known."""
+    return TurnRecord(
+        id=turn.turn_id,
+        conversation_id=turn.conversation_id,
+        device_id=turn.device_id,
+        source=turn.source,
+        user_text=turn.user_text,
+        language=turn.language,
+        owner=turn.owner,
+        outcome=outcome,
+        error=error,
+    )
 
 
 def _event(turn: TurnRequestData, **kind: object) -> pb.TurnEvent:

@@ -4,6 +4,9 @@ Per conversation (a plush, a Telegram chat) the last `history_turns` answered tu
 Facts the owner asked to keep ("remember that ...", "... 기억해 줘", or `plush memory remember`) and older turns
 that share words with the new message (SQLite FTS5) go into a short memory note placed with the new message,
 within a token budget: facts first (newest first), then the best-matching older turns.
+
+Everything here is for one owner (a household, or a plush alone: see plush/owners.py): the window, the facts and
+the recalled turns are that owner's only, so nothing one plush is told reaches another owner's prompt.
 """
 
 from __future__ import annotations
@@ -127,28 +130,28 @@ class Memory:
         self.store = store
         self.config = config
 
-    async def learn(self, conversation_id: str, user_text: str) -> Fact | None:
-        """Store the fact in an explicit "remember that ..." message; None when there is none."""
+    async def learn(self, conversation_id: str, user_text: str, *, owner: str) -> Fact | None:
+        """Store the fact in an explicit "remember that ..." message for `owner`; None when there is none."""
         if not self.config.remember_phrases:
             return None
         fact_text = extract_fact(user_text)
         if fact_text is None:
             return None
-        fact = await self.store.add_fact(fact_text, source=conversation_id)
-        log.info("fact_remembered", conversation_id=conversation_id, fact_id=fact.id)
+        fact = await self.store.add_fact(fact_text, source=conversation_id, owner=owner)
+        log.info("fact_remembered", conversation_id=conversation_id, owner=owner, fact_id=fact.id)
         return fact
 
-    async def recollect(self, conversation_id: str, user_text: str) -> Recollection:
-        """The window, the facts and the recalled turns for a new message, within the token budget."""
+    async def recollect(self, conversation_id: str, user_text: str, *, owner: str) -> Recollection:
+        """The owner's window, facts and recalled turns for a new message, within the token budget."""
         cfg = self.config
-        window = await self.store.recent_turns(conversation_id, cfg.history_turns)
+        window = await self.store.recent_turns(conversation_id, cfg.history_turns, owner=owner)
         history: list[Message] = []
         for turn in window:
             history.append(Message("user", turn.user_text))
             history.append(Message("assistant", turn.reply_text))
         budget = cfg.max_tokens
         facts: list[Fact] = []
-        for fact in reversed(await self.store.list_facts()):  # newest first
+        for fact in reversed(await self.store.list_facts(owner)):  # newest first
             cost = approx_tokens(fact.text) + 2
             if cost > budget:
                 break
@@ -160,6 +163,7 @@ class Memory:
             found = await self.store.search_turns(
                 terms,
                 limit=cfg.recall_turns,
+                owner=owner,
                 conversation_id=conversation_id if cfg.recall_scope == "conversation" else None,
                 exclude=[turn.id for turn in window],
             )
@@ -172,10 +176,10 @@ class Memory:
         return Recollection(tuple(history), tuple(reversed(facts)), tuple(recalled))
 
     async def prompt(
-        self, system: str, conversation_id: str, user_text: str, *, speaker: str = "Assistant"
+        self, system: str, conversation_id: str, user_text: str, *, owner: str, speaker: str = "Assistant"
     ) -> tuple[Prompt, Recollection]:
-        """The whole prompt for a new message; `speaker` is the persona's name (see `Prompt.speaker`)."""
-        recollection = await self.recollect(conversation_id, user_text)
+        """The whole prompt for `owner`'s new message; `speaker` is the persona's name (see `Prompt.speaker`)."""
+        recollection = await self.recollect(conversation_id, user_text, owner=owner)
         prompt = Prompt(system, recollection.history, user_text, recollection.note(), speaker=speaker)
         return prompt, recollection
 

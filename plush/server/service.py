@@ -1,8 +1,9 @@
 """The gRPC Companion service: checks each stream against the contract, then hands the turn to the brain.
 
-Protocol mistakes (no TurnStart first, an unsupported audio format, too much audio, an empty turn) end the RPC
-with INVALID_ARGUMENT and a message saying what was wrong; the server itself carries on with the next turn.
-After TurnEnd the request stream is still read, so a Cancel (barge-in) stops the reply at once.
+Every turn is admitted by `TurnsInFlight` (bounded, one open turn per plush, stopped at shutdown) and ends with a
+status a client can read and an outcome in the turn log, whatever happens: refusals (a broken contract, a server
+limit) drain what the client is still sending before the status goes out (see refusals.py). After TurnEnd the
+request stream is still read, so a Cancel (barge-in) stops the reply at once.
 """
 
 from __future__ import annotations
@@ -10,19 +11,34 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
+from plush.config import ServerConfig
 from plush.errors import AudioFormatError
 from plush.logs import get_logger
+from plush.owners import Owners
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from plush.server.auth import device_id
 from plush.server.companion import Companion, TurnRequestData
-from voice_models.audio import WHISPER_RATE, PcmResampleStream, pcm16_to_float, resample_pcm16
+from plush.server.in_flight import AdmissionError, Slot, StopReason, TurnsInFlight
+from plush.server.refusals import refuse
+from plush.server.store.records import Outcome
+from plush.server.utterance import (
+    Limits,
+    TurnEndedError,
+    TurnRequests,
+    Utterance,
+    conversation_problem,
+    output_problem,
+    protocol_error,
+    read_utterance,
+)
+from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16
 from voice_models.streaming_stt import StreamingStt, StreamingTranscription
 from voice_models.stt import SttError, Transcriber
 from voice_models.tts import TtsError
@@ -32,52 +48,13 @@ log = get_logger(__name__)
 if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
-MIN_RATE, MAX_RATE = 8000, 48000
+__all__ = ["CompanionService", "Limits"]
 MAX_CHAT_CHARS = 4000
-DRAIN_LIMIT_S = 2.0
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one turn may carry."""
-
-    max_audio_seconds: float
-
-
-class ProtocolError(Exception):
-    """A request that breaks the contract; becomes INVALID_ARGUMENT.
-
-    `client_done` says the client already sent TurnEnd (or closed), so there is nothing left to drain.
-    """
-
-    def __init__(self, message: str, *, client_done: bool = False) -> None:
-        super().__init__(message)
-        self.client_done = client_done
-
-
-@dataclass
-class Utterance:
-    """What the device sent before TurnEnd."""
-
-    start: pb.TurnStart
-    transcript: str | None = None
-    pcm: bytearray | None = None
-    sample_rate: int = 0
-    cancelled: bool = False
-    ended: bool = False
-    transcription: StreamingTranscription | None = None
-    """Streaming STT fed as the audio arrives (when the server has it), so little is left at TurnEnd."""
-    resample: PcmResampleStream | None = None
-
-    def drop_transcription(self) -> None:
-        """Stop the streaming STT's worker (the turn failed or was cancelled before its text was needed)."""
-        if self.transcription is not None:
-            self.transcription.cancel()
-            self.transcription = None
+UNKNOWN_DEVICE = "unknown"
 
 
 class CompanionService(pb_grpc.CompanionServicer):
-    """Implements Converse (the plush) and Chat (text clients)."""
+    """Implements Converse (the plush), Chat (text clients) and Phrases (the plush's offline line)."""
 
     def __init__(
         self,
@@ -87,6 +64,8 @@ class CompanionService(pb_grpc.CompanionServicer):
         streaming: StreamingStt | None = None,
         *,
         bind_conversations: bool = False,
+        owners: Owners | None = None,
+        in_flight: TurnsInFlight | None = None,
     ) -> None:
         self.companion = companion
         self.transcriber = transcriber
@@ -94,86 +73,121 @@ class CompanionService(pb_grpc.CompanionServicer):
         self.streaming = streaming
         self.bind_conversations = bind_conversations
         """With device tokens on, a client names conversations only inside its own (it cannot read others')."""
+        self.owners = owners or Owners()
+        """Whose memory each caller's turns use: its household's, or its own (see plush/owners.py)."""
+        if in_flight is None:
+            defaults = ServerConfig()
+            in_flight = TurnsInFlight(defaults.max_turns_in_flight, defaults.max_stt_in_flight)
+        self.in_flight = in_flight
+        """The turns being served (shared with the app, which stops them at shutdown)."""
 
     async def Converse(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[pb.TurnRequest], context: Context
-    ) -> AsyncIterator[pb.TurnEvent]:
-        device_id = _device_id(context)
-        turn_id = uuid.uuid4().hex[:12]
+    ) -> None:
+        """A spoken turn: TurnStart, audio or a transcript, TurnEnd; then the reply, until it is done or cancelled."""
+        requests = TurnRequests(request_iterator, self.limits)
+        client_id = _device_id(context)
         try:
-            utterance = await self._read_utterance(request_iterator)
-        except ProtocolError as exc:
-            log.warning("bad_request", device_id=device_id, error=str(exc))
-            if not exc.client_done:
-                await _drain(request_iterator)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            start = await _turn_start(requests)
+        except TurnEndedError as ended:  # not a turn yet: nothing to store
+            log.warning("bad_request", device_id=client_id, error=str(ended))
+            await refuse(context, ended.code, str(ended), None if ended.client_done else requests.stream)
+        turn = self._turn(client_id, "device", start.conversation_id, start)
+        turn.language = start.language
+        progress = _Progress()
+        try:
+            await self._converse(turn, start, requests, context, progress)
+        except TurnEndedError as ended:
+            if not progress.replying:  # a reply in progress is stored by the brain
+                await self.companion.store_unanswered(turn, ended.outcome, str(ended))
+            await refuse(context, ended.code, str(ended), None if ended.client_done else requests.stream)
+        except asyncio.CancelledError:
+            stopped = progress.slot.stopped if progress.slot is not None else None
+            read = progress.utterance is not None
+            if not progress.replying:
+                outcome: Outcome = "interrupted" if read or stopped is StopReason.SHUTDOWN else "abandoned"
+                await self.companion.store_unanswered(
+                    turn, outcome, stopped.message if stopped else "the client hung up"
+                )
+            if stopped is None:  # the client hung up: nobody is left to tell
+                raise
+            _uncancel()
+            await refuse(context, stopped.code, stopped.message, None if read else requests.stream)
+        except Exception as exc:  # a bug or a failing model: the turn is stored with its error, the client told
+            log.exception("turn_failed", turn_id=turn.turn_id, device_id=client_id)
+            message = f"{type(exc).__name__}: {exc}"
+            if not progress.replying:
+                await self.companion.store_unanswered(turn, "error", message)
+            drain = None if progress.utterance is not None else requests.stream
+            await refuse(context, grpc.StatusCode.INTERNAL, f"the server failed on this turn: {message}", drain)
+        finally:
+            if progress.utterance is not None:
+                progress.utterance.drop_transcription()
+            if progress.slot is not None:
+                self.in_flight.release(progress.slot)
+
+    async def _converse(
+        self,
+        turn: TurnRequestData,
+        start: pb.TurnStart,
+        requests: TurnRequests,
+        context: Context,
+        progress: _Progress,
+    ) -> None:
+        """A Converse turn from its TurnStart to its reply's end; how it ends otherwise is raised."""
+        if problem := output_problem(start.output_sample_rate, start.output_encoding) or conversation_problem(
+            start.conversation_id
+        ):
+            raise protocol_error(problem)
+        slot = progress.slot = self._admit(turn, one_per_device=turn.device_id != UNKNOWN_DEVICE)
+        utterance = progress.utterance = await read_utterance(requests, start, lambda rate: self._start_stt(slot, rate))
+        if utterance.cancelled:
+            await self.companion.store_unanswered(turn, "abandoned", "cancelled before TurnEnd")
             return
-        if utterance.cancelled or not utterance.ended:
-            utterance.drop_transcription()
-            return
-        turn = TurnRequestData(
-            turn_id=turn_id,
-            conversation_id=self._conversation(utterance.start.conversation_id, f"device:{device_id}"),
-            device_id=device_id,
-            source="device",
-            user_text="",
-            language=utterance.start.language,
-            want_audio=utterance.start.want_audio,
-            output_sample_rate=utterance.start.output_sample_rate,
-            output_encoding=utterance.start.output_encoding,
-        )
-        if utterance.transcript is None:
-            try:
-                turn.user_text, turn.language = await self._transcribe(utterance, turn)
-            except (AudioFormatError, SttError) as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                return
-        else:
-            turn.user_text = utterance.transcript
-        yield pb.TurnEvent(
-            turn_id=turn_id, transcript=pb.Transcript(text=turn.user_text, language=turn.language, final=True)
-        )
+        turn.user_text, turn.language = await self._text_of(utterance, turn, slot)
+        heard = pb.Transcript(text=turn.user_text, language=turn.language, final=True)
+        await self._send(context, pb.TurnEvent(turn_id=turn.turn_id, transcript=heard))
         if not turn.user_text:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no speech was recognised in the audio")
-            return
-        async for event in self._reply_until_cancelled(turn, request_iterator):
-            yield event
+            raise TurnEndedError(
+                grpc.StatusCode.INVALID_ARGUMENT, "no speech was recognised in the audio", "no_speech", client_done=True
+            )
+        progress.replying = True
+        await self._reply(turn, requests, context)
 
     async def Chat(  # noqa: N802 - gRPC method name
         self, request: pb.ChatRequest, context: Context
-    ) -> AsyncIterator[pb.TurnEvent]:
-        text = request.text.strip()
-        if not text:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty message: send some text")
-            return
-        if len(text) > MAX_CHAT_CHARS:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"message too long: {len(text)} characters (max {MAX_CHAT_CHARS})",
-            )
-            return
-        if (problem := _output_problem(request.output_sample_rate, request.output_encoding)) is not None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-            return
+    ) -> None:
+        """A text turn: the reply streams back as events (text, audio when asked for, timings, done)."""
         client_id = _device_id(context)
-        turn = TurnRequestData(
-            turn_id=uuid.uuid4().hex[:12],
-            conversation_id=self._conversation(request.conversation_id, f"chat:{client_id}"),
-            device_id=client_id,
-            source="chat",
-            user_text=text,
-            want_audio=request.want_audio,
-            output_sample_rate=request.output_sample_rate,
-            output_encoding=request.output_encoding,
-        )
-        async for event in self.companion.reply(turn):
-            yield event
+        text = request.text.strip()
+        turn = self._turn(client_id, "chat", request.conversation_id, request)
+        turn.user_text = text[:MAX_CHAT_CHARS]
+        slot: Slot | None = None
+        try:
+            if problem := _chat_problem(text, request):
+                raise protocol_error(problem)
+            slot = self._admit(turn, one_per_device=False)
+            async with aclosing(self.companion.reply(turn)) as replies:
+                async for event in replies:
+                    await self._send(context, event)
+        except TurnEndedError as ended:
+            if slot is None:  # once admitted, the brain stores the turn
+                await self.companion.store_unanswered(turn, ended.outcome, str(ended))
+            await context.abort(ended.code, str(ended))
+        except asyncio.CancelledError:
+            if slot is None or slot.stopped is None:
+                raise
+            _uncancel()
+            await context.abort(slot.stopped.code, slot.stopped.message)
+        finally:
+            if slot is not None:
+                self.in_flight.release(slot)
 
     async def Phrases(  # noqa: N802 - gRPC method name
         self, request: pb.PhrasesRequest, context: Context
     ) -> pb.PhrasesReply:
         """The persona's offline line in its voice, for the plush to keep for when the server is unreachable."""
-        if (problem := _output_problem(request.output_sample_rate, pb.AUDIO_ENCODING_PCM_S16LE)) is not None:
+        if (problem := output_problem(request.output_sample_rate, pb.AUDIO_ENCODING_PCM_S16LE)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         persona = self.companion.persona
         speech = self.companion.speech
@@ -192,95 +206,91 @@ class CompanionService(pb_grpc.CompanionServicer):
         reply.phrases.append(phrase)
         return reply
 
+    def _turn(
+        self, client_id: str, source: str, requested: str, wanted: pb.TurnStart | pb.ChatRequest
+    ) -> TurnRequestData:
+        """A new turn of this client; a conversation name that is too long is refused later, the turn kept in
+        the client's own conversation."""
+        own = f"{source}:{client_id}"
+        return TurnRequestData(
+            turn_id=uuid.uuid4().hex[:12],
+            conversation_id=self._conversation("" if conversation_problem(requested) else requested, own),
+            device_id=client_id,
+            owner=self.owners.for_device(client_id),
+            source=source,
+            user_text="",
+            want_audio=wanted.want_audio,
+            output_sample_rate=wanted.output_sample_rate,
+            output_encoding=wanted.output_encoding,
+        )
+
     def _conversation(self, requested: str, own: str) -> str:
         """The conversation a turn belongs to: the client's own, or one it named (inside its own when bound)."""
         if not requested:
             return own
         return f"{own}/{requested}" if self.bind_conversations else requested
 
-    async def _read_utterance(self, requests: AsyncIterator[pb.TurnRequest]) -> Utterance:
-        """Read TurnStart, then audio or a transcript, up to TurnEnd (or Cancel, or the stream's end)."""
-        first = await anext(requests, None)
-        if first is None:
-            raise ProtocolError("empty stream: a turn starts with a TurnStart message", client_done=True)
-        kind = first.WhichOneof("kind")
-        if kind != "start":
-            raise ProtocolError(f"a turn must start with TurnStart, got '{kind}' first")
-        if (problem := _output_problem(first.start.output_sample_rate, first.start.output_encoding)) is not None:
-            raise ProtocolError(problem)
-        utterance = Utterance(start=first.start)
+    def _admit(self, turn: TurnRequestData, *, one_per_device: bool) -> Slot:
         try:
-            await self._read_turn(utterance, requests)
-        except BaseException:
-            utterance.drop_transcription()
-            raise
-        return utterance
+            return self.in_flight.admit(turn.turn_id, turn.device_id, one_per_device=one_per_device)
+        except AdmissionError as exc:
+            raise TurnEndedError(exc.code, str(exc), "refused") from exc
 
-    async def _read_turn(self, utterance: Utterance, requests: AsyncIterator[pb.TurnRequest]) -> None:
-        """The messages after TurnStart, up to TurnEnd or Cancel."""
-        async for request in requests:
-            kind = request.WhichOneof("kind")
-            if kind == "audio":
-                self._add_audio(utterance, request.audio)
-            elif kind == "transcript":
-                utterance.transcript = request.transcript.text.strip()
-            elif kind == "end":
-                utterance.ended = True
-                break
-            elif kind == "cancel":
-                utterance.cancelled = True
-                break
-            else:
-                raise ProtocolError(f"unexpected '{kind}' message inside a turn")
-        if utterance.ended and utterance.transcript is None and not utterance.pcm:
-            raise ProtocolError("empty turn: no audio and no transcript before TurnEnd", client_done=True)
-        if utterance.transcript is not None and utterance.pcm:
-            raise ProtocolError("a turn carries audio or a transcript, not both", client_done=True)
+    def _start_stt(self, slot: Slot, sample_rate: int) -> StreamingTranscription | None:
+        """At a turn's first audio chunk: a place in server-side STT, and a streaming transcription to feed."""
+        if self.transcriber is None:
+            raise protocol_error("speech to text is off on this server (server.stt_on_server); send a transcript")
+        try:
+            self.in_flight.take_stt(slot)
+        except AdmissionError as exc:
+            raise TurnEndedError(exc.code, str(exc), "refused") from exc
+        return self.streaming.begin() if self.streaming is not None else None
 
-    def _add_audio(self, utterance: Utterance, chunk: pb.AudioChunk) -> None:
-        if chunk.encoding not in (pb.AUDIO_ENCODING_UNSPECIFIED, pb.AUDIO_ENCODING_PCM_S16LE):
-            raise ProtocolError(f"unsupported audio encoding {pb.AudioEncoding.Name(chunk.encoding)}; send PCM_S16LE")
-        if chunk.channels not in (0, 1):
-            raise ProtocolError(f"unsupported channel count {chunk.channels}; send mono audio")
-        if not MIN_RATE <= chunk.sample_rate <= MAX_RATE:
-            raise ProtocolError(
-                f"unsupported sample rate {chunk.sample_rate} Hz; send {MIN_RATE}-{MAX_RATE} Hz (16000 is best)"
-            )
-        if utterance.pcm is None:
-            utterance.pcm, utterance.sample_rate = bytearray(), chunk.sample_rate
-        elif chunk.sample_rate != utterance.sample_rate:
-            raise ProtocolError(f"sample rate changed mid-turn from {utterance.sample_rate} to {chunk.sample_rate}")
-        if len(chunk.data) % 2:
-            raise ProtocolError("PCM_S16LE audio must have an even number of bytes")
-        utterance.pcm.extend(chunk.data)
-        seconds = len(utterance.pcm) / (2 * utterance.sample_rate)
-        if seconds > self.limits.max_audio_seconds:
-            raise ProtocolError(f"audio is longer than the {self.limits.max_audio_seconds:g} s maximum for a turn")
-        if self.streaming is not None:
-            if utterance.transcription is None:
-                utterance.transcription = self.streaming.begin()
-                utterance.resample = PcmResampleStream(utterance.sample_rate, WHISPER_RATE)
-            assert utterance.resample is not None
-            utterance.transcription.feed(utterance.resample.feed(chunk.data))
+    async def _text_of(self, utterance: Utterance, turn: TurnRequestData, slot: Slot) -> tuple[str, str]:
+        """What the owner said: the device's transcript, or the server's transcription of the audio."""
+        if utterance.transcript is not None:
+            return utterance.transcript, turn.language
+        try:
+            return await self._transcribe(utterance, turn)
+        except AudioFormatError as exc:
+            raise protocol_error(str(exc), client_done=True) from exc
+        except SttError as exc:
+            raise TurnEndedError(grpc.StatusCode.INTERNAL, str(exc), "error", client_done=True) from exc
+        finally:
+            self.in_flight.release_stt(slot)
 
     async def _transcribe(self, utterance: Utterance, turn: TurnRequestData) -> tuple[str, str]:
-        """The utterance's text: what streaming STT has left to finish, or the whole recording decoded now."""
+        """The utterance's text: what streaming STT has left to finish, or the whole recording decoded now.
+
+        Cancelling the turn drops work that has not started: the streaming worker is cancelled by the caller,
+        and a whole-recording job still queued for a worker thread never runs.
+        """
         start = turn.clock.now_ms()
         if utterance.transcription is not None and utterance.resample is not None:
             utterance.transcription.feed(utterance.resample.flush())
             result = await utterance.transcription.finish_async()
+            utterance.transcription = None
         else:
-            if self.transcriber is None:
-                raise SttError("speech to text is off on this server (server.stt_on_server); send a transcript instead")
-            assert utterance.pcm is not None
+            assert self.transcriber is not None and utterance.pcm is not None
             pcm = resample_pcm16(bytes(utterance.pcm), utterance.sample_rate, WHISPER_RATE)
             result = await asyncio.to_thread(self.transcriber.transcribe, pcm16_to_float(pcm))
         turn.clock.record("stt", start)
         return result.text, result.language
 
-    async def _reply_until_cancelled(
-        self, turn: TurnRequestData, requests: AsyncIterator[pb.TurnRequest]
-    ) -> AsyncIterator[pb.TurnEvent]:
+    async def _send(self, context: Context, event: pb.TurnEvent) -> None:
+        """Write one event; a client that reads nothing for `idle_timeout_s` loses the turn (no write hangs)."""
+        try:
+            async with asyncio.timeout(self.limits.idle_timeout_s):
+                await context.write(event)
+        except TimeoutError:
+            raise TurnEndedError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the client read nothing for {self.limits.idle_timeout_s:g} s (server.idle_timeout_s)",
+                "interrupted",
+                client_done=True,
+            ) from None
+
+    async def _reply(self, turn: TurnRequestData, requests: TurnRequests, context: Context) -> None:
         """Stream the reply while watching the request stream for Cancel (barge-in)."""
         events: asyncio.Queue[pb.TurnEvent | None] = asyncio.Queue()
 
@@ -293,7 +303,7 @@ class CompanionService(pb_grpc.CompanionServicer):
                 events.put_nowait(None)
 
         async def watch() -> None:
-            async for request in requests:
+            async for request in requests.stream:
                 if request.WhichOneof("kind") == "cancel":
                     log.info("turn_cancelled", turn_id=turn.turn_id, device_id=turn.device_id)
                     pumper.cancel()
@@ -303,33 +313,51 @@ class CompanionService(pb_grpc.CompanionServicer):
         watcher = asyncio.create_task(watch())
         try:
             while (event := await events.get()) is not None:
-                yield event
+                await self._send(context, event)
         finally:
             for task in (pumper, watcher):
                 task.cancel()
             await asyncio.gather(pumper, watcher, return_exceptions=True)
 
 
-async def _drain(requests: AsyncIterator[pb.TurnRequest], limit_s: float = DRAIN_LIMIT_S) -> None:
-    """Read what the client is still sending for this turn (up to TurnEnd/Cancel, bounded) before failing it.
+@dataclass
+class _Progress:
+    """How far a Converse turn got, for whoever ends it: what to store, what to release."""
 
-    grpc-python's asyncio client reports INTERNAL instead of the server's status when one of its writes fails
-    because the server already ended the call (grpc/grpc#36066), so the status waits until the client is done.
-    """
-    with suppress(TimeoutError, grpc.aio.AioRpcError):
-        async with asyncio.timeout(limit_s):
-            async for request in requests:
-                if request.WhichOneof("kind") in ("end", "cancel"):
-                    return
+    slot: Slot | None = None
+    utterance: Utterance | None = None
+    """Set once TurnEnd (or Cancel) has arrived."""
+    replying: bool = False
+    """The brain has the turn: it stores the turn itself, however the reply ends."""
 
 
-def _output_problem(sample_rate: int, encoding: int) -> str | None:
-    """What is wrong with the reply format a client asked for, or None."""
-    if encoding not in pb.AudioEncoding.values():
-        return f"unknown output encoding {encoding}; ask for PCM_S16LE or OPUS"
-    if sample_rate and not MIN_RATE <= sample_rate <= MAX_RATE:
-        return f"unsupported output sample rate {sample_rate} Hz; ask for {MIN_RATE}-{MAX_RATE} Hz (or 0)"
-    return None
+async def _turn_start(requests: TurnRequests) -> pb.TurnStart:
+    """The stream's first message, which must be TurnStart."""
+    first = await requests.next()
+    if first is None:
+        raise protocol_error("empty stream: a turn starts with a TurnStart message", client_done=True)
+    kind = first.WhichOneof("kind")
+    if kind != "start":
+        raise protocol_error(f"a turn must start with TurnStart, got '{kind}' first")
+    return first.start
+
+
+def _chat_problem(text: str, request: pb.ChatRequest) -> str | None:
+    """What is wrong with a text message, or None."""
+    if not text:
+        return "empty message: send some text"
+    if len(text) > MAX_CHAT_CHARS:
+        return f"message too long: {len(text)} characters (max {MAX_CHAT_CHARS})"
+    return output_problem(request.output_sample_rate, request.output_encoding) or conversation_problem(
+        request.conversation_id
+    )
+
+
+def _uncancel() -> None:
+    """The server itself stopped this RPC's task (shutdown, a newer turn): let it go on to tell the client why."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def _device_id(context: Context) -> str:

@@ -4,13 +4,16 @@ The board is found by its configured port or by the USB vendor id of the boards 
 proven by its HELLO. A heartbeat (PING every `ping_every_s`) notices a board that stopped answering; a read error
 means it was unplugged. Either way the plush keeps running: the board is looked for again with exponential
 backoff and jitter, greeted, and shown the current state, and a button that was down when the cable went is
-released. Garbage bytes and over-long lines are dropped and counted, never a crash.
+released. Garbage bytes and over-long lines are dropped and counted, never a crash. The port scan and every
+read and write run in threads: a wedged USB link (writes wait up to their 0.5 s timeout) never stalls the event
+loop, so the plush's audio and turn go on whatever the board does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import random
 import threading
 import time
@@ -86,8 +89,8 @@ class SerialPaw(QueuedControls):
         self._led = "idle"
         self._pressed = False
         self._closing = False
-        self._serial: Any = None
-        self._write_lock = threading.Lock()
+        self._writes: queue.SimpleQueue[bytes | None] | None = None
+        """Lines for the board, written by the session's writer thread (None: not connected)."""
         self._supervisor: asyncio.Task[None] | None = None
         self.version = ""
         self.noise = 0
@@ -135,7 +138,7 @@ class SerialPaw(QueuedControls):
     async def _supervise(self) -> None:
         backoff = 0.2
         while not self._closing:
-            port = self._finder(self.port)
+            port = await asyncio.to_thread(self._finder, self.port)  # a scan of the USB serial devices
             if port is not None:
                 try:
                     await self._session(port)
@@ -158,22 +161,26 @@ class SerialPaw(QueuedControls):
 
     async def _session(self, port: str) -> None:
         """One connection: greet, then relay lines and keep the heartbeat until the board is lost."""
-        # write_timeout: a wedged USB link must not block the event loop's LED writes.
+        # write_timeout: a wedged USB link must not hold the writer thread (and the session's end) for long.
         device = await asyncio.to_thread(
             self._serial_lib.Serial, port, proto.BAUD_RATE, timeout=0.05, write_timeout=0.5
         )
         lines: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()
+        writes: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         reader = threading.Thread(target=self._read, args=(device, lines, stop), name="plush-paw-reader", daemon=True)
-        self._serial = device
+        writer = threading.Thread(target=self._write_all, args=(device, writes), name="plush-paw-writer", daemon=True)
+        self._writes = writes
         reader.start()
+        writer.start()
         try:
             await self._greet(port, lines)
             await self._relay(lines)
         finally:
-            self._serial = None
+            self._writes = None
+            writes.put(None)
             stop.set()
-            await asyncio.to_thread(reader.join, 1.0)
+            await asyncio.to_thread(_join, (writer, reader), 1.0)
             with contextlib.suppress(OSError, self._serial_lib.SerialException):
                 device.close()
 
@@ -266,8 +273,29 @@ class SerialPaw(QueuedControls):
         log.debug("paw_board_noise", line=what)
 
     def _write(self, data: bytes) -> None:
-        device = self._serial
-        if device is None:
-            return  # not connected: the state is sent on the next greeting
-        with self._write_lock, contextlib.suppress(OSError, self._serial_lib.SerialException):
-            device.write(data)
+        """Queue a line for the board; never blocks (the session's writer thread sends it)."""
+        writes = self._writes
+        if writes is not None:  # not connected: the state is sent on the next greeting
+            writes.put(data)
+
+    def _write_all(self, device: Any, writes: queue.SimpleQueue[bytes | None]) -> None:
+        """Writer thread: sends the queued lines in order (what queued up meanwhile in one write) until None."""
+        while True:
+            batch = bytearray()
+            item = writes.get()
+            while item is not None:
+                batch += item
+                try:
+                    item = writes.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                with contextlib.suppress(OSError, self._serial_lib.SerialException):
+                    device.write(bytes(batch))
+            if item is None:
+                return
+
+
+def _join(threads: tuple[threading.Thread, ...], timeout_s: float) -> None:
+    for thread in threads:
+        thread.join(timeout_s)

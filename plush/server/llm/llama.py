@@ -184,13 +184,21 @@ class LlamaBackend(LlmBackend):
         if self._in_flight > self._config.max_queue:
             raise LlmBusyError(f"the local model is busy ({self._in_flight} turns ahead); try again in a moment")
         self._in_flight += 1
+        said: list[str] = []
         try:
             async for delta in self._stream(prompt):
-                if usage is not None:
-                    usage.output_tokens += 1
+                said.append(delta)
                 yield delta
         finally:
             self._in_flight -= 1
+            if usage is not None:
+                usage.output_tokens = self.count_tokens("".join(said))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` by the model's own tokenizer: the reply's real cost (a streamed delta may hold several
+        tokens, or part of one). Tokenizing reads only the vocabulary, so it is safe beside a generation and
+        takes microseconds."""
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
 
     async def _stream(self, prompt: Prompt) -> AsyncGenerator[str]:
         loop = asyncio.get_running_loop()

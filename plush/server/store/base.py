@@ -2,27 +2,48 @@
 
 Callers see only this class and the records in `records.py`, so another backend (PostgreSQL for several server
 replicas) can sit behind it without touching them. `Store.open` picks the backend from the location: a file
-path is SQLite, the default.
+path is SQLite, the default. The interface never imports a backend: each registers how it opens a location
+(`Store.register_backend`), and the package registers SQLite, so the layers point one way only.
+
+Every fact and every turn has an owner (see plush/owners.py); the methods that feed a prompt take the owner
+and return only what is its own.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import ClassVar, TypeAlias
 
-from plush.server.store.records import Conversation, Fact, TurnRecord
+from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord
+
+Opener: TypeAlias = Callable[[str], Awaitable["Store"]]
+DEFAULT_SCHEME = "sqlite"
+"""The backend of a location that is a plain file path."""
 
 
 class Store(ABC):
     """Async storage; open with `await Store.open(path)`, close with `await store.close()`."""
 
+    _backends: ClassVar[dict[str, Opener]] = {}
+
+    @classmethod
+    def register_backend(cls, scheme: str, opener: Opener) -> None:
+        """Let `Store.open` open `scheme://...` locations with `opener` (a plain path is `DEFAULT_SCHEME`)."""
+        cls._backends[scheme] = opener
+
     @classmethod
     async def open(cls, location: Path | str) -> Store:
         """Open (creating and migrating) the store at `location`."""
-        from plush.server.store.sqlite import SqliteStore
-
-        return await SqliteStore.connect(Path(location))
+        text = str(location)
+        scheme, sep, _ = text.partition("://")
+        scheme = scheme if sep and scheme.isalnum() else DEFAULT_SCHEME
+        opener = cls._backends.get(scheme)
+        if opener is None:
+            known = ", ".join(sorted(cls._backends)) or "none"
+            raise StoreError(f"no storage backend opens '{scheme}' locations such as {text} (known: {known})")
+        return await opener(text)
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -45,8 +66,11 @@ class Store(ABC):
         """Newest turns first, for logs and the dashboard."""
 
     @abstractmethod
-    async def recent_turns(self, conversation_id: str, limit: int) -> list[TurnRecord]:
-        """The last `limit` answered turns since the conversation's last reset, oldest first (its window)."""
+    async def recent_turns(self, conversation_id: str, limit: int, *, owner: str) -> list[TurnRecord]:
+        """The owner's last `limit` answered turns since the conversation's last reset, oldest first (its window).
+
+        Another owner's turns in a conversation of the same name (possible without device tokens) are left out.
+        """
 
     @abstractmethod
     async def search_turns(
@@ -54,10 +78,11 @@ class Store(ABC):
         terms: Sequence[str],
         *,
         limit: int,
+        owner: str,
         conversation_id: str | None = None,
         exclude: Sequence[str] = (),
     ) -> list[TurnRecord]:
-        """Answered turns whose words start with any of `terms`, best match first (full-text recall)."""
+        """The owner's answered turns whose words start with any of `terms`, best match first (full-text recall)."""
 
     @abstractmethod
     async def delete_turns_before(self, moment: float) -> int:
@@ -75,12 +100,20 @@ class Store(ABC):
     # -- long-term facts -----------------------------------------------------------------------------------------
 
     @abstractmethod
-    async def add_fact(self, text: str, source: str) -> Fact:
-        """Remember `text` (an identical fact is not stored twice); returns the stored fact."""
+    async def add_fact(self, text: str, source: str, *, owner: str) -> Fact:
+        """Remember `text` for `owner` (an identical fact of theirs is not stored twice); returns the stored fact."""
 
     @abstractmethod
-    async def list_facts(self) -> list[Fact]:
-        """Every fact, oldest first."""
+    async def list_facts(self, owner: str) -> list[Fact]:
+        """The owner's facts, oldest first (what their prompts carry)."""
+
+    @abstractmethod
+    async def all_facts(self) -> list[Fact]:
+        """Every owner's facts, oldest first: for the owner of the server (`plush memory`), never for a prompt."""
+
+    @abstractmethod
+    async def move_fact(self, fact_id: int, owner: str) -> Fact | None:
+        """Give a fact to another owner (merged when they already have it); None when there is no such fact."""
 
     @abstractmethod
     async def remove_fact(self, fact_id: int) -> bool:

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from plush.errors import PlushError
+from plush.owners import device_owner
 
 
 class StoreError(PlushError):
     """The database cannot be opened, migrated or written."""
+
+
+Outcome = Literal["answered", "interrupted", "abandoned", "no_speech", "refused", "error"]
+"""How a turn ended. answered: the reply was given in full (the fallback line included). interrupted: stopped
+mid-reply (barge-in, the client hanging up, a newer turn, shutdown); `reply_text` keeps what was already said.
+abandoned: the client left before TurnEnd (Cancel, a half-close, silence past `server.idle_timeout_s`).
+no_speech: nothing was recognised in the audio. refused: the request broke the contract or a server limit.
+error: the turn failed; `error` says why."""
 
 
 @dataclass
@@ -29,21 +39,41 @@ class TurnRecord:
     timings: dict[str, float] = field(default_factory=dict)
     """Stage name -> milliseconds."""
     error: str = ""
-    interrupted: bool = False
+    """Every problem met during the turn, "; "-separated (a TTS failure does not hide the LLM's)."""
     started_at: float = field(default_factory=time.time)
     prompt_tokens: int = 0
     output_tokens: int = 0
+    """Counted by the backend's tokenizer (Gemini reports them; the local model's tokenizer counts the reply)."""
+    outcome: Outcome = "answered"
+    owner: str = ""
+    """Whose turn it is (see plush/owners.py); empty means the device alone, `device:<device_id>`. Only this
+    owner's prompts ever carry it (window and recall)."""
+
+    def __post_init__(self) -> None:
+        self.owner = self.owner or device_owner(self.device_id)
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped mid-reply (see `outcome`)."""
+        return self.outcome == "interrupted"
+
+    def add_error(self, message: str) -> None:
+        """Keep `message` along with the errors already met (each once)."""
+        if message and message not in self.error.split("; "):
+            self.error = f"{self.error}; {message}" if self.error else message
 
 
 @dataclass(frozen=True)
 class Fact:
-    """Something the owner asked the companion to remember; every conversation's prompt carries it."""
+    """Something an owner asked the companion to remember; every prompt of that owner (and no other) carries it."""
 
     id: int
     text: str
     created_at: float
     source: str
     """The conversation it was told in ("device:plush-1", "cli", ...)."""
+    owner: str
+    """Its owner: a household, `device:<id>`, or `legacy` (kept from before owners; no prompt carries it)."""
 
 
 @dataclass(frozen=True)
@@ -55,3 +85,5 @@ class Conversation:
     last_turn_at: float
     reset_at: float
     """Turns before this moment are out of the conversation's window (0: never reset)."""
+    owner: str = ""
+    """The owner of its first turn ("" before it has one)."""

@@ -17,8 +17,58 @@ from typing import Any
 
 import aiosqlite
 
+from plush.logs import get_logger
+from plush.owners import LEGACY_OWNER
 from plush.server.store.base import Store
 from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord
+
+log = get_logger(__name__)
+OWNER_MIGRATION = """
+    -- Owners (plush/owners.py). A turn goes to the device that said it, alone ('device:<id>', what
+    -- Owners.for_device gives a plush in no household): exact, and narrower than before. Facts were shown to
+    -- every plush and nobody can tell whom each was meant for, so they go to 'legacy', which no prompt reads,
+    -- until the server's owner gives each to someone (`plush memory move ID --owner OWNER`).
+    ALTER TABLE turns ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    UPDATE turns SET owner = 'device:' || device_id;
+    ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    UPDATE conversations SET owner = COALESCE(
+        (SELECT t.owner FROM turns t WHERE t.conversation_id = conversations.id ORDER BY t.started_at LIMIT 1), ''
+    );
+    CREATE TABLE owned_facts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        source TEXT NOT NULL DEFAULT '',
+        UNIQUE (owner, text)
+    );
+    INSERT INTO owned_facts (id, owner, text, created_at, source)
+        SELECT id, 'legacy', text, created_at, source FROM facts;
+    -- Keep the id sequence, so the id of a forgotten fact is never given to another.
+    DELETE FROM sqlite_sequence WHERE name = 'owned_facts';
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'owned_facts', seq FROM sqlite_sequence WHERE name = 'facts';
+    DROP TABLE facts;
+    ALTER TABLE owned_facts RENAME TO facts;
+"""
+"""Facts and turns get their owner; see the comment at its top for what happens to older ones."""
+
+OUTCOME_MIGRATION = """
+    -- How each turn ended (records.Outcome). Older rows: interrupted ones were flagged, failed ones kept an error
+    -- and no reply; the rest were answered (only turns that reached the brain were stored then).
+    ALTER TABLE turns ADD COLUMN outcome TEXT NOT NULL DEFAULT 'answered';
+    UPDATE turns SET outcome = CASE
+        WHEN interrupted != 0 THEN 'interrupted'
+        WHEN reply_text = '' AND error != '' THEN 'error'
+        ELSE 'answered'
+    END;
+    -- A turn's conversation row is written by the turn's own INSERT, so one statement (atomic, whatever other
+    -- writes share the connection) stores the conversation, the turn and its FTS row, or none of them.
+    CREATE TRIGGER turns_conversation BEFORE INSERT ON turns BEGIN
+        INSERT INTO conversations (id, created_at, owner) VALUES (new.conversation_id, new.started_at, new.owner)
+            ON CONFLICT (id) DO UPDATE SET owner = excluded.owner WHERE conversations.owner = '';
+    END;
+"""
+"""Turns get their outcome; storing a turn becomes one statement."""
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -79,11 +129,13 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO turns_fts (turn_id, user_text, reply_text) VALUES (new.id, new.user_text, new.reply_text);
     END;
     """,
+    OWNER_MIGRATION,
+    OUTCOME_MIGRATION,
 )
 
 _TURN_COLUMNS = (
     "id, conversation_id, device_id, source, started_at, user_text, reply_text, language, backend, backend_reason,"
-    " timings, error, interrupted, prompt_tokens, output_tokens"
+    " timings, error, interrupted, prompt_tokens, output_tokens, owner, outcome"
 )
 
 
@@ -129,6 +181,13 @@ class SqliteStore(Store):
             except aiosqlite.Error:
                 await self._db.rollback()
                 raise
+        if version < MIGRATIONS.index(OWNER_MIGRATION) + 1 and (kept := await self.list_facts(LEGACY_OWNER)):
+            log.warning(
+                "facts_kept_for_no_one",
+                facts=len(kept),
+                hint="facts from before owners reach no plush until given one: "
+                "`plush memory facts --owner legacy`, then `plush memory move ID --owner OWNER`",
+            )
 
     async def schema_version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -141,12 +200,11 @@ class SqliteStore(Store):
     # -- turns ---------------------------------------------------------------------------------------------------
 
     async def add_turn(self, turn: TurnRecord) -> None:
+        # One statement: its triggers write the conversation row and the FTS row (see OUTCOME_MIGRATION), and a
+        # failed statement leaves nothing behind, even while other writes share the connection's transaction.
+        placeholders = ", ".join("?" * len(_TURN_COLUMNS.split(",")))
         await self._db.execute(
-            "INSERT OR IGNORE INTO conversations (id, created_at) VALUES (?, ?)",
-            (turn.conversation_id, turn.started_at),
-        )
-        await self._db.execute(
-            f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ({placeholders})",
             (
                 turn.id,
                 turn.conversation_id,
@@ -163,6 +221,8 @@ class SqliteStore(Store):
                 int(turn.interrupted),
                 turn.prompt_tokens,
                 turn.output_tokens,
+                turn.owner,
+                turn.outcome,
             ),
         )
         await self._db.commit()
@@ -178,14 +238,14 @@ class SqliteStore(Store):
             (*params, limit),
         )
 
-    async def recent_turns(self, conversation_id: str, limit: int) -> list[TurnRecord]:
+    async def recent_turns(self, conversation_id: str, limit: int, *, owner: str) -> list[TurnRecord]:
         if limit <= 0:
             return []
         rows = await self._turns(
-            f"SELECT {_TURN_COLUMNS} FROM turns WHERE conversation_id = ? AND reply_text != ''"
+            f"SELECT {_TURN_COLUMNS} FROM turns WHERE conversation_id = ? AND owner = ? AND reply_text != ''"
             " AND started_at >= COALESCE((SELECT reset_at FROM conversations WHERE id = ?), 0)"
             " ORDER BY started_at DESC, rowid DESC LIMIT ?",
-            (conversation_id, conversation_id, limit),
+            (conversation_id, owner, conversation_id, limit),
         )
         return rows[::-1]
 
@@ -194,6 +254,7 @@ class SqliteStore(Store):
         terms: Sequence[str],
         *,
         limit: int,
+        owner: str,
         conversation_id: str | None = None,
         exclude: Sequence[str] = (),
     ) -> list[TurnRecord]:
@@ -204,9 +265,9 @@ class SqliteStore(Store):
         sql = (
             f"SELECT {', '.join('t.' + c.strip() for c in _TURN_COLUMNS.split(','))}"
             " FROM turns_fts JOIN turns t ON t.id = turns_fts.turn_id"
-            " WHERE turns_fts MATCH ? AND t.reply_text != ''"
+            " WHERE turns_fts MATCH ? AND t.owner = ? AND t.reply_text != ''"
         )
-        params: list[Any] = [query]
+        params: list[Any] = [query, owner]
         if conversation_id is not None:
             sql += " AND t.conversation_id = ?"
             params.append(conversation_id)
@@ -236,33 +297,48 @@ class SqliteStore(Store):
 
     async def list_conversations(self) -> list[Conversation]:
         async with self._db.execute(
-            "SELECT c.id, c.reset_at, COUNT(t.id) AS turns, COALESCE(MAX(t.started_at), c.created_at) AS last"
+            "SELECT c.id, c.reset_at, c.owner, COUNT(t.id) AS turns,"
+            " COALESCE(MAX(t.started_at), c.created_at) AS last"
             " FROM conversations c LEFT JOIN turns t ON t.conversation_id = c.id"
             " GROUP BY c.id ORDER BY last DESC"
         ) as cur:
             rows = await cur.fetchall()
         return [
-            Conversation(id=r["id"], turns=r["turns"], last_turn_at=r["last"], reset_at=r["reset_at"]) for r in rows
+            Conversation(id=r["id"], turns=r["turns"], last_turn_at=r["last"], reset_at=r["reset_at"], owner=r["owner"])
+            for r in rows
         ]
 
     # -- long-term facts -----------------------------------------------------------------------------------------
 
-    async def add_fact(self, text: str, source: str) -> Fact:
+    async def add_fact(self, text: str, source: str, *, owner: str) -> Fact:
         text = " ".join(text.split())
         if not text:
             raise StoreError("a fact needs some text")
+        if not owner:
+            raise StoreError("a fact needs an owner")
         await self._db.execute(
-            "INSERT OR IGNORE INTO facts (text, created_at, source) VALUES (?, ?, ?)", (text, time.time(), source)
+            "INSERT OR IGNORE INTO facts (owner, text, created_at, source) VALUES (?, ?, ?, ?)",
+            (owner, text, time.time(), source),
         )
         await self._db.commit()
-        async with self._db.execute("SELECT id, text, created_at, source FROM facts WHERE text = ?", (text,)) as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        return Fact(**dict(row))
+        facts = await self._facts("WHERE owner = ? AND text = ?", (owner, text))
+        return facts[0]
 
-    async def list_facts(self) -> list[Fact]:
-        async with self._db.execute("SELECT id, text, created_at, source FROM facts ORDER BY id") as cur:
-            return [Fact(**dict(row)) for row in await cur.fetchall()]
+    async def list_facts(self, owner: str) -> list[Fact]:
+        return await self._facts("WHERE owner = ?", (owner,))
+
+    async def all_facts(self) -> list[Fact]:
+        return await self._facts("", ())
+
+    async def move_fact(self, fact_id: int, owner: str) -> Fact | None:
+        found = await self._facts("WHERE id = ?", (fact_id,))
+        if not found:
+            return None
+        # The new owner may already have the same fact: keep theirs, drop the moved copy.
+        await self._db.execute("UPDATE OR IGNORE facts SET owner = ? WHERE id = ?", (owner, fact_id))
+        await self._db.execute("DELETE FROM facts WHERE id = ? AND owner != ?", (fact_id, owner))
+        await self._db.commit()
+        return (await self._facts("WHERE owner = ? AND text = ?", (owner, found[0].text)))[0]
 
     async def remove_fact(self, fact_id: int) -> bool:
         async with self._db.execute("DELETE FROM facts WHERE id = ?", (fact_id,)) as cur:
@@ -287,6 +363,11 @@ class SqliteStore(Store):
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def _facts(self, where: str, params: tuple[Any, ...]) -> list[Fact]:
+        sql = f"SELECT id, text, created_at, source, owner FROM facts {where} ORDER BY id"
+        async with self._db.execute(sql, params) as cur:
+            return [Fact(**dict(row)) for row in await cur.fetchall()]
+
     async def _turns(self, sql: str, params: tuple[Any, ...]) -> list[TurnRecord]:
         async with self._db.execute(sql, params) as cur:
             rows = await cur.fetchall()
@@ -296,5 +377,5 @@ class SqliteStore(Store):
 def _record(row: Any) -> TurnRecord:
     data = dict(row)
     data["timings"] = json.loads(data["timings"])
-    data["interrupted"] = bool(data["interrupted"])
+    del data["interrupted"]  # kept in the table for older readers; the record derives it from `outcome`
     return TurnRecord(**data)
