@@ -21,6 +21,7 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncGenerator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,6 +123,9 @@ class LlamaBackend(LlmBackend):
             raise LlmError(f"cannot load the GGUF model {model_path}: {exc}") from exc
         self._lock = threading.Lock()
         self._in_flight = 0
+        # Its own worker thread: turns queued behind the one generating wait here, not in the shared pool that
+        # speech synthesis and recognition run in (they would otherwise wait for threads parked on `_lock`).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plush-llama")
         has_template = bool(_chat_template(self._llm.metadata or {}))
         self._mode: PromptMode = "chat" if has_template else "completion"
         reason = "gguf chat template" if has_template else "no chat template"
@@ -208,7 +212,7 @@ class LlamaBackend(LlmBackend):
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        worker = loop.run_in_executor(None, self._generate, prompt, emit, stop)
+        worker = loop.run_in_executor(self._executor, self._generate, prompt, emit, stop)
         try:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, LlmError):
@@ -218,3 +222,7 @@ class LlamaBackend(LlmBackend):
             stop.set()
             if worker.done():
                 worker.result()
+
+    async def aclose(self) -> None:
+        """Drop queued generations and let the worker thread end after the one running (it stops within a token)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
