@@ -398,3 +398,16 @@ def test_a_turn_keeps_every_error_it_met() -> None:
     ):
         turn.add_error(message)
     assert turn.error == "LlmError: the local model is busy; voice failed: piper crashed"
+
+
+async def test_a_plush_that_keeps_streaming_to_a_refused_turn_reads_the_refusal(server_with: Any) -> None:
+    """Audio sent after the server ended the call must surface the server's reason, not "RPC already finished"."""
+    server = await server_with(stt_on_server=False)
+    async with CompanionClient(f"127.0.0.1:{server.port}", "streamer") as client:
+        call = await client.start_turn(pb.TurnStart())
+        with pytest.raises(ServerError) as refused:
+            for _ in range(200):  # well past the server's 2 s drain of a refused stream
+                await call.send_audio(utterance(voiced(0.2)), 16000)
+                await asyncio.sleep(0.02)
+    assert "RPC already finished" not in str(refused.value)
+    assert "refused the turn" in str(refused.value), str(refused.value)

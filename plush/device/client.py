@@ -36,14 +36,8 @@ class AuthError(ServerError):
 def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
     """A message a user can act on for a failed RPC."""
     code = exc.code()
-    if code == grpc.StatusCode.UNAVAILABLE and "handshake failed" in (exc.details() or "").lower():
-        return AuthError(
-            f"the TLS handshake with the Plush server at {target} failed: it does not show the certificate this "
-            "plush was paired with (or does not speak TLS). If the server was set up anew, pair again with "
-            "`plush pair join CODE`"
-        )
     if code == grpc.StatusCode.UNAVAILABLE:
-        return UnreachableError(f"cannot reach the Plush server at {target}: is `plush server` running there?")
+        return _unavailable(exc.details() or "", target)
     if code == grpc.StatusCode.CANCELLED:  # not by us (a barge-in stops reading first): the server went down
         return UnreachableError(f"the Plush server at {target} stopped in the middle of the turn")
     if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -51,6 +45,19 @@ def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ServerError(f"the Plush server at {target} did not answer in time")
     return ServerError(f"the server refused the turn ({code.name}): {exc.details()}")
+
+
+def _unavailable(details: str, target: str) -> ServerError:
+    """UNAVAILABLE covers a TLS mismatch, a server going down and one that is not there."""
+    if "handshake failed" in details.lower():
+        return AuthError(
+            f"the TLS handshake with the Plush server at {target} failed: it does not show the certificate this "
+            "plush was paired with (or does not speak TLS). If the server was set up anew, pair again with "
+            "`plush pair join CODE`"
+        )
+    if "shutting down" in details:
+        return UnreachableError(f"the Plush server at {target} is shutting down")
+    return UnreachableError(f"cannot reach the Plush server at {target}: is `plush server` running there?")
 
 
 class ConverseCall:
@@ -66,6 +73,10 @@ class ConverseCall:
             await self._call.write(request)
         except grpc.aio.AioRpcError as exc:
             raise describe_rpc_error(exc, self._target) from exc
+        except asyncio.InvalidStateError as exc:
+            # The server already ended the call (a refusal, a deadline): its status says why, not "finished".
+            code, details = await self._call.code(), await self._call.details()
+            raise describe_rpc_error(grpc.aio.AioRpcError(code, None, None, details), self._target) from exc
 
     async def send_transcript(self, text: str) -> None:
         await self._write(pb.TurnRequest(transcript=pb.Transcript(text=text, final=True)))
