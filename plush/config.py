@@ -58,7 +58,7 @@ class SttConfig(Section):
     """Segments whose no-speech probability is above this are dropped; empty disables the check."""
     encoder_window: Literal["full", "fit"] = "fit"
     """"fit": encode the utterance and 2 s of silence (at least 6 s) instead of Whisper's whole 30 s window:
-    5-6x less work on a CPU, with the full window's words on real speech (within a word in 500, bench/README.md).
+    about 5x less work on a CPU for WER 0.5 points above the full window's on spoken questions (bench/README.md).
     A text that repeats itself or outruns the audio is decoded again with the full window. "full": always the
     30 s window, how Whisper was trained."""
     streaming: bool = True
