@@ -44,12 +44,12 @@ sys.path[:0] = [str(REPO)]
 
 from plush.config import SttConfig, load_config  # noqa: E402
 from plush.logs import setup_logging  # noqa: E402
-from voice_models.audio import WHISPER_RATE, float_to_pcm16, pcm16_to_float  # noqa: E402
-from voice_models.model_store import ModelStore  # noqa: E402
-from voice_models.speech_scoring import normalise  # noqa: E402
-from voice_models.streaming_stt import StreamingStt  # noqa: E402
-from voice_models.stt import SttOptions, Transcriber  # noqa: E402
-from voice_models.vad import SileroVad  # noqa: E402
+from plush.voice_models.audio import WHISPER_RATE, float_to_pcm16, pcm16_to_float  # noqa: E402
+from plush.voice_models.model_store import ModelStore  # noqa: E402
+from plush.voice_models.speech_scoring import normalise  # noqa: E402
+from plush.voice_models.streaming_stt import StreamingStt  # noqa: E402
+from plush.voice_models.stt import SttOptions, Transcriber  # noqa: E402
+from plush.voice_models.vad import SileroVad  # noqa: E402
 
 ENGLISH = (
     "Why is the sky blue?",
@@ -337,7 +337,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir", type=Path, help="the model store (default: [models] dir of the config)")
     parser.add_argument(
-        "--whisper", default="whisper-tiny,whisper-base", help="Whisper names or paths, comma-separated"
+        "--whisper", default="whisper-tiny.en,whisper-base", help="Whisper names or paths, comma-separated"
     )
     parser.add_argument("--voice", default="piper-en-joe-medium", help="the Piper voice for English: name or .onnx")
     parser.add_argument("--sets", default=",".join(SETS), help=f"which parts to run (default: {','.join(SETS)})")

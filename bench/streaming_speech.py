@@ -40,10 +40,10 @@ from plush.server.memory import Memory  # noqa: E402
 from plush.server.persona import PersonaSource  # noqa: E402
 from plush.server.speech import SpeechOut  # noqa: E402
 from plush.server.store import Store  # noqa: E402
-from voice_models.audio import pcm16_to_float  # noqa: E402
-from voice_models.streaming_stt import StreamingStt  # noqa: E402
-from voice_models.stt import SttOptions, Transcriber  # noqa: E402
-from voice_models.tts import Synthesizer  # noqa: E402
+from plush.voice_models.audio import pcm16_to_float  # noqa: E402
+from plush.voice_models.streaming_stt import StreamingStt  # noqa: E402
+from plush.voice_models.stt import SttOptions, Transcriber  # noqa: E402
+from plush.voice_models.tts import Synthesizer  # noqa: E402
 
 TOKENS_PER_SPEECH_SECOND = 4
 """About how many Whisper tokens a second of speech becomes; random weights never stop, so decoding is capped."""
@@ -76,7 +76,10 @@ def release_to_transcript(runs: int, trailing: float, window: str = "full") -> t
     pcm = utterance(trailing)
     speech_s = 4.2
     naive_whisper = Transcriber(model, options=SttOptions(language="en", max_new_tokens=int(speech_s * 4)))
-    phrase_whisper = Transcriber(model, options=SttOptions(language="en", max_new_tokens=6, encoder_window=window))
+    # Random weights always "loop", so the fit window's fallback to the full window is off: it times the window.
+    phrase_whisper = Transcriber(
+        model, options=SttOptions(language="en", max_new_tokens=6, encoder_window=window, fit_fallback=False)
+    )
     stt = StreamingStt(phrase_whisper)
     _, reference = stt.transcribe_segmented(pcm)
     closed_before_release = len(reference.segments) - (0 if trailing >= 0.45 else 1)

@@ -18,8 +18,8 @@ from plush.config import PlushConfig, load_config
 from plush.console import ConfigOption, err, out
 from plush.errors import PlushError
 from plush.logs import setup_logging
-from voice_models.model_catalog import AUTO, KNOWN_MODELS, LLM_PREFERENCE, STARTER_BRAIN_HINT
-from voice_models.model_store import DownloadError, ModelStore, SourceChoice
+from plush.voice_models.model_catalog import AUTO, KNOWN_MODELS, LLM_PREFERENCE, STARTER_BRAIN_HINT
+from plush.voice_models.model_store import DownloadError, ModelStore, SourceChoice
 
 models_app = typer.Typer(help="List, download and verify the speech and language models.", no_args_is_help=True)
 

@@ -16,7 +16,7 @@ from real_weights import real_model, real_store
 from tiny_models import TinyModels, build_models, build_piper_voice
 
 from plush.config import PlushConfig, load_config
-from voice_models.model_store import ModelStore
+from plush.voice_models.model_store import ModelStore
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = REPO.parent / "shared" / "models"
@@ -45,8 +45,8 @@ def real_whisper_base(real_models: ModelStore) -> Path:
 
 @pytest.fixture(scope="session")
 def real_whisper_tiny(real_models: ModelStore) -> Path:
-    """The real faster-whisper tiny folder (multilingual, CTranslate2)."""
-    return real_model(real_models, "whisper-tiny", "stt")
+    """The real faster-whisper tiny.en folder (English only, CTranslate2)."""
+    return real_model(real_models, "whisper-tiny.en", "stt")
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from plush.errors import PlushError
-from voice_models.model_catalog import Kind
-from voice_models.model_store import ModelStore
+from plush.voice_models.model_catalog import Kind
+from plush.voice_models.model_store import ModelStore
 
 CACHE_ENV = "PLUSH_TEST_MODELS"
 _lock = threading.Lock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voice_models.audio import WHISPER_RATE, float_to_pcm16
+from plush.voice_models.audio import WHISPER_RATE, float_to_pcm16
 
 
 def voiced(seconds: float, pitch: float = 140.0) -> np.ndarray:

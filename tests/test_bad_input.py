@@ -15,8 +15,8 @@ from plush.device.runtime import Plush, WavSink
 from plush.errors import AudioFormatError, ConfigError, ModelMissingError
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
-from voice_models.model_store import ModelStore
-from voice_models.stt import Transcriber
+from plush.voice_models.model_store import ModelStore
+from plush.voice_models.stt import Transcriber
 
 START = pb.TurnRequest(start=pb.TurnStart(want_audio=False))
 END = pb.TurnRequest(end=pb.TurnEnd())

@@ -14,7 +14,7 @@ from fakes.pulse import sine_pcm
 from test_end_to_end import speechlike_wav
 from tiny_models import TinyModels
 
-from voice_models.audio import read_wav
+from plush.voice_models.audio import read_wav
 
 PLUSH = [sys.executable, "-m", "plush"]
 

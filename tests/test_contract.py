@@ -36,11 +36,12 @@ def test_device_and_server_never_import_each_other_nor_the_command_line() -> Non
 
 
 def test_installing_plush_adds_one_import_package_only(tmp_path: Path) -> None:
-    """Plush must not shadow (or be shadowed by) another distribution's `server`, `device` or `protos`."""
+    """Plush must not shadow (or be shadowed by) another distribution's `server`, `device`, `protos`..."""
     probe = (
         "import importlib.util, json; "
         "print(json.dumps({n: importlib.util.find_spec(n) is not None "
-        "for n in ('server', 'device', 'protos', 'plush.server', 'plush.device', 'plush.protos')}))"
+        "for n in ('server', 'device', 'protos', 'voice_models', "
+        "'plush.server', 'plush.device', 'plush.protos', 'plush.voice_models')}))"
     )
     found = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
@@ -49,7 +50,9 @@ def test_installing_plush_adds_one_import_package_only(tmp_path: Path) -> None:
         "server": False,
         "device": False,
         "protos": False,
+        "voice_models": False,
         "plush.server": True,
         "plush.device": True,
         "plush.protos": True,
+        "plush.voice_models": True,
     }

@@ -23,9 +23,9 @@ from plush.device.audio_io import Player, Recorder
 from plush.device.client import CompanionClient
 from plush.device.listening import Listening
 from plush.device.runtime import Plush, SpeakerSink, State
-from voice_models.audio import read_audio_file
-from voice_models.model_store import ModelStore
-from voice_models.stt import Transcriber
+from plush.voice_models.audio import read_audio_file
+from plush.voice_models.model_store import ModelStore
+from plush.voice_models.stt import Transcriber
 
 
 def dominant_frequency(pcm: bytes, rate: int) -> float:

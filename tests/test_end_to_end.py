@@ -10,9 +10,9 @@ from speech_signals import utterance, voiced
 
 from plush.device.client import CompanionClient
 from plush.device.runtime import Plush, TurnResult, WavSink
-from voice_models.audio import WHISPER_RATE, pcm16_to_float, read_audio_file, read_wav, write_wav
-from voice_models.model_store import ModelStore
-from voice_models.stt import Transcriber
+from plush.voice_models.audio import WHISPER_RATE, pcm16_to_float, read_audio_file, read_wav, write_wav
+from plush.voice_models.model_store import ModelStore
+from plush.voice_models.stt import Transcriber
 
 
 def speechlike_wav(path: Path, seconds: float = 1.5) -> Path:

@@ -23,9 +23,9 @@ from plush.device.audio_io import Recorder
 from plush.device.client import CompanionClient
 from plush.device.controls import ButtonEvent
 from plush.device.runtime import Plush, State, WavSink
-from voice_models.model_store import ModelStore
-from voice_models.streaming_stt import StreamingStt
-from voice_models.stt import Transcriber
+from plush.voice_models.model_store import ModelStore
+from plush.voice_models.streaming_stt import StreamingStt
+from plush.voice_models.stt import Transcriber
 
 HOLD_S = len(THREE_PHRASES) / 2 / 16000 + 0.4
 

@@ -33,8 +33,8 @@ from fakes.hf_hub import FakeHub
 from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
 
 from plush.errors import ModelMissingError
-from voice_models.model_checksums import MANIFEST
-from voice_models.model_store import KNOWN_MODELS, ModelStore
+from plush.voice_models.model_checksums import MANIFEST
+from plush.voice_models.model_store import KNOWN_MODELS, ModelStore
 
 MODEL = "whisper-tiny"
 REPO_ID = KNOWN_MODELS[MODEL].repo_id

@@ -18,9 +18,9 @@ import pytest
 from fakes.registry import FakeRegistry, pip_env
 
 from plush.errors import ModelMissingError, PlushError
-from voice_models.model_catalog import KNOWN_MODELS, KnownModel, RegistryFile, RegistrySource
-from voice_models.model_checksums import read_manifest
-from voice_models.model_store import ModelStore
+from plush.voice_models.model_catalog import KNOWN_MODELS, KnownModel, RegistryFile, RegistrySource
+from plush.voice_models.model_checksums import read_manifest
+from plush.voice_models.model_store import ModelStore
 
 WEIGHTS = random.Random(7).randbytes(3 * 1024 * 1024 + 17)
 CONFIG = b'{"model": "test"}\n'
@@ -157,7 +157,7 @@ def test_every_registry_source_in_the_catalog_is_pinned_and_complete() -> None:
     with_registry = [m for m in KNOWN_MODELS.values() if m.registry is not None]
     assert {m.name for m in with_registry} >= {
         "whisper-base",
-        "whisper-tiny",
+        "whisper-tiny.en",
         "piper-en-joe-medium",
         "gemma-3-270m-q4_k_m",
     }

@@ -15,9 +15,9 @@ from plush.device.listening import Listening
 from plush.device.offline import OfflinePhrases
 from plush.device.runtime import Plush, State, WavSink
 from plush.server.app import start_server
-from voice_models.audio import read_wav, scale_pcm16
-from voice_models.model_store import ModelStore
-from voice_models.stt import Transcriber
+from plush.voice_models.audio import read_wav, scale_pcm16
+from plush.voice_models.model_store import ModelStore
+from plush.voice_models.stt import Transcriber
 
 
 async def test_the_plush_says_its_offline_phrase_and_recovers_when_the_server_returns(

@@ -14,10 +14,10 @@ from plush.device.client import CompanionClient
 from plush.device.runtime import Plush, TurnResult, WavSink
 from plush.errors import AudioFormatError
 from plush.protos.plush.v1 import companion_pb2 as pb
-from voice_models.audio import read_audio_file, read_wav, resample_pcm16
-from voice_models.model_store import ModelStore
-from voice_models.opus import OpusDecoder, OpusEncoder, opus_rate, pack_packets, unpack_packets
-from voice_models.stt import Transcriber
+from plush.voice_models.audio import read_audio_file, read_wav, resample_pcm16
+from plush.voice_models.model_store import ModelStore
+from plush.voice_models.opus import OpusDecoder, OpusEncoder, opus_rate, pack_packets, unpack_packets
+from plush.voice_models.stt import Transcriber
 
 
 def tone(frequency: float, seconds: float, rate: int) -> bytes:

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from plush.config import SttConfig
-from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16
-from voice_models.model_store import ModelStore
-from voice_models.speech_scoring import normalise
-from voice_models.stt import Transcriber
-from voice_models.tts import Synthesizer
+from plush.voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16
+from plush.voice_models.model_store import ModelStore
+from plush.voice_models.speech_scoring import normalise
+from plush.voice_models.stt import Transcriber
+from plush.voice_models.tts import Synthesizer
 
 pytestmark = pytest.mark.real_weights
 

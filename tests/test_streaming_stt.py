@@ -24,10 +24,10 @@ from plush.config import SttConfig
 from plush.device.client import CompanionClient
 from plush.device.listening import Listening
 from plush.device.runtime import Plush, WavSink
-from voice_models.audio import WHISPER_RATE, resample_pcm16
-from voice_models.streaming_stt import StreamingStt
-from voice_models.stt import SttOptions, Transcriber
-from voice_models.vad import FRAME, SileroVad, SpeechSegmenter, VadOptions
+from plush.voice_models.audio import WHISPER_RATE, resample_pcm16
+from plush.voice_models.streaming_stt import StreamingStt
+from plush.voice_models.stt import SttOptions, Transcriber
+from plush.voice_models.vad import FRAME, SileroVad, SpeechSegmenter, VadOptions
 
 # Three phrases with pauses between them; the owner releases the button 0.2 s after the last word.
 THREE_PHRASES = utterance(

@@ -15,10 +15,10 @@ from tiny_models import TinyModels
 from plush.config import load_config
 from plush.errors import ConfigError
 from plush.languages import WHISPER_LANGUAGE_CODES
-from voice_models.audio import pcm16_to_float
-from voice_models.loop_guard import TOKEN_SLACK, looks_like_loop, token_budget
-from voice_models.streaming_stt import StreamingStt
-from voice_models.stt import SttOptions, Transcriber, pick_language
+from plush.voice_models.audio import pcm16_to_float
+from plush.voice_models.loop_guard import TOKEN_SLACK, looks_like_loop, token_budget
+from plush.voice_models.streaming_stt import StreamingStt
+from plush.voice_models.stt import SttOptions, Transcriber, pick_language
 
 PHRASE = pcm16_to_float(utterance(voiced(1.2)))
 

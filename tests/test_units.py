@@ -15,7 +15,7 @@ from plush.errors import ConfigError
 from plush.server.persona import load_persona
 from plush.server.store import Store, TurnRecord
 from plush.server.store.sqlite import MIGRATIONS
-from voice_models.audio import chunk_pcm, float_to_pcm16, pcm16_to_float, resample_pcm16
+from plush.voice_models.audio import chunk_pcm, float_to_pcm16, pcm16_to_float, resample_pcm16
 
 DOWN, UP = ButtonEvent.DOWN, ButtonEvent.UP
 

@@ -116,12 +116,12 @@ async def check_speech_model(config: PlushConfig) -> Check:
 
     if not transcribes_on_device(config.device):
         return Check("speech model", True, 'transcribed on the server (device.stt = "server")')
-    from voice_models.model_store import ModelStore
+    from plush.voice_models.model_store import ModelStore
 
     try:
         path = ModelStore.from_config(config.models).resolve(config.stt.model, "stt")
         if config.stt.streaming:
-            from voice_models.vad import SileroVad
+            from plush.voice_models.vad import SileroVad
 
             SileroVad()
     except PlushError as exc:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 
 from plush.device.client import ConverseCall
-from voice_models.audio import WHISPER_RATE, PcmResampleStream
-from voice_models.streaming_stt import StreamingStt, StreamingTranscription
+from plush.voice_models.audio import WHISPER_RATE, PcmResampleStream
+from plush.voice_models.streaming_stt import StreamingStt, StreamingTranscription
 
 
 class AudioUplink:

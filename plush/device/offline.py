@@ -16,7 +16,7 @@ from pathlib import Path
 
 from plush.device.client import CompanionClient, ServerError
 from plush.logs import get_logger
-from voice_models.audio import read_wav, write_wav
+from plush.voice_models.audio import read_wav, write_wav
 
 log = get_logger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Protocol
 
 from plush.device.audio_io import Player
 from plush.protos.plush.v1 import companion_pb2 as pb
-from voice_models.audio import resample_pcm16, scale_pcm16, write_wav
-from voice_models.opus import OpusDecoder
+from plush.voice_models.audio import resample_pcm16, scale_pcm16, write_wav
+from plush.voice_models.opus import OpusDecoder
 
 
 class AudioSink(Protocol):

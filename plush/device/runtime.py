@@ -26,9 +26,9 @@ from plush.device.playback import AudioSink, ReplyAudio, SpeakerSink, WavSink
 from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.protos.plush.v1 import companion_pb2 as pb
-from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16, scale_pcm16
-from voice_models.streaming_stt import StreamingStt, StreamingTranscription
-from voice_models.stt import Transcriber, TranscriptResult
+from plush.voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16, scale_pcm16
+from plush.voice_models.streaming_stt import StreamingStt, StreamingTranscription
+from plush.voice_models.stt import Transcriber, TranscriptResult
 
 __all__ = [  # the sinks live in playback.py; the turn loop's callers find them here too
     "ERROR_SHOWN_S",

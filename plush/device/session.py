@@ -22,10 +22,10 @@ from plush.device.offline import OfflinePhrases
 from plush.device.paired_server import open_client
 from plush.device.runtime import Plush, SpeakerSink, State, TurnResult, WavSink, transcribes_on_device
 from plush.errors import PlushError
-from voice_models.audio import read_audio_file
-from voice_models.model_store import ModelStore
-from voice_models.streaming_stt import StreamingStt
-from voice_models.stt import Transcriber
+from plush.voice_models.audio import read_audio_file
+from plush.voice_models.model_store import ModelStore
+from plush.voice_models.streaming_stt import StreamingStt
+from plush.voice_models.stt import Transcriber
 
 STATE_LOOK = {
     State.IDLE: "[dim]idle - hold or tap space to talk, q quits[/]",

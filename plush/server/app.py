@@ -40,10 +40,10 @@ from plush.server.service import CompanionService, Limits
 from plush.server.speech import SpeechOut
 from plush.server.store import Store
 from plush.server.transport import choose_transport
-from voice_models.model_store import KNOWN_MODELS, STARTER_BRAIN_HINT, ModelStore
-from voice_models.streaming_stt import StreamingStt
-from voice_models.stt import Transcriber
-from voice_models.tts import Synthesizer
+from plush.voice_models.model_store import KNOWN_MODELS, STARTER_BRAIN_HINT, ModelStore
+from plush.voice_models.streaming_stt import StreamingStt
+from plush.voice_models.stt import Transcriber
+from plush.voice_models.tts import Synthesizer
 
 log = get_logger(__name__)
 HOUSEKEEPING_S = 3600.0

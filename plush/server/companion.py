@@ -25,8 +25,8 @@ from plush.server.sentence_chunker import SentenceChunker, speakable
 from plush.server.speech import SpeechOut
 from plush.server.store import Store, TurnRecord
 from plush.server.store.records import Outcome
-from voice_models.opus import OpusEncoder
-from voice_models.tts import TtsError
+from plush.voice_models.opus import OpusEncoder
+from plush.voice_models.tts import TtsError
 
 log = get_logger(__name__)
 Emit = Callable[[pb.TurnEvent], None]

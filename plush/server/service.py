@@ -38,10 +38,10 @@ from plush.server.utterance import (
     protocol_error,
     read_utterance,
 )
-from voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16
-from voice_models.streaming_stt import StreamingStt, StreamingTranscription
-from voice_models.stt import SttError, Transcriber
-from voice_models.tts import TtsError
+from plush.voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16
+from plush.voice_models.streaming_stt import StreamingStt, StreamingTranscription
+from plush.voice_models.stt import SttError, Transcriber
+from plush.voice_models.tts import TtsError
 
 log = get_logger(__name__)
 

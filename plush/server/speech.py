@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from voice_models.audio import chunk_pcm, resample_pcm16
-from voice_models.opus import OpusEncoder, opus_rate, pack_packets
-from voice_models.tts import Synthesizer
+from plush.voice_models.audio import chunk_pcm, resample_pcm16
+from plush.voice_models.opus import OpusEncoder, opus_rate, pack_packets
+from plush.voice_models.tts import Synthesizer
 
 
 class SpeechOut:

@@ -17,8 +17,8 @@ import grpc
 
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.server.store.records import Outcome
-from voice_models.audio import WHISPER_RATE, PcmResampleStream
-from voice_models.streaming_stt import StreamingTranscription
+from plush.voice_models.audio import WHISPER_RATE, PcmResampleStream
+from plush.voice_models.streaming_stt import StreamingTranscription
 
 MIN_RATE, MAX_RATE = 8000, 48000
 MAX_CONVERSATION_ID = 128

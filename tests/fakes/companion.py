@@ -19,7 +19,7 @@ import grpc
 
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
-from voice_models.opus import OpusEncoder, pack_packets
+from plush.voice_models.opus import OpusEncoder, pack_packets
 
 __all__ = ["ScriptedCompanion", "broken_opus_chunk", "opus_chunks", "pcm_chunks", "text"]
 

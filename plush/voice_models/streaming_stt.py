@@ -19,9 +19,9 @@ from typing import Final
 
 from plush.config import SttConfig
 from plush.errors import PlushError
-from voice_models.audio import WHISPER_RATE, pcm16_to_float
-from voice_models.stt import SttError, Transcriber, TranscriptResult
-from voice_models.vad import Segment, SileroVad, SpeechSegmenter, VadOptions
+from plush.voice_models.audio import WHISPER_RATE, pcm16_to_float
+from plush.voice_models.stt import SttError, Transcriber, TranscriptResult
+from plush.voice_models.vad import Segment, SileroVad, SpeechSegmenter, VadOptions
 
 _CANCEL: Final = object()
 

