@@ -99,6 +99,23 @@ def plush(
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
+def download_from_hub(
+    endpoint: str, models_dir: Path, *, skip_backoff: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`plush models download whisper-tiny --source hub`: the Hub alone, so a failure is not rescued by the registry."""
+    return plush(
+        "models",
+        "download",
+        MODEL,
+        "--source",
+        "hub",
+        endpoint=endpoint,
+        models_dir=models_dir,
+        wide=True,
+        skip_backoff=skip_backoff,
+    )
+
+
 def files_in(folder: Path) -> dict[str, bytes]:
     """The model's files as a user sees them: everything but huggingface_hub's `.cache` bookkeeping."""
     return {
@@ -219,17 +236,7 @@ def test_failed_run_keeps_no_partial_file_and_next_run_fetches_it_whole(hub: Fak
     hub.cut(REPO_ID, "model.bin", after=CUT_AT)
     hub.fail(REPO_ID, "model.bin", 500, method="GET")
 
-    first = plush(
-        "models",
-        "download",
-        MODEL,
-        "--source",
-        "hub",
-        endpoint=hub.url,
-        models_dir=models_dir,
-        wide=True,
-        skip_backoff=True,
-    )
+    first = download_from_hub(hub.url, models_dir, skip_backoff=True)
 
     line = error_line(first)
     assert f"could not download '{MODEL}'. Hugging Face Hub: could not download model.bin" in line
@@ -255,17 +262,7 @@ def test_connection_cut_on_every_try_is_one_error_line(hub: FakeHub, models_dir:
     """
     hub.cut(REPO_ID, "model.bin", after=1000, times=None)
 
-    result = plush(
-        "models",
-        "download",
-        MODEL,
-        "--source",
-        "hub",
-        endpoint=hub.url,
-        models_dir=models_dir,
-        wide=True,
-        skip_backoff=True,
-    )
+    result = download_from_hub(hub.url, models_dir, skip_backoff=True)
 
     line = error_line(result)
     assert f"could not download model.bin from {REPO_ID}" in line
@@ -280,16 +277,7 @@ def test_unreachable_hub_is_one_error_line_without_retries(models_dir: Path) -> 
     with socket.socket() as closed:  # bound, never listening: connections are refused, and the port stays ours
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-        result = plush(
-            "models",
-            "download",
-            MODEL,
-            "--source",
-            "hub",
-            endpoint=f"http://127.0.0.1:{port}",
-            models_dir=models_dir,
-            wide=True,
-        )
+        result = download_from_hub(f"http://127.0.0.1:{port}", models_dir)
 
     line = error_line(result)
     assert f"could not download '{MODEL}'. Hugging Face Hub: 127.0.0.1:{port} cannot be reached" in line
@@ -300,16 +288,7 @@ def test_unreachable_hub_is_one_error_line_without_retries(models_dir: Path) -> 
 
 def test_hub_whose_name_does_not_resolve_is_one_line_and_no_warnings(models_dir: Path) -> None:
     """A machine without DNS for the Hub (the usual 'no internet') says so once, and huggingface_hub is not run."""
-    result = plush(
-        "models",
-        "download",
-        MODEL,
-        "--source",
-        "hub",
-        endpoint="http://hub.plush-test.invalid",
-        models_dir=models_dir,
-        wide=True,
-    )
+    result = download_from_hub("http://hub.plush-test.invalid", models_dir)
 
     line = error_line(result)
     assert "hub.plush-test.invalid does not resolve" in line
