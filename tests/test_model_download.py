@@ -311,9 +311,7 @@ def test_hub_without_the_file_or_repo_is_one_error_line(
     with FakeHub() as fake:
         for name in served:
             fake.add_file(REPO_ID, name, FILES[name], lfs=name == "model.bin")
-        result = plush(
-            "models", "download", MODEL, "--source", "hub", endpoint=fake.url, models_dir=models_dir, wide=True
-        )
+        result = download_from_hub(fake.url, models_dir)
         assert fake.unexpected() == []
         assert len(fake.heads(failing)) == 1
 
@@ -358,7 +356,7 @@ def test_verify_finds_a_damaged_file_and_fix_fetches_it_again(hub: FakeHub, mode
 
 def test_a_file_that_arrives_damaged_is_refused_and_not_kept(hub: FakeHub, models_dir: Path) -> None:
     hub.tamper(REPO_ID, "model.bin", b"\x00" * len(FILES["model.bin"]))
-    result = plush("models", "download", MODEL, "--source", "hub", endpoint=hub.url, models_dir=models_dir, wide=True)
+    result = download_from_hub(hub.url, models_dir)
     assert "model.bin arrived damaged" in error_line(result)
     assert not (models_dir / MODEL / "model.bin").exists()
 
