@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from conftest import STORIES_GGUF
@@ -65,3 +66,34 @@ async def test_every_turn_starts_with_the_persona_tokens_the_warm_up_evaluated(m
     for before, after in ((warm, first), (first, second)):
         shared = next((i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), len(before))
         assert shared >= persona, f"only {shared} of the persona's {persona} tokens were shared"
+
+
+async def test_a_turn_cancelled_while_queued_is_never_evaluated_and_frees_its_place(models: TinyModels) -> None:
+    """Barge-in on a turn still waiting for the model: it must not cost a prompt evaluation later."""
+    backend = LlamaBackend(models.gguf, LlamaConfig(n_ctx=2048, max_tokens=1500, temperature=0.0, max_queue=1))
+    evaluated: list[int] = []
+    real_eval = backend._llm.eval
+
+    def counting_eval(tokens: Any) -> Any:
+        evaluated.append(len(tokens))
+        return real_eval(tokens)
+
+    backend._llm.eval = counting_eval
+    first = backend.stream(PROMPT)
+    assert await anext(first)  # the model is busy with a long first turn
+    queued = backend.stream(Prompt(PROMPT.system, (), "a question that is never asked"))
+    waiting = asyncio.ensure_future(anext(queued))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    await queued.aclose()
+    calls_before = len(evaluated)
+    await first.aclose()  # the first turn stops too (within a token)
+    full = await asyncio.wait_for(collect(backend), timeout=30)
+
+    assert full
+    assert backend._in_flight == 0, "both stopped turns gave their places back"
+    prompt_evals = [n for n in evaluated[calls_before:] if n > 1]
+    # The last turn asks what the first asked (its prompt is all in the KV cache): any prompt evaluated here
+    # would be the cancelled turn's.
+    assert prompt_evals == [], f"the cancelled turn's prompt was evaluated: {prompt_evals}"

@@ -163,6 +163,9 @@ class LlamaBackend(LlmBackend):
     def _generate(self, prompt: Prompt, emit: Any, stop: threading.Event) -> None:
         """Worker thread: run one generation, emitting deltas until done or stopped."""
         with self._lock:
+            if stop.is_set():  # the turn was cancelled while it waited: no prompt evaluation for nobody
+                emit(_END)
+                return
             try:
                 for delta in self._deltas(prompt):
                     if stop.is_set():
@@ -194,7 +197,6 @@ class LlamaBackend(LlmBackend):
                 said.append(delta)
                 yield delta
         finally:
-            self._in_flight -= 1
             if usage is not None:
                 usage.output_tokens = self.count_tokens("".join(said))
 
@@ -213,6 +215,13 @@ class LlamaBackend(LlmBackend):
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         worker = loop.run_in_executor(self._executor, self._generate, prompt, emit, stop)
+
+        def ended(_: object) -> None:  # a turn counts against max_queue until its worker is really done
+            self._in_flight -= 1
+            if worker.cancelled():  # dropped before it ran (closing): nothing else will end the stream
+                queue.put_nowait(_END)
+
+        worker.add_done_callback(ended)
         try:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, LlmError):
@@ -220,7 +229,8 @@ class LlamaBackend(LlmBackend):
                 yield str(item)
         finally:
             stop.set()
-            if worker.done():
+            worker.cancel()  # still queued: it never starts
+            if worker.done() and not worker.cancelled():
                 worker.result()
 
     async def aclose(self) -> None:
