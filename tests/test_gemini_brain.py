@@ -91,6 +91,13 @@ async def test_safety_block_is_answered_in_persona_not_silence(gemini_server: An
     assert done.backend_reason == "gemini_empty_reply"
 
 
+async def test_a_reply_of_only_whitespace_is_answered_in_persona(gemini_server: Any, fake_gemini: FakeGemini) -> None:
+    fake_gemini.reply(" ", "\n")
+    reply, done = await chat(gemini_server.port, "Hello?")
+    assert reply.strip() == gemini_server.companion.persona.spec.fallback_line
+    assert done.backend_reason == "gemini_empty_reply"
+
+
 async def test_cancel_mid_reply_stops_the_turn_and_keeps_what_was_said(
     gemini_server: Any, fake_gemini: FakeGemini
 ) -> None:

