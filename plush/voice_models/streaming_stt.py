@@ -50,6 +50,7 @@ class StreamingTranscription:
         self._texts: list[str] = []
         self._language = transcriber.options.language
         self._released = threading.Event()
+        self._cancelled = threading.Event()
         self._error: BaseException | None = None
         self.stats = StreamingStats()
         self._worker = threading.Thread(target=self._run, name="plush-streaming-stt", daemon=True)
@@ -80,19 +81,25 @@ class StreamingTranscription:
         return await asyncio.to_thread(self.finish)
 
     def cancel(self) -> None:
-        """Drop the utterance (barge-in, quit): the worker stops after the segment it is decoding."""
+        """Drop the utterance (barge-in, quit, a turn the server stopped): the worker stops after the segment it is
+        decoding, whatever audio is still queued and even after `finish` was asked for."""
+        self._cancelled.set()
         self._queue.put(_CANCEL)
 
     def _run(self) -> None:
         try:
-            while (item := self._queue.get()) is not None:
+            while (item := self._queue.get()) is not None and not self._cancelled.is_set():
                 if item is _CANCEL:
                     return
                 assert isinstance(item, bytes)
                 self._pcm.extend(item)
                 for segment in self._segmenter.feed(pcm16_to_float(item)):
+                    if self._cancelled.is_set():
+                        return
                     self._decode(segment)
             for segment in self._segmenter.finish(len(self._pcm) // 2):
+                if self._cancelled.is_set():
+                    return
                 self._decode(segment)
         except BaseException as exc:  # surfaced by finish(), in the caller's thread
             self._error = exc if isinstance(exc, PlushError) else SttError(f"speech recognition failed: {exc}")
