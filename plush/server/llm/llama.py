@@ -197,6 +197,9 @@ class LlamaBackend(LlmBackend):
                 said.append(delta)
                 yield delta
         finally:
+            # A stopped turn's worker ends within a token, and a queued one never starts (see `_stream`), so its
+            # place is free at once: a barge-in's next turn is never refused as "busy".
+            self._in_flight -= 1
             if usage is not None:
                 usage.output_tokens = self.count_tokens("".join(said))
 
@@ -216,8 +219,7 @@ class LlamaBackend(LlmBackend):
 
         worker = loop.run_in_executor(self._executor, self._generate, prompt, emit, stop)
 
-        def ended(_: object) -> None:  # a turn counts against max_queue until its worker is really done
-            self._in_flight -= 1
+        def ended(_: object) -> None:
             if worker.cancelled():  # dropped before it ran (closing): nothing else will end the stream
                 queue.put_nowait(_END)
 
