@@ -22,6 +22,7 @@ from plush.logs import setup_logging
 from plush.memory_cli import memory_app, persona_app
 from plush.models_cli import models_app
 from plush.pair_cli import pair_app
+from plush.telegram_cli import telegram_app
 
 app = typer.Typer(
     help="Plush: a voice companion that lives inside a plush toy.",
@@ -35,6 +36,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(memory_app, name="memory")
 app.add_typer(persona_app, name="persona")
 app.add_typer(pair_app, name="pair")
+app.add_typer(telegram_app, name="telegram")
 
 ServerOption = Annotated[str | None, typer.Option("--server", "-s", help="host:port of the Plush server.")]
 

@@ -22,7 +22,7 @@ from plush.errors import ConfigError
 from plush.languages import check_language_code
 from plush.owners import check_household_name
 
-SECRET_KEYS = ("gemini_api_key", "device_token", "device_tokens")
+SECRET_KEYS = ("gemini_api_key", "device_token", "device_tokens", "telegram_bot_token")
 CONFIG_ENV = "PLUSH_CONFIG"
 
 
@@ -234,6 +234,15 @@ class HouseholdConfig(Section):
     """Telegram user ids whose chats belong to this household."""
 
 
+class TelegramConfig(Section):
+    """The Telegram bridge (`plush telegram`): who may talk to the companion there. Private by default."""
+
+    allowed_users: tuple[int, ...] = ()
+    """Telegram user ids the bot answers; empty answers nobody (a stranger's id is logged once, to add here)."""
+    api_url: str = "https://api.telegram.org/bot"
+    """The Bot API's base URL (the token is appended); change it only for a self-hosted Bot API server."""
+
+
 class PlushConfig(BaseSettings):
     """The whole configuration; see `default_config.toml` for every key with its comment."""
 
@@ -253,6 +262,7 @@ class PlushConfig(BaseSettings):
     memory: MemoryConfig = MemoryConfig()
     server: ServerConfig = ServerConfig()
     device: DeviceConfig = DeviceConfig()
+    telegram: TelegramConfig = TelegramConfig()
     owners: dict[str, HouseholdConfig] = Field(default_factory=dict)
     """Households by name; see `HouseholdConfig`. A device or Telegram user may be in one household at most."""
     gemini_api_key: SecretStr | None = Field(
@@ -264,6 +274,10 @@ class PlushConfig(BaseSettings):
     device_tokens: SecretStr | None = Field(default=None, validation_alias=AliasChoices("PLUSH_DEVICE_TOKENS"))
     """Secret, on the server: `id=token,id=token` for every plush (and chat client) allowed to talk to it.
     Unset, and no plush paired (`plush pair add`): any client may (fine on 127.0.0.1 only)."""
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "PLUSH_TELEGRAM_BOT_TOKEN")
+    )
+    """Secret: the Telegram bot's token (from @BotFather), from the environment or .env only."""
 
     @field_validator("owners")
     @classmethod

@@ -1,0 +1,53 @@
+"""Calls to the Bot API that survive Telegram's flood control and brief outages without doubling a message.
+
+A 429 (`RetryAfter`) or a 5xx means Telegram did not take the request, so sending it again cannot double it.
+A timeout is different: the message may have arrived, so it is never retried (a lost line beats a doubled one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from telegram.error import NetworkError, RetryAfter, TimedOut
+from telegram.warnings import PTBDeprecationWarning
+
+from plush.logs import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+MAX_WAIT_S = 60.0
+"""The longest flood-control wait honoured; a longer one gives up on this message instead of stalling the chat."""
+SERVER_ERROR_BACKOFF_S = 0.5
+
+
+async def deliver(call: Callable[[], Awaitable[T]], *, what: str, attempts: int = 4) -> T:
+    """`call()`, tried again after a 429 (waiting `retry_after`) or a server error (with backoff)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except RetryAfter as exc:
+            wait = _retry_after_s(exc)
+            if attempt == attempts or wait > MAX_WAIT_S:
+                raise
+            log.warning("telegram_flood_control", call=what, retry_after_s=wait, attempt=attempt)
+        except TimedOut:
+            raise
+        except NetworkError as exc:  # 5xx and refused connections: Telegram did not take the request
+            if attempt == attempts:
+                raise
+            wait = SERVER_ERROR_BACKOFF_S * 2 ** (attempt - 1)
+            log.warning("telegram_unavailable", call=what, error=str(exc), attempt=attempt)
+        await asyncio.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _retry_after_s(exc: RetryAfter) -> float:
+    """The wait Telegram asked for, whether python-telegram-bot gives it as seconds or (opted in) a timedelta."""
+    with warnings.catch_warnings():  # reading it as seconds warns of the coming timedelta; both are handled
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        retry_after = exc.retry_after
+    return retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
