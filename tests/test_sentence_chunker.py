@@ -94,3 +94,15 @@ def test_emoji_never_reach_the_voice() -> None:
     assert [speakable(p) for p in pieces] == ["I love you !", "Bye."]
     assert speakable("😀👍🏽 ") == "" and speakable("**Hi** there") == "Hi there"
     assert speakable("안녕 🐻") == "안녕"
+
+
+def test_a_long_reply_without_sentence_ends_is_cut_into_speakable_pieces() -> None:
+    """A run-on reply (6,000 characters, no punctuation) leaves in pieces of at most `max_weight`, none lost."""
+    chunker = SentenceChunker()
+    text = "la " * 2000
+    pieces = chunker.feed(text)
+    rest = chunker.flush()
+    pieces += [rest] if rest else []
+    assert len(pieces) > 20
+    assert all(speech_weight(piece) <= chunker.max_weight for piece in pieces)
+    assert " ".join(pieces).split() == text.split()

@@ -57,9 +57,23 @@ _WORD_BEFORE = re.compile(r"([\w.]+)\.$")
 _MARKDOWN = re.compile(r"[*_#`~|>]+")
 
 
+def _char_weight(ch: str) -> int:
+    return 2 if ("\uac00" <= ch <= "\ud7a3" or "\u4e00" <= ch <= "\u9fff") else 1
+
+
 def speech_weight(text: str) -> int:
     """About how long `text` takes to say, in Latin-letter units: a Hangul or CJK character counts as two."""
-    return sum(2 if ("\uac00" <= ch <= "\ud7a3" or "\u4e00" <= ch <= "\u9fff") else 1 for ch in text)
+    return sum(_char_weight(ch) for ch in text)
+
+
+def _longest_prefix_within(text: str, limit: int) -> int:
+    """The length of the longest start of `text` whose speech weight is at most `limit` (one pass)."""
+    weight = 0
+    for index, ch in enumerate(text):
+        weight += _char_weight(ch)
+        if weight > limit:
+            return index
+    return len(text)
 
 
 def speakable(text: str) -> str:
@@ -136,9 +150,7 @@ class SentenceChunker:
 
     def _long_cut(self, text: str, limit: int) -> int:
         """The last clause boundary, else the last space, that keeps the piece within `limit`."""
-        end = len(text)
-        while end > 0 and speech_weight(text[:end]) > limit:
-            end -= 1
+        end = _longest_prefix_within(text, limit)  # one pass: a long run-on reply must not cost n² steps
         head = text[:end]
         clauses = [m.end() for m in _CLAUSE_END.finditer(head) if m.end() > end // 2]
         if clauses:
