@@ -57,12 +57,17 @@ def test_the_default_settings_hear_joes_questions_in_english(
     assert [r.language for r in heard] == ["en"] * len(QUESTIONS)
 
 
-def test_the_fit_window_hears_the_same_words_as_the_full_window(
+def test_the_fit_window_hears_as_well_as_the_full_window(
     real_whisper_base: Path, spoken: list[np.ndarray], tmp_path: Path
 ) -> None:
+    """Not word for word: on one clip either window may slip ("capital of friends" came from the full one), so
+    the windows are compared by their error rates on the same clips, within about one word of each other."""
     fit = transcriber(real_whisper_base, tmp_path, encoder_window="fit")
     full = transcriber(real_whisper_base, tmp_path, encoder_window="full")
-    for clip in spoken:
-        short, padded = fit.transcribe(clip), full.transcribe(clip)
-        assert normalise(short.text) == normalise(padded.text)
-        assert short.language == padded.language == "en"
+    short = [fit.transcribe(clip) for clip in spoken]
+    padded = [full.transcribe(clip) for clip in spoken]
+    said = [normalise(q) for q in QUESTIONS]
+    fit_wer = jiwer.wer(said, [normalise(r.text) for r in short])
+    full_wer = jiwer.wer(said, [normalise(r.text) for r in padded])
+    assert fit_wer <= full_wer + 0.05, ([r.text for r in short], [r.text for r in padded])
+    assert [r.language for r in short] == [r.language for r in padded] == ["en"] * len(QUESTIONS)
