@@ -17,6 +17,7 @@ from rich.markup import escape
 from plush import __version__
 from plush.config import PlushConfig, default_config_text, find_config_file, load_config, masked
 from plush.console import ConfigOption, err, out
+from plush.dashboard_cli import dashboard_app
 from plush.errors import PlushError
 from plush.logs import setup_logging
 from plush.memory_cli import memory_app, persona_app
@@ -37,6 +38,7 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(persona_app, name="persona")
 app.add_typer(pair_app, name="pair")
 app.add_typer(telegram_app, name="telegram")
+app.add_typer(dashboard_app, name="dashboard")
 
 ServerOption = Annotated[str | None, typer.Option("--server", "-s", help="host:port of the Plush server.")]
 

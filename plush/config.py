@@ -22,7 +22,10 @@ from plush.errors import ConfigError
 from plush.languages import check_language_code
 from plush.owners import check_household_name
 
-SECRET_KEYS = ("gemini_api_key", "device_token", "device_tokens", "telegram_bot_token")
+SECRET_KEYS = (
+    "gemini_api_key", "device_token", "device_tokens", "telegram_bot_token", "dashboard_password",
+    "dashboard_metrics_token",
+)  # fmt: skip
 CONFIG_ENV = "PLUSH_CONFIG"
 
 
@@ -235,12 +238,77 @@ class HouseholdConfig(Section):
 
 
 class TelegramConfig(Section):
-    """The Telegram bridge (`plush telegram`): who may talk to the companion there. Private by default."""
+    """The Telegram bridge (in `plush server` when TELEGRAM_BOT_TOKEN is set): who may talk there, and how.
+    Private by default."""
 
+    enabled: bool = True
+    """Run the bot inside `plush server` when TELEGRAM_BOT_TOKEN is set; false keeps the server to itself."""
     allowed_users: tuple[int, ...] = ()
     """Telegram user ids the bot answers; empty answers nobody (a stranger's id is logged once, to add here)."""
+    conversations: dict[int, str] = Field(default_factory=dict)
+    """Telegram user id -> the plush (its `[device] id`) whose conversation and facts that user shares. A user in
+    a household with exactly one plush shares that plush's without this; anyone else has a chat of their own."""
+    allow_groups: bool = False
+    """Answer allowed users in group chats too (each group is a conversation of its own); off: only private chats."""
+    rate_limit: str = "8/minute"
+    """Messages one user may send before the bot asks them to slow down (a `limits` string: "8/minute",
+    "100/day"); the ones over it get no LLM call."""
+    replies: Literal["auto", "text", "voice", "both"] = "auto"
+    """How the bot answers until a chat picks with /voice: "auto" answers a voice note with a voice note and text
+    with text."""
+    max_voice_seconds: float = Field(default=120.0, gt=0, le=600)
+    """Longest voice note the bot listens to; a longer one gets a polite refusal."""
+    keep_voice_notes: bool = False
+    """Keep the voice notes owners send (under the data folder, telegram/voice_notes/<user id>/), for
+    `plush voice import --telegram` to build a voice from them."""
     api_url: str = "https://api.telegram.org/bot"
     """The Bot API's base URL (the token is appended); change it only for a self-hosted Bot API server."""
+    webhook_url: str = ""
+    """Empty: long polling (works behind any router). A public https URL: Telegram pushes updates there instead;
+    the bot listens on `webhook_listen`:`webhook_port` behind your TLS proxy."""
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(default=8443, ge=0, le=65535)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        try:
+            from limits import parse_many
+        except ImportError:  # a plush without the server's packages never runs the bot
+            return value
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '8/minute' or '100/day': {exc}") from exc
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_https(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError("Telegram only pushes to https:// URLs (leave it empty for long polling)")
+        return value
+
+
+class DashboardConfig(Section):
+    """The web dashboard that `plush server` serves: every turn live, charts, devices, memory, persona. Every page
+    and API call needs a login (`plush dashboard set-password`)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Where it listens. Beyond this computer, put it behind an HTTPS reverse proxy (the login is a password)."""
+    port: int = Field(default=8765, ge=0, le=65535)
+    password_file: Path | None = None
+    """The login's argon2 hash (`plush dashboard set-password` writes it); empty: `dashboard-password` beside the
+    database. PLUSH_DASHBOARD_PASSWORD in the environment or .env is used instead when set."""
+    session_hours: float = Field(default=12.0, gt=0)
+    """How long a login lasts (a server restart ends every login)."""
+    login_delay_s: float = Field(default=1.0, ge=0)
+    """A failed login waits this long, doubled for each earlier failure from the same address (at most 30 s)."""
+    online_window_s: float = Field(default=300.0, gt=0)
+    """A plush counts as online while a call is open or for this long after its last one."""
+    keep_audio: bool = False
+    """Keep each reply's audio (WAV files beside the database, turn-audio/) to play back in the turn's detail."""
 
 
 class PlushConfig(BaseSettings):
@@ -263,6 +331,7 @@ class PlushConfig(BaseSettings):
     server: ServerConfig = ServerConfig()
     device: DeviceConfig = DeviceConfig()
     telegram: TelegramConfig = TelegramConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     owners: dict[str, HouseholdConfig] = Field(default_factory=dict)
     """Households by name; see `HouseholdConfig`. A device or Telegram user may be in one household at most."""
     gemini_api_key: SecretStr | None = Field(
@@ -278,6 +347,14 @@ class PlushConfig(BaseSettings):
         default=None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "PLUSH_TELEGRAM_BOT_TOKEN")
     )
     """Secret: the Telegram bot's token (from @BotFather), from the environment or .env only."""
+    dashboard_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PLUSH_DASHBOARD_PASSWORD")
+    )
+    """Secret: the dashboard's password, when not set with `plush dashboard set-password` (only a hash is kept)."""
+    dashboard_metrics_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PLUSH_DASHBOARD_METRICS_TOKEN")
+    )
+    """Secret: Prometheus scrapes /metrics with `Authorization: Bearer <token>`; unset, only this computer may."""
 
     @field_validator("owners")
     @classmethod
@@ -340,8 +417,7 @@ def find_config_file(explicit: Path | None = None) -> Path | None:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path} (from ${CONFIG_ENV})")
         return path
-    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    for candidate in (Path("plush.toml"), xdg / "plush" / "plush.toml"):
+    for candidate in (Path("plush.toml"), user_config_path()):
         if candidate.is_file():
             return candidate
     return None
@@ -408,6 +484,11 @@ def masked(config: PlushConfig) -> dict[str, Any]:
         else:
             data[key] = "****" + value.get_secret_value()[-4:]
     return data
+
+
+def user_config_path() -> Path:
+    """The per-user config file (`~/.config/plush/plush.toml`, following XDG), whether or not it exists."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "plush" / "plush.toml"
 
 
 def data_home() -> Path:

@@ -116,6 +116,7 @@ def config_sections(models: TinyModels, tmp_path: Path) -> dict[str, dict[str, A
         "llm": {"backend": "llama", "llama": {"model": str(models.gguf), "n_ctx": 2048, "max_tokens": 24}},
         "server": {"port": 0, "database": str(tmp_path / "plush.db")},
         "device": {"id": "test-plush"},
+        "dashboard": {"port": 0},
     }
 
 

@@ -13,10 +13,10 @@ from fakes.telegram import FakeTelegram
 from structlog.testing import capture_logs
 
 from plush.errors import PlushError
-from plush.owners import Owners
-from plush.server.telegram import TelegramBridge, mask_token
+from plush.server.app import serve_forever
+from plush.server.telegram.bridge import TelegramBridge, mask_token
 from plush.server.telegram.messages import split_message
-from plush.server.telegram.runner import bot_token, serve_with_telegram
+from plush.server.telegram.runner import bot_token
 
 OWNER = 111
 STRANGER = 999
@@ -34,7 +34,7 @@ async def bot(start_gemini_server: Any, make_config: Any, fake_telegram: FakeTel
     """A running bridge (owner 111 allowed) on a running server; yields the server."""
     server = await start_gemini_server()
     config = make_config(telegram={"allowed_users": [OWNER], "api_url": fake_telegram.base_url})
-    bridge = TelegramBridge(server.companion, Owners(config.owners), config.telegram)
+    bridge = TelegramBridge(server.companion, config.telegram, config.owners, transcriber=server.transcriber)
     async with bridge.polling(fake_telegram.token, poll_timeout=1):
         yield server
 
@@ -159,12 +159,10 @@ async def test_plush_telegram_serves_the_bot_with_the_token_from_the_environment
 ) -> None:
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", fake_telegram.token)
     config = make_config(telegram={"allowed_users": [OWNER], "api_url": fake_telegram.base_url})
-    ready: list[tuple[int, str]] = []
+    ready: list[int] = []
     stop = asyncio.Event()
     with capture_logs() as logs:
-        serving = asyncio.create_task(
-            serve_with_telegram(config, lambda port, token: ready.append((port, token)), stop=stop)
-        )
+        serving = asyncio.create_task(serve_forever(config, ready.append, telegram=True, stop=stop))
         try:
             await wait_for(lambda: ready, within_s=60)
             fake_telegram.send_text(OWNER, "/start")
@@ -173,7 +171,8 @@ async def test_plush_telegram_serves_the_bot_with_the_token_from_the_environment
             stop.set()
             await serving
     assert greeting.startswith("Hello! I'm")
-    assert ready[0][1] == "****abcd"
+    started = next(entry for entry in logs if entry["event"] == "telegram_started")
+    assert started["token"] == "****abcd"
     assert fake_telegram.token not in str(logs)
 
 

@@ -12,12 +12,15 @@ from typing import Any
 
 import grpc
 
+from plush import __version__
 from plush.errors import PlushError
 from plush.pairing import SERVER_NAME
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 
 DEVICE_ID_KEY = "plush-device-id"
+VERSION_KEY = "plush-version"
+"""The client's version, shown on the server's dashboard (devices page)."""
 AUDIO_FRAME_MS = 40
 
 
@@ -146,7 +149,7 @@ class CompanionClient:
             options.append(("grpc.ssl_target_name_override", SERVER_NAME))
             self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.CompanionStub(self._channel)
-        self._metadata: tuple[tuple[str, str], ...] = ((DEVICE_ID_KEY, device_id),)
+        self._metadata: tuple[tuple[str, str], ...] = ((DEVICE_ID_KEY, device_id), (VERSION_KEY, __version__))
         if token:
             self._metadata += (("authorization", f"Bearer {token}"),)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +27,7 @@ from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from plush.server.auth import DeviceTokenInterceptor
 from plush.server.certificate import load_or_create
 from plush.server.companion import Companion
+from plush.server.dashboard import Presence, start_dashboard
 from plush.server.in_flight import TurnsInFlight
 from plush.server.llm.base import LlmBackend, LlmError
 from plush.server.llm.gemini_budget import GeminiBudget
@@ -37,13 +38,17 @@ from plush.server.paired_plushes import PairedPlushes
 from plush.server.persona import PersonaSource
 from plush.server.refusals import DRAIN_LIMIT_S
 from plush.server.service import CompanionService, Limits
-from plush.server.speech import SpeechOut
+from plush.server.speech import SpeechOut, VoiceSwitch
 from plush.server.store import Store
 from plush.server.transport import choose_transport
+from plush.voice_models.cloning.voice_store import VoiceStore
 from plush.voice_models.model_store import KNOWN_MODELS, STARTER_BRAIN_HINT, ModelStore
 from plush.voice_models.streaming_stt import StreamingStt
 from plush.voice_models.stt import Transcriber
 from plush.voice_models.tts import Synthesizer
+
+if TYPE_CHECKING:
+    from plush.server.dashboard.runner import Dashboard
 
 log = get_logger(__name__)
 HOUSEKEEPING_S = 3600.0
@@ -114,10 +119,18 @@ class RunningServer:
     health: health.aio.HealthServicer
     housekeeping: asyncio.Task[None]
     in_flight: TurnsInFlight
+    transcriber: Transcriber | None = None
+    """The server's Whisper (None with `server.stt_on_server` off): the Telegram bot hears voice notes with it."""
+    dashboard: Dashboard | None = None
+    """The web dashboard (None with `[dashboard] enabled = false`)."""
+    presence: Presence | None = None
+    """Which plushes have called lately (the dashboard's devices, the Telegram bot's /status)."""
 
     async def stop(self, grace: float = 2.0) -> None:
         """Refuse new turns, stop every turn in flight (each is stored, as interrupted, with what was already
         said), and close the store only once every turn is written to it."""
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.health.enter_graceful_shutdown()
         # A stopped turn may first drain what its client still sends (refusals.py), hence the longer wait.
         await self.in_flight.shutdown(max(grace, DRAIN_LIMIT_S) + 1.0)
@@ -151,9 +164,8 @@ async def start_server(config: PlushConfig) -> RunningServer:
         if not synthesizer.language.startswith(persona.language):
             log.warning("voice_language_mismatch", persona=persona.language, voice=synthesizer.language)
         memory = Memory(store, config.memory)
-        companion = Companion(
-            persona=personas, router=router, memory=memory, speech=SpeechOut(synthesizer, config.tts.chunk_ms)
-        )
+        speech = SpeechOut(synthesizer, config.tts.chunk_ms, _voice_switch(config))
+        companion = Companion(persona=personas, router=router, memory=memory, speech=speech)
         streaming = StreamingStt.from_config(transcriber, config.stt) if transcriber and config.stt.streaming else None
         in_flight = TurnsInFlight(cfg.max_turns_in_flight, cfg.max_stt_in_flight)
         limits = Limits(cfg.max_audio_seconds, cfg.idle_timeout_s, int(cfg.max_message_mb * 1024 * 1024))
@@ -167,7 +179,8 @@ async def start_server(config: PlushConfig) -> RunningServer:
             in_flight=in_flight,
         )
         guard = DeviceTokenInterceptor(tokens, paired) if transport.guarded else None
-        server, health_servicer = _grpc_server(cfg, service, guard)
+        presence = Presence()  # the plushes' calls, for the dashboard's devices and metrics
+        server, health_servicer = _grpc_server(cfg, service, guard, presence)
         address = f"{cfg.host}:{cfg.port}"
         certificate = load_or_create(cfg) if transport.tls else None
         try:
@@ -177,6 +190,9 @@ async def start_server(config: PlushConfig) -> RunningServer:
                 port = server.add_secure_port(address, certificate.credentials())
         except RuntimeError as exc:
             raise PlushError(f"cannot listen on {address}: {exc} (is another server running? set server.port)") from exc
+        dashboard = await start_dashboard(config, companion, presence, in_flight)
+        if dashboard is not None:
+            cleanup.push_async_callback(dashboard.stop)
         await server.start()
         cleanup.pop_all()
     housekeeping = asyncio.create_task(_housekeeping(memory), name="plush-housekeeping")
@@ -189,17 +205,20 @@ async def start_server(config: PlushConfig) -> RunningServer:
         persona=persona.name,
         brain=router.description,
     )
-    return RunningServer(server, port, companion, health_servicer, housekeeping, in_flight)
+    return RunningServer(
+        server, port, companion, health_servicer, housekeeping, in_flight, transcriber, dashboard, presence
+    )
 
 
 def _grpc_server(
-    cfg: ServerConfig, service: CompanionService, guard: DeviceTokenInterceptor | None
+    cfg: ServerConfig, service: CompanionService, guard: DeviceTokenInterceptor | None, presence: Presence
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """The gRPC server with explicit message limits, the device token check (`guard`), the Companion service,
     health and reflection."""
     size = int(cfg.max_message_mb * 1024 * 1024)
     server = grpc.aio.server(
-        interceptors=[guard] if guard is not None else None,
+        # The token check first: only calls it lets through are counted as a plush's presence.
+        interceptors=[*([guard] if guard is not None else []), presence.interceptor()],
         options=[
             ("grpc.max_receive_message_length", size * RECEIVE_HEADROOM),
             ("grpc.max_send_message_length", size),
@@ -224,14 +243,25 @@ async def _housekeeping(memory: Memory, every_s: float = HOUSEKEEPING_S) -> None
         await asyncio.sleep(every_s)
 
 
-async def serve_forever(config: PlushConfig, on_ready: Callable[[int], None] | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then stop gracefully; `on_ready` gets the bound port.
+async def serve_forever(
+    config: PlushConfig,
+    on_ready: Callable[[int], None] | None = None,
+    *,
+    telegram: bool = False,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (or `stop` is set), then stop gracefully; `on_ready` gets the bound port.
 
+    The Telegram bot runs beside the server when TELEGRAM_BOT_TOKEN is set (`telegram=True`: it must).
     A second SIGINT/SIGTERM while stopping ends the process at once (the system's default action), for when
     a graceful stop is not wanted or does not finish.
     """
+    from plush.server.telegram.runner import bot_token, telegram_bot
+
+    if telegram:
+        bot_token(config)  # no token: say so before loading any model
     running = await start_server(config)
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
 
     def first_signal() -> None:
@@ -244,15 +274,33 @@ async def serve_forever(config: PlushConfig, on_ready: Callable[[int], None] | N
     for sig in SIGNALS:
         with suppress(NotImplementedError):
             loop.add_signal_handler(sig, first_signal)
-    if on_ready is not None:
-        on_ready(running.port)
-    await stop.wait()
-    await running.stop()
+    try:
+        async with telegram_bot(config, running, stop, required=telegram):
+            if on_ready is not None:
+                on_ready(running.port)
+            await stop.wait()
+    finally:
+        await running.stop()
 
 
 def _load_voice(config: PlushConfig) -> Synthesizer:
-    path = ModelStore.from_config(config.models).resolve(config.tts.voice, "tts")
-    return Synthesizer(path, length_scale=config.tts.length_scale)
+    """The voice `plush voice use` made active, else `[tts] voice`."""
+    active = VoiceStore.in_models(ModelStore.from_config(config.models).root).active()
+    return _load_named_voice(config, active)
+
+
+def _load_named_voice(config: PlushConfig, name: str | None) -> Synthesizer:
+    """A voice from the voice store by name; None means the config's `[tts] voice`."""
+    models = ModelStore.from_config(config.models)
+    if name is not None:
+        return Synthesizer(VoiceStore.in_models(models.root).get(name).onnx, length_scale=config.tts.length_scale)
+    return Synthesizer(models.resolve(config.tts.voice, "tts"), length_scale=config.tts.length_scale)
+
+
+def _voice_switch(config: PlushConfig) -> VoiceSwitch:
+    """Lets `plush voice use NAME` change the running server's voice (checked at each turn's start)."""
+    store = VoiceStore.in_models(ModelStore.from_config(config.models).root)
+    return VoiceSwitch(store, lambda name: _load_named_voice(config, name))
 
 
 async def _load_models(config: PlushConfig, store: Store) -> tuple[LlmRouter, Synthesizer, Transcriber | None]:

@@ -33,6 +33,22 @@ Emit = Callable[[pb.TurnEvent], None]
 
 
 @dataclass
+class TurnTrace:
+    """What a stored turn's listeners get besides its record: the prompt it was answered from and, when
+    `Companion.keep_audio` is on, the reply's audio as it was sent."""
+
+    prompt: Prompt | None = None
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Stage -> (start offset ms, duration ms) from the turn's start (the stored record keeps durations only)."""
+    audio: list[bytes] = field(default_factory=list)
+    audio_rate: int = 0
+    audio_opus: bool = False
+
+
+TurnListener = Callable[[TurnRecord, TurnTrace], None]
+
+
+@dataclass
 class Stopwatch:
     """Stage timings of a turn: stage -> (start offset ms, duration ms) from the turn's start."""
 
@@ -88,6 +104,10 @@ class Companion:
         self.store: Store = memory.store
         self.speech = speech
         self._writes: set[asyncio.Task[None]] = set()
+        self.listeners: list[TurnListener] = []
+        """Called with each turn once it is stored (the dashboard's live log and metrics); must not block."""
+        self.keep_audio = False
+        """Hand the reply's audio to the listeners (the owner chose to keep it, `[dashboard] keep_audio`)."""
 
     @property
     def persona(self) -> Persona:
@@ -121,7 +141,7 @@ class Companion:
         record.timings = turn.clock.durations()
         level = log.warning if outcome in ("refused", "error") else log.info
         level("turn_done", turn_id=turn.turn_id, device_id=turn.device_id, outcome=outcome, error=error)
-        await self._store(record)
+        await self._store(record, TurnTrace(stages=dict(turn.clock.stages)))
 
     async def wait_stored(self) -> None:
         """Wait until every turn write started so far has finished (before the store closes)."""
@@ -131,17 +151,19 @@ class Companion:
     async def _produce(self, turn: TurnRequestData, emit: Emit, finish: Callable[[], None]) -> None:
         record = _record(turn)
         route = Route()
+        trace = TurnTrace()
         persona = self.persona
         try:
             await self.memory.learn(turn.conversation_id, turn.user_text, owner=turn.owner)
             prompt, _ = await self.memory.prompt(
                 persona.system_prompt, turn.conversation_id, turn.user_text, owner=turn.owner, speaker=persona.name
             )
+            trace.prompt = prompt
             pieces: asyncio.Queue[str | None] = asyncio.Queue()
             speaking = self.speech is not None and turn.want_audio
             async with asyncio.TaskGroup() as tasks:
                 if speaking:
-                    tasks.create_task(self._speak(turn, pieces, emit, record))
+                    tasks.create_task(self._speak(turn, pieces, emit, record, trace))
                 await self._think(
                     turn,
                     prompt,
@@ -167,7 +189,8 @@ class Companion:
             record.prompt_tokens, record.output_tokens = route.usage.prompt_tokens, route.usage.output_tokens
             record.add_error(route.error)
             record.timings = turn.clock.durations()
-            await self._store(record)
+            trace.stages = dict(turn.clock.stages)
+            await self._store(record, trace)
             for stage, (start, duration) in turn.clock.stages.items():
                 timing = pb.StageTiming(stage=stage, duration_ms=duration, started_at_ms=start)
                 emit(_event(turn, timing=timing))
@@ -229,6 +252,7 @@ class Companion:
         pieces: asyncio.Queue[str | None],
         emit: Emit,
         record: TurnRecord,
+        trace: TurnTrace,
     ) -> None:
         """Synthesize each finished piece in order and stream its audio chunks."""
         assert self.speech is not None
@@ -238,6 +262,7 @@ class Companion:
         encoding = pb.AUDIO_ENCODING_OPUS if opus else pb.AUDIO_ENCODING_PCM_S16LE
         seq = 0
         synth_ms = 0.0
+        trace.audio_rate, trace.audio_opus = rate, opus
 
         def send(data: bytes) -> None:
             nonlocal seq
@@ -245,6 +270,8 @@ class Companion:
                 turn.clock.record("first_audio", 0.0)
             chunk = pb.AudioChunk(data=data, sample_rate=rate, channels=1, encoding=encoding, seq=seq)
             emit(_event(turn, audio=chunk))
+            if self.keep_audio:
+                trace.audio.append(data)
             seq += 1
 
         while (piece := await pieces.get()) is not None:
@@ -265,19 +292,25 @@ class Companion:
         if seq:
             turn.clock.stages["tts"] = (turn.clock.stages["first_audio"][0], synth_ms)
 
-    async def _store(self, record: TurnRecord) -> None:
+    async def _store(self, record: TurnRecord, trace: TurnTrace | None = None) -> None:
         """Store the turn in a task of its own, tracked until written: a turn cancelled twice (barge-in, then the
         client hanging up) is still stored, and shutdown waits for it (`wait_stored`) before closing the store."""
-        write = asyncio.create_task(self._write(record), name=f"plush-store-{record.id}")
+        write = asyncio.create_task(self._write(record, trace or TurnTrace()), name=f"plush-store-{record.id}")
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
         await asyncio.shield(write)
 
-    async def _write(self, record: TurnRecord) -> None:
+    async def _write(self, record: TurnRecord, trace: TurnTrace) -> None:
         try:
             await self.store.add_turn(record)
         except Exception:  # the reply already went out; a failed write must not break the stream
             log.exception("turn_not_stored", turn_id=record.id, outcome=record.outcome)
+            return
+        for listener in self.listeners:
+            try:
+                listener(record, trace)
+            except Exception:  # a listener (the dashboard) must never lose a turn or break the reply
+                log.exception("turn_listener_failed", turn_id=record.id)
 
 
 def _record(turn: TurnRequestData, outcome: Outcome = "answered", error: str = "") -> TurnRecord:

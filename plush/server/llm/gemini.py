@@ -55,9 +55,9 @@ class GeminiBackend(LlmBackend):
             ],
         )
 
-    def _contents(self, prompt: Prompt) -> list[object]:
+    def _contents(self, prompt: Prompt) -> list[Any]:
         t = self._types
-        contents: list[object] = [
+        contents: list[Any] = [
             t.Content(role="model" if m.role == "assistant" else "user", parts=[t.Part(text=m.text)])
             for m in prompt.history
         ]

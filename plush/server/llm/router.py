@@ -56,6 +56,26 @@ class LlmRouter:
     def backends(self) -> list[str]:
         return [b.name for b in (self.primary, self.fallback) if b is not None]
 
+    async def now(self) -> Route:
+        """Which backend would answer a turn now, and why (no request is counted): for /status and the dashboard.
+
+        The reasons are those of `Route.reason`; a per-minute budget is not foreseen (it refills within the
+        minute), a daily one is.
+        """
+        reason = self._no_primary_reason
+        if self.primary is not None:
+            reason = "primary"
+            if self.budget is not None:
+                if self.budget.paused_for() > 0:
+                    reason = "retry_after"
+                elif self.budget.breaker.seconds_left() > 0:
+                    reason = "circuit_open"
+                elif 0 < self.budget.config.requests_per_day <= await self.budget.requests_today():
+                    reason = "daily_budget_spent"
+            if reason == "primary":
+                return Route(self.primary.name, reason)
+        return Route(self.fallback.name if self.fallback is not None else "fallback_line", reason)
+
     async def stream(
         self, prompt: Prompt, route: Route, fallback_line: str, *, client_id: str = ""
     ) -> AsyncGenerator[str]:

@@ -1,5 +1,2 @@
-"""The Telegram bridge: owners talk to the same companion (persona, memory, brain) from a Telegram chat."""
-
-from plush.server.telegram.bridge import TelegramBridge, mask_token
-
-__all__ = ["TelegramBridge", "mask_token"]
+"""The Telegram bridge: owners talk to the same companion (persona, memory, brain) from a Telegram chat, by text
+and voice notes. `runner` starts it inside the server; importing this package needs no Telegram library."""

@@ -1,41 +1,51 @@
-"""The bot: allowed users' messages become companion turns (source `telegram`), replies go back as they stream.
+"""The bot: allowed users' messages and voice notes become companion turns (source `telegram`), and the replies
+go back as they stream, as text, a voice note in the companion's voice, or both.
 
-Private by default: only the user ids in `[telegram] allowed_users` get an answer. Anyone else gets nothing (no
-reply, no typing indicator, no LLM call), and their id is logged once so an owner can add themselves. Updates are
-handled one at a time, so a user's messages are answered in the order they were sent.
+Private by default: only the user ids in `[telegram] allowed_users` get an answer, and in group chats only when
+`allow_groups` is on. Anyone else gets nothing (no reply, no typing indicator, no LLM call), and their id is
+logged once so an owner can add themselves (`plush telegram allow ID`).
+
+Updates are handled concurrently across chats and in order within a chat (turns.ChatLine). Starting without
+network is not fatal: the bot keeps trying with backoff (said once in the log) while the server serves plushes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from functools import partial
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
-from telegram.constants import ChatAction
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
-from plush.config import TelegramConfig
+from plush.config import HouseholdConfig, TelegramConfig, data_home
+from plush.errors import PlushError
 from plush.logs import get_logger
-from plush.owners import Owners, telegram_owner
-from plush.server.companion import Companion, TurnRequestData
+from plush.server.companion import Companion, Stopwatch, TurnRequestData
+from plush.server.telegram.chat_settings import ChatSettings, answers_with
+from plush.server.telegram.commands import COMMANDS, Commands, Presence
 from plush.server.telegram.delivery import deliver
-from plush.server.telegram.replies import StreamedReply
+from plush.server.telegram.identity import ChatIdentity, Identities
+from plush.server.telegram.listening import Listener, VoiceNoteError
+from plush.server.telegram.turns import ChatLine, FloodGuard, answer
+from plush.voice_models.stt import Transcriber
 
 log = get_logger(__name__)
 MAX_TEXT_CHARS = 4000
 """The longest message taken as one turn (a Telegram message holds 4,096 characters)."""
-COMMANDS = (
-    ("start", "Say hello"),
-    ("help", "What I can do"),
-    ("reset", "Start a new conversation"),
-    ("remember", "Remember something: /remember TEXT"),
-    ("forget", "Forget a fact: /forget ID (from /facts)"),
-    ("facts", "What I remember about you"),
-    ("status", "Which brain answers now"),
-)
+CONCURRENT_UPDATES = 32
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
+SLOW_DOWN = "That's a lot of messages at once! Let me catch my breath; try again in a minute."
 App = Application[Any, Any, Any, Any, Any, Any]
+MESSAGES = filters.UpdateType.MESSAGE
+"""New messages only: an edited message is not a new turn."""
 
 
 def mask_token(token: str) -> str:
@@ -43,167 +53,247 @@ def mask_token(token: str) -> str:
     return "****" + token[-4:]
 
 
-def conversation_of(user_id: int) -> str:
-    """The conversation a Telegram user's turns belong to: one per user, whatever chat they write from."""
-    return telegram_owner(user_id)
+def file_url(api_url: str) -> str:
+    """The Bot API's file download base for `api_url` (`.../bot` -> `.../file/bot`, as Telegram serves them)."""
+    return api_url[: -len("bot")] + "file/bot" if api_url.endswith("/bot") else api_url.rstrip("/") + "/file/bot"
 
 
 class TelegramBridge:
-    """Connects Telegram's long polling to a `Companion` (the same one the plush talks to)."""
+    """Connects Telegram (long polling or a webhook) to a `Companion`: the same one the plush talks to."""
 
-    def __init__(self, companion: Companion, owners: Owners, settings: TelegramConfig) -> None:
+    def __init__(
+        self,
+        companion: Companion,
+        settings: TelegramConfig,
+        households: dict[str, HouseholdConfig] | None = None,
+        *,
+        transcriber: Transcriber | None = None,
+        presence: Presence | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
         self.companion = companion
-        self.owners = owners
         self.settings = settings
         self.allowed = frozenset(settings.allowed_users)
+        self.identities = Identities(settings, households or {})
+        self.chats = ChatSettings((state_dir or data_home()) / "telegram" / "chats.json", settings.replies)
+        self.commands = Commands(companion, self.chats, presence)
+        self.listener = Listener(transcriber, max_seconds=settings.max_voice_seconds, keep=settings.keep_voice_notes)
+        self.line = ChatLine()
+        self.flood = FloodGuard(settings.rate_limit)
         self._strangers: set[int] = set()
+        self._groups_refused: set[int] = set()
         self._token = ""
 
     def application(self, token: str) -> App:
         """The python-telegram-bot application with Plush's handlers (not started)."""
         self._token = token
-        app: App = Application.builder().token(token).base_url(self.settings.api_url).build()
-        for name, handler in (
-            ("start", self._start),
-            ("help", self._help),
-            ("reset", self._reset),
-            ("remember", self._remember),
-            ("forget", self._forget),
-            ("facts", self._facts),
-            ("status", self._status),
-        ):
-            app.add_handler(CommandHandler(name, handler))
-        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._text))
+        app: App = (
+            Application.builder()
+            .token(token)
+            .base_url(self.settings.api_url)
+            .base_file_url(file_url(self.settings.api_url))
+            .concurrent_updates(CONCURRENT_UPDATES)
+            .build()
+        )
+        for name, _ in COMMANDS:
+            app.add_handler(CommandHandler(name, partial(self._command, name), filters=MESSAGES))
+        app.add_handler(MessageHandler(MESSAGES & filters.TEXT & ~filters.COMMAND, self._text))
+        app.add_handler(
+            MessageHandler(MESSAGES & (filters.VOICE | filters.AUDIO | filters.Document.AUDIO), self._voice)
+        )
+        app.add_handler(MessageHandler(MESSAGES & ~filters.COMMAND, self._other))
         app.add_error_handler(self._failed)
         return app
 
-    @asynccontextmanager
-    async def polling(self, token: str, *, poll_timeout: int = 10) -> AsyncIterator[App]:
-        """Run the bot (long polling) for the duration of the block; the command list is set at start."""
+    async def serve(self, token: str, stop: asyncio.Event, *, started: asyncio.Event | None = None) -> None:
+        """Run the bot until `stop` is set: connect (retrying with backoff while Telegram is unreachable), set the
+        command list, then poll or take the webhook."""
         app = self.application(token)
-        async with app:
+        if not await self._connect(app, stop):
+            return
+        try:
             await deliver(
                 lambda: app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS]), what="setMyCommands"
             )
             await app.start()
-            assert app.updater is not None
-            await app.updater.start_polling(timeout=poll_timeout)
+            await self._receive(app)
             log.info("telegram_started", bot=app.bot.username, token=mask_token(token), allowed=len(self.allowed))
+            if started is not None:
+                started.set()
+            await stop.wait()
+        finally:
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()  # confirms the updates handled so far: a restart won't answer them again
+            if app.running:
+                await app.stop()  # answers what was already received
+            await app.shutdown()
+
+    @asynccontextmanager
+    async def polling(self, token: str, *, poll_timeout: int = 10) -> AsyncIterator[None]:
+        """The bot running for the duration of the block (started before the block begins), for tests and tools."""
+        stop, started = asyncio.Event(), asyncio.Event()
+        self._poll_timeout = poll_timeout
+        task = asyncio.create_task(self.serve(token, stop, started=started), name="telegram-bot")
+        waiting = asyncio.create_task(started.wait())
+        await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if task.done():
+            task.result()  # raises why it could not start
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    async def _connect(self, app: App, stop: asyncio.Event) -> bool:
+        """Initialize (getMe) until it works or `stop` is set; a refused token is a PlushError at once."""
+        delay, said = RETRY_FIRST_S, False
+        while not stop.is_set():
             try:
-                yield app
-            finally:
-                await app.updater.stop()
-                await app.stop()
+                await app.initialize()
+                if said:
+                    log.info("telegram_reachable_again")
+                return True
+            except InvalidToken as exc:
+                raise PlushError(
+                    f"Telegram refused the bot token {mask_token(self._token)}: check TELEGRAM_BOT_TOKEN"
+                ) from exc
+            except NetworkError as exc:
+                if not said:
+                    log.warning("telegram_unreachable", error=self._masked(exc), hint="retrying in the background")
+                    said = True
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+        return False
+
+    async def _receive(self, app: App) -> None:
+        assert app.updater is not None
+        if not self.settings.webhook_url:
+            await app.updater.start_polling(timeout=getattr(self, "_poll_timeout", 10), bootstrap_retries=-1)
+            return
+        url = urlparse(self.settings.webhook_url)
+        await app.updater.start_webhook(
+            listen=self.settings.webhook_listen,
+            port=self.settings.webhook_port,
+            url_path=url.path.lstrip("/"),
+            webhook_url=self.settings.webhook_url,
+            secret_token=secrets.token_urlsafe(32),  # Telegram echoes it: a stranger's POST is refused
+            bootstrap_retries=-1,
+        )
+
+    def _masked(self, error: BaseException) -> str:
+        text = repr(error)
+        return text.replace(self._token, mask_token(self._token)) if self._token else text
 
     async def _failed(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """An update whose handling failed (Telegram unreachable past the retries): logged once, bot keeps going."""
         update_id = update.update_id if isinstance(update, Update) else None
-        error = repr(context.error)
-        if self._token:  # an error may quote the request's URL, which holds the token
-            error = error.replace(self._token, mask_token(self._token))
-        log.error("telegram_update_failed", update_id=update_id, error=error)
+        log.error("telegram_update_failed", update_id=update_id, error=self._masked(context.error or Exception()))
 
-    def _user(self, update: Update) -> int | None:
-        """The sender's id when they may use the bot; a stranger's id is logged once and None returned."""
-        user = update.effective_user
-        if user is None or update.effective_chat is None:
+    def _who(self, update: Update) -> ChatIdentity | None:
+        """The sender's identity when they may use the bot here; None (after logging a stranger once) otherwise."""
+        user, chat = update.effective_user, update.effective_chat
+        if user is None or chat is None or user.is_bot:
             return None
-        if user.id in self.allowed:
-            return user.id
-        if user.id not in self._strangers:
-            self._strangers.add(user.id)
-            log.warning("telegram_stranger", user_id=user.id, hint="add it to [telegram] allowed_users to allow it")
+        if user.id not in self.allowed:
+            if user.id not in self._strangers:
+                self._strangers.add(user.id)
+                log.warning("telegram_stranger", user_id=user.id, hint=f"to allow them: plush telegram allow {user.id}")
+            return None
+        if chat.type == "private":
+            return self.identities.private(user.id)
+        if chat.type in ("group", "supergroup") and self.settings.allow_groups:
+            return self.identities.group(user.id, chat.id)
+        if chat.id not in self._groups_refused:
+            self._groups_refused.add(chat.id)
+            log.warning("telegram_group_ignored", chat_id=chat.id, hint="set [telegram] allow_groups = true")
         return None
 
-    async def _say(self, update: Update, context: ContextTypes.DEFAULT_TYPE, text: str) -> None:
-        assert update.effective_chat is not None
+    def _admitted(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+        """Within the sender's rate limit; the first message over it gets one "slow down" (sent in the background,
+        so the check itself never waits)."""
+        assert update.effective_user is not None and update.effective_chat is not None
+        verdict = self.flood.admit(update.effective_user.id)
+        if verdict is False:
+            log.warning("telegram_rate_limited", user_id=update.effective_user.id)
+            chat_id = update.effective_chat.id
+            context.application.create_task(
+                deliver(lambda: context.bot.send_message(chat_id, SLOW_DOWN), what="sendMessage")
+            )
+        return verdict is True
+
+    async def _command(self, name: str, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if (who := self._who(update)) is None or update.effective_chat is None:
+            return
         chat_id = update.effective_chat.id
-        await deliver(lambda: context.bot.send_message(chat_id, text), what="sendMessage")
+
+        async def say(text: str) -> None:
+            await deliver(lambda: context.bot.send_message(chat_id, text), what="sendMessage")
+
+        async with self.line.turn(chat_id):
+            await self.commands.run(name, list(context.args or []), who, chat_id, say)
 
     async def _text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A text message: one companion turn, its reply streamed into the chat."""
-        user_id = self._user(update)
-        if user_id is None or update.message is None or not (text := (update.message.text or "").strip()):
+        """A text message: one companion turn."""
+        if (who := self._who(update)) is None or update.message is None or update.effective_chat is None:
             return
-        assert update.effective_chat is not None
+        if not (text := (update.message.text or "").strip()) or not self._admitted(update, context):
+            return
         chat_id = update.effective_chat.id
-        await deliver(lambda: context.bot.send_chat_action(chat_id, ChatAction.TYPING), what="sendChatAction")
-        turn = TurnRequestData(
+        async with self.line.turn(chat_id):
+            text_out, voice_out = answers_with(self.chats.mode(chat_id), voice_in=False)
+            turn = self._turn(who, chat_id, text[:MAX_TEXT_CHARS])
+            await answer(self.companion, context.bot, chat_id, turn, text_out=text_out, voice_out=voice_out)
+
+    async def _voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A voice note (or audio file): heard with Whisper, then one companion turn."""
+        message = update.message
+        if (who := self._who(update)) is None or message is None or update.effective_chat is None:
+            return
+        if not self._admitted(update, context):
+            return
+        assert update.effective_user is not None
+        media = message.voice or message.audio or message.document
+        chat_id = update.effective_chat.id
+        async with self.line.turn(chat_id):
+            clock = Stopwatch()
+            try:
+                heard = await self.listener.hear(context.bot, update.effective_user.id, message.message_id, media)
+            except VoiceNoteError as exc:
+                reason = str(exc)
+                log.info("telegram_voice_refused", chat_id=chat_id, reason=reason)
+                await deliver(lambda: message.reply_text(reason), what="sendMessage")
+                return
+            if not heard.text:
+                await deliver(
+                    lambda: message.reply_text("I couldn't hear any words in that. Try again?"), what="sendMessage"
+                )
+                return
+            text_out, voice_out = answers_with(self.chats.mode(chat_id), voice_in=True)
+            turn = self._turn(who, chat_id, heard.text, language=heard.language)
+            heard_at = clock.now_ms()
+            clock.record("voice_note", 0.0, heard_at - heard.stt_ms)  # fetched and decoded
+            clock.record("stt", heard_at - heard.stt_ms, heard_at)
+            turn.clock = clock
+            log.info("telegram_voice_heard", chat_id=chat_id, seconds=round(heard.seconds, 1), language=heard.language)
+            await answer(self.companion, context.bot, chat_id, turn, text_out=text_out, voice_out=voice_out)
+
+    async def _other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A sticker, photo...: said what the bot understands, instead of silence."""
+        if self._who(update) is None or update.message is None:
+            return
+        message = update.message
+        await deliver(lambda: message.reply_text("I can read text and listen to voice notes."), what="sendMessage")
+
+    def _turn(self, who: ChatIdentity, chat_id: int, text: str, *, language: str = "") -> TurnRequestData:
+        return TurnRequestData(
             turn_id=uuid.uuid4().hex[:12],
-            conversation_id=conversation_of(user_id),
-            device_id=telegram_owner(user_id),
+            conversation_id=who.conversation_id,
+            device_id=who.device_id,
             source="telegram",
-            user_text=text[:MAX_TEXT_CHARS],
+            user_text=text,
+            language=language,
             want_audio=False,
-            owner=self.owners.for_telegram_user(user_id),
+            owner=who.owner,
         )
-        reply = StreamedReply(context.bot, chat_id)
-        problem = ""
-        async with aclosing(self.companion.reply(turn)) as events:
-            async for event in events:
-                if event.HasField("text_delta"):
-                    await reply.add(event.text_delta.text)
-                elif event.HasField("error"):
-                    problem = event.error.message
-        await reply.finish(fallback=f"I could not answer just now ({problem})." if problem else "…")
-
-    async def _start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if self._user(update) is None:
-            return
-        name = self.companion.persona.name
-        await self._say(update, context, f"Hello! I'm {name}. Write to me any time; /help shows what I can do.")
-
-    async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if self._user(update) is None:
-            return
-        lines = [f"/{name} - {description}" for name, description in COMMANDS]
-        await self._say(update, context, "\n".join(lines))
-
-    async def _reset(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A new conversation: earlier turns leave the prompt's window (facts stay)."""
-        if (user_id := self._user(update)) is None:
-            return
-        await self.companion.store.reset_conversation(conversation_of(user_id))
-        await self._say(update, context, "Fresh start! I remember the facts you told me, but not our chat.")
-
-    async def _remember(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A fact for every later prompt of this user's owner (their household, or them alone)."""
-        if (user_id := self._user(update)) is None:
-            return
-        text = " ".join(context.args or []).strip()
-        if not text:
-            await self._say(update, context, "Tell me what to remember: /remember my cat is called Momo")
-            return
-        owner = self.owners.for_telegram_user(user_id)
-        fact = await self.companion.store.add_fact(text[:MAX_TEXT_CHARS], conversation_of(user_id), owner=owner)
-        await self._say(update, context, f"I'll remember that (#{fact.id}).")
-
-    async def _forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Remove one of the user's owner's facts; another owner's fact is treated as unknown (never removed)."""
-        if (user_id := self._user(update)) is None:
-            return
-        wanted = " ".join(context.args or []).strip().lstrip("#")
-        facts = await self.companion.store.list_facts(self.owners.for_telegram_user(user_id))
-        if not wanted.isdigit() or int(wanted) not in {fact.id for fact in facts}:
-            await self._say(update, context, "Which one? /facts shows their numbers, e.g. /forget 3")
-            return
-        await self.companion.store.remove_fact(int(wanted))
-        await self._say(update, context, f"Forgotten (#{wanted}).")
-
-    async def _facts(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if (user_id := self._user(update)) is None:
-            return
-        facts = await self.companion.store.list_facts(self.owners.for_telegram_user(user_id))
-        lines = [f"#{fact.id} {fact.text}" for fact in facts]
-        await self._say(update, context, "\n".join(lines) if lines else "I don't remember anything yet.")
-
-    async def _status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Which brain answers, and how much of today's Gemini budget is used."""
-        if self._user(update) is None:
-            return
-        router = self.companion.router
-        lines = [f"Persona: {self.companion.persona.name}", f"Brain: {router.description}"]
-        if router.budget is not None:
-            used = await router.budget.requests_today()
-            lines.append(f"Gemini requests today: {used} of {router.budget.config.requests_per_day}")
-        await self._say(update, context, "\n".join(lines))

@@ -46,8 +46,16 @@ async def deliver(call: Callable[[], Awaitable[T]], *, what: str, attempts: int 
 
 
 def _retry_after_s(exc: RetryAfter) -> float:
-    """The wait Telegram asked for, whether python-telegram-bot gives it as seconds or (opted in) a timedelta."""
-    with warnings.catch_warnings():  # reading it as seconds warns of the coming timedelta; both are handled
+    """The wait Telegram asked for."""
+    return seconds_of(exc, "retry_after")
+
+
+def seconds_of(obj: object, attribute: str) -> float:
+    """A duration field (`retry_after`, a voice note's `duration`) in seconds (0 when absent), whether
+    python-telegram-bot gives it as a number or, opted in (PTB_TIMEDELTA), as a timedelta."""
+    with warnings.catch_warnings():  # reading it as a number warns of the coming timedelta; both are handled
         warnings.simplefilter("ignore", PTBDeprecationWarning)
-        retry_after = exc.retry_after
-    return retry_after.total_seconds() if isinstance(retry_after, timedelta) else float(retry_after)
+        value = getattr(obj, attribute, None)
+    if value is None:
+        return 0.0
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

@@ -1,26 +1,31 @@
-"""`plush telegram`: the Plush server with the Telegram bridge attached, until SIGINT/SIGTERM.
+"""The Telegram bot inside the server process: started by `plush server` when TELEGRAM_BOT_TOKEN is set (and
+`[telegram] enabled`), and by `plush telegram`, which insists on it.
 
-The bridge runs in the server's process because it must share the server's Companion: one database, one Gemini
-budget, one loaded local model. (A second process on the same database would double the models in memory and
-count the budget twice.) So `plush telegram` is `plush server` plus the bot.
+The bot runs in the server's process because it must share the server's Companion: one database, one Gemini
+budget, one loaded local model, one Whisper. (A second process on the same database would double the models in
+memory and count the budget twice.) A bot that cannot reach Telegram keeps retrying in the background; the
+plushes are served meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-from collections.abc import Callable
-from contextlib import suppress
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from plush.config import PlushConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
-from plush.owners import Owners
-from plush.server.app import start_server
-from plush.server.telegram.bridge import TelegramBridge, mask_token
+
+if TYPE_CHECKING:
+    from plush.server.dashboard.presence import Presence
+    from plush.server.telegram.bridge import TelegramBridge
 
 log = get_logger(__name__)
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_WAIT_S = 15.0
+"""How long a stopping bot may take to finish the replies it is writing."""
 
 
 def bot_token(config: PlushConfig) -> str:
@@ -30,28 +35,76 @@ def bot_token(config: PlushConfig) -> str:
     return config.telegram_bot_token.get_secret_value().strip()
 
 
-async def serve_with_telegram(
-    config: PlushConfig,
-    on_ready: Callable[[int, str], None] | None = None,
-    *,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Run the server and the bot until SIGINT/SIGTERM (or `stop` is set); `on_ready` gets the bound port and the
-    masked token."""
+def wanted(config: PlushConfig, required: bool) -> bool:
+    """Whether this server runs the bot: always for `plush telegram`, else when a token is set and it is enabled."""
+    if required:
+        return True
+    token = config.telegram_bot_token
+    return config.telegram.enabled and token is not None and bool(token.get_secret_value().strip())
+
+
+def plush_presence(presence: Presence | None, window_s: float) -> Callable[[str], str | None] | None:
+    """A plush's device id -> "online" / "offline, last seen 12 min ago" / "not seen since the server started"."""
+    if presence is None:
+        return None
+
+    def describe(device_id: str) -> str:
+        seen = presence.get(device_id)
+        if seen is None:
+            return "not seen since the server started"
+        if seen.online(window_s):
+            return "online"
+        minutes = max(1, round((time.time() - seen.last_seen) / 60))
+        return f"offline, last seen {minutes} min ago"
+
+    return describe
+
+
+@asynccontextmanager
+async def telegram_bot(
+    config: PlushConfig, running: object, stop: asyncio.Event, *, required: bool = False
+) -> AsyncIterator[TelegramBridge | None]:
+    """The bot running beside `running` (a RunningServer) for the duration of the block, or None when it is not
+    wanted. If the bot fails for good (a refused token), `stop` is set when it is `required`, else it is logged
+    and the server goes on without it."""
+    if not wanted(config, required):
+        yield None
+        return
     token = bot_token(config)
-    if not config.telegram.allowed_users:
-        log.warning("telegram_nobody_allowed", hint="add your Telegram user id to [telegram] allowed_users")
-    running = await start_server(config)
     try:
-        bridge = TelegramBridge(running.companion, Owners(config.owners), config.telegram)
-        async with bridge.polling(token):
-            stop = stop or asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in SIGNALS:
-                with suppress(NotImplementedError):
-                    loop.add_signal_handler(sig, stop.set)
-            if on_ready is not None:
-                on_ready(running.port, mask_token(token))
-            await stop.wait()
+        from plush.server.telegram.bridge import TelegramBridge, mask_token
+    except ImportError as exc:
+        raise PlushError(f"the Telegram bot needs its extra: pip install 'plush[telegram]' ({exc})") from exc
+    if not config.telegram.allowed_users:
+        log.warning("telegram_nobody_allowed", hint="plush telegram allow YOUR_ID (the log shows it when you write)")
+    bridge = TelegramBridge(
+        running.companion,  # type: ignore[attr-defined]
+        config.telegram,
+        dict(config.owners),
+        transcriber=getattr(running, "transcriber", None),
+        presence=plush_presence(getattr(running, "presence", None), config.dashboard.online_window_s),
+    )
+    bot_stop = asyncio.Event()
+    task = asyncio.create_task(bridge.serve(token, bot_stop), name="telegram-bot")
+    failure: list[BaseException] = []
+
+    def ended(done: asyncio.Task[None]) -> None:
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            failure.append(exc)
+            log.error("telegram_stopped", error=str(exc), token=mask_token(token))
+            if required:
+                stop.set()
+
+    task.add_done_callback(ended)
+    try:
+        yield bridge
     finally:
-        await running.stop()
+        bot_stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_WAIT_S)
+        except TimeoutError:
+            task.cancel()
+        except BaseException:
+            pass
+    if failure and required:
+        raise failure[0]

@@ -1,0 +1,99 @@
+"""Logins: server-side sessions behind an HttpOnly, SameSite=Strict cookie, a CSRF token per session, and
+failed logins slowed down per client address.
+
+Sessions live in this process only (a restart logs everyone out) and the cookie carries nothing but a random
+id, so logging out really ends a session. Every state-changing request must echo the session's CSRF token (a
+form field or the `X-CSRF-Token` header): the synchronizer-token pattern, checked in constant time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+COOKIE = "plush_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+MAX_LOGIN_DELAY_S = 30.0
+FAILURE_MEMORY_S = 900.0
+"""Failed logins older than this are forgotten: the delay starts small again."""
+
+
+@dataclass
+class Session:
+    id: str
+    csrf: str
+    created: float
+    expires: float
+
+
+class Sessions:
+    """Open sessions by id; expired ones are dropped when looked up."""
+
+    def __init__(self, lifetime_s: float, clock: Callable[[], float] = time.time) -> None:
+        self.lifetime_s = lifetime_s
+        self._clock = clock
+        self._open: dict[str, Session] = {}
+
+    def create(self) -> Session:
+        now = self._clock()
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now + self.lifetime_s)
+        self._open[session.id] = session
+        self._drop_expired(now)
+        return session
+
+    def get(self, session_id: str | None) -> Session | None:
+        if not session_id:
+            return None
+        session = self._open.get(session_id)
+        if session is None or session.expires <= self._clock():
+            self._open.pop(session_id, None)
+            return None
+        return session
+
+    def end(self, session_id: str | None) -> None:
+        if session_id:
+            self._open.pop(session_id, None)
+
+    def _drop_expired(self, now: float) -> None:
+        for key in [k for k, s in self._open.items() if s.expires <= now]:
+            del self._open[key]
+
+
+def csrf_matches(session: Session, offered: str | None) -> bool:
+    """Whether `offered` is the session's CSRF token."""
+    return bool(offered) and hmac.compare_digest(session.csrf.encode(), (offered or "").encode())
+
+
+class LoginThrottle:
+    """Slows failed logins from one address: each failure waits `base_delay_s`, doubled for every earlier
+    failure in the last 15 minutes (at most 30 s), so guessing a password costs hours instead of seconds.
+    Attempts from one address are also taken one at a time, so parallel guesses queue behind each other."""
+
+    def __init__(self, base_delay_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.base_delay_s = base_delay_s
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, client: str) -> asyncio.Lock:
+        return self._locks.setdefault(client, asyncio.Lock())
+
+    def recent_failures(self, client: str) -> int:
+        now = self._clock()
+        kept = [t for t in self._failures.get(client, []) if now - t < FAILURE_MEMORY_S]
+        self._failures[client] = kept
+        return len(kept)
+
+    def delay_after_failure(self, client: str) -> float:
+        """Record a failure and return how long its answer waits."""
+        earlier = self.recent_failures(client)
+        self._failures[client].append(self._clock())
+        return min(MAX_LOGIN_DELAY_S, self.base_delay_s * float(2 ** min(earlier, 16)))
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)

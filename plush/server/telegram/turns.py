@@ -1,0 +1,114 @@
+"""One chat's turns: in the order they were sent, within the user's rate limit, answered as text, voice or both.
+
+Order: the bot handles updates concurrently (one slow reply must not hold up another owner's chat), so each chat
+keeps a line: a message waits for the one sent before it in the same chat, and none is dropped. The place in
+line is taken synchronously when the handler starts, before anything can interleave.
+
+Flood: each user may send `[telegram] rate_limit` messages; the ones over it get no LLM call, and the first of
+them a single polite "slow down" (one per window, so a flood cannot make the bot flood back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+
+import numpy as np
+from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from telegram.constants import ChatAction
+
+from plush.logs import get_logger
+from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.server.companion import Companion, TurnRequestData
+from plush.server.telegram.delivery import deliver
+from plush.server.telegram.replies import StreamedReply
+
+log = get_logger(__name__)
+VOICE_RATE = 48000
+"""Telegram voice notes are 48 kHz Opus: the reply is synthesized straight at that rate."""
+
+
+class ChatLine:
+    """Per-chat FIFO: `async with line.turn(chat_id)` waits for that chat's earlier messages to be answered."""
+
+    def __init__(self) -> None:
+        self._tails: dict[int, asyncio.Future[None]] = {}
+
+    @asynccontextmanager
+    async def turn(self, chat_id: int) -> AsyncIterator[None]:
+        ahead = self._tails.get(chat_id)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[chat_id] = mine  # taken before the first await: the place in line is the arrival order
+        try:
+            if ahead is not None:
+                await asyncio.shield(ahead)
+            yield
+        finally:
+            mine.set_result(None)
+            if self._tails.get(chat_id) is mine:
+                del self._tails[chat_id]
+
+    def busy(self) -> int:
+        """Chats with a message being answered or waiting."""
+        return len(self._tails)
+
+
+class FloodGuard:
+    """The per-user message budget, and the one "slow down" per window for those who exceed it."""
+
+    def __init__(self, rate_limit: str) -> None:
+        self.items = parse_many(rate_limit)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def admit(self, user_id: int) -> bool | None:
+        """True: answer. False: over the limit, say "slow down" (once per window). None: over it, say nothing."""
+        key = str(user_id)
+        if all(self._limiter.hit(item, "telegram", key) for item in self.items):
+            return True
+        warn = all(self._limiter.hit(item, "telegram-warned", key, cost=item.amount) for item in self.items)
+        return False if warn else None
+
+
+async def answer(
+    companion: Companion, bot: Any, chat_id: int, turn: TurnRequestData, *, text_out: bool, voice_out: bool
+) -> None:
+    """Run `turn` and deliver its reply: text streamed by edits, and/or one voice note of the whole reply."""
+    from plush.voice_models.ogg_opus import encode_voice_note
+
+    if voice_out:
+        turn.want_audio, turn.output_sample_rate = True, VOICE_RATE
+        turn.output_encoding = pb.AUDIO_ENCODING_PCM_S16LE
+    action = ChatAction.TYPING if text_out else ChatAction.RECORD_VOICE
+    await deliver(lambda: bot.send_chat_action(chat_id, action), what="sendChatAction")
+    reply = StreamedReply(bot, chat_id) if text_out else None
+    audio, said, problem = bytearray(), "", ""
+    async with aclosing(companion.reply(turn)) as events:
+        async for event in events:
+            if event.HasField("text_delta"):
+                said += event.text_delta.text
+                if reply is not None:
+                    await reply.add(event.text_delta.text)
+            elif event.HasField("audio"):
+                audio += event.audio.data
+            elif event.HasField("error"):
+                problem = event.error.message
+    fallback = f"I could not answer just now ({problem})." if problem else "…"
+    if reply is not None:
+        await reply.finish(fallback=fallback)
+    if not voice_out:
+        return
+    if not audio:  # nothing to say aloud (an error before any speech): say it in words instead
+        if reply is None:
+            await deliver(lambda: bot.send_message(chat_id, said or fallback), what="sendMessage")
+        return
+    samples = np.frombuffer(bytes(audio), dtype=np.int16)
+    note = await asyncio.to_thread(encode_voice_note, samples, VOICE_RATE)
+    await deliver(
+        lambda: bot.send_voice(chat_id, voice=note.data, duration=note.duration_s, filename="reply.ogg"),
+        what="sendVoice",
+    )
+    log.info("telegram_voice_sent", turn_id=turn.turn_id, chat_id=chat_id, seconds=round(note.seconds, 2))

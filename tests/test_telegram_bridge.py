@@ -1,0 +1,257 @@
+"""The Telegram bridge's behaviour past the first message: order, floods, shared memory with the plush, groups,
+restarts, a start without network, and `plush telegram allow`. The real python-telegram-bot Application talks
+to the fake Bot API server (fakes/telegram.py); the brain is a real Plush server with the fake Gemini."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes.telegram import FakeTelegram
+from structlog.testing import capture_logs
+from test_telegram import OWNER, REPLY, STRANGER, wait_for
+from typer.testing import CliRunner
+
+from plush.cli import app
+from plush.device.client import CompanionClient
+from plush.server.telegram.bridge import SLOW_DOWN, TelegramBridge
+from plush.server.telegram.chat_settings import ChatSettings
+from plush.server.telegram.runner import plush_presence
+
+GROUP = -100500
+
+
+@pytest.fixture
+def fake_telegram() -> Any:
+    with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+def start_bot(
+    start_gemini_server: Any, make_config: Any, fake_telegram: FakeTelegram, tmp_path: Path
+) -> Callable[..., Any]:
+    """Start a server and a bridge on it with `telegram` settings (owner 111 allowed); yields (server, bridge)."""
+
+    async def start(**telegram: Any) -> tuple[Any, TelegramBridge]:
+        settings = {"allowed_users": [OWNER], "api_url": fake_telegram.base_url, **telegram}
+        server = await start_gemini_server(telegram=settings)
+        config = make_config(telegram=settings)
+        bridge = TelegramBridge(
+            server.companion,
+            config.telegram,
+            config.owners,
+            transcriber=server.transcriber,
+            presence=plush_presence(server.presence, config.dashboard.online_window_s),
+            state_dir=tmp_path,
+        )
+        return server, bridge
+
+    return start
+
+
+@pytest.fixture
+async def running(start_bot: Any, fake_telegram: FakeTelegram) -> AsyncIterator[Callable[..., Any]]:
+    """`await running(**telegram)` starts a server and its bot, stopped at the end of the test."""
+    stack: list[Any] = []
+
+    async def run(**telegram: Any) -> Any:
+        server, bridge = await start_bot(**telegram)
+        polling = bridge.polling(fake_telegram.token, poll_timeout=1)
+        await polling.__aenter__()
+        stack.append(polling)
+        return server
+
+    yield run
+    for polling in reversed(stack):
+        await polling.__aexit__(None, None, None)
+
+
+async def test_a_flood_gets_one_slow_down_and_no_extra_llm_calls(
+    running: Any, fake_telegram: FakeTelegram, fake_gemini: Any
+) -> None:
+    await running(rate_limit="2/minute")
+    for n in range(6):
+        fake_telegram.send_text(OWNER, f"message {n}")
+    await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 3)
+    await asyncio.sleep(0.5)  # anything more (a second "slow down", a late answer) would show here
+    texts = fake_telegram.texts_to(OWNER)
+    assert sorted(texts) == sorted([REPLY, REPLY, SLOW_DOWN])
+    assert len(fake_gemini.requests) == 2
+
+
+async def test_messages_sent_while_a_reply_is_slow_are_answered_in_order(
+    running: Any, fake_telegram: FakeTelegram, fake_gemini: Any
+) -> None:
+    server = await running()
+    fake_gemini.reply("First answer.", delay=1.0)
+    fake_gemini.reply("Second answer.")
+    fake_gemini.reply("Third answer.")
+    for text in ("one", "two", "three"):
+        fake_telegram.send_text(OWNER, text)
+    await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 3)
+    assert fake_telegram.texts_to(OWNER) == ["First answer.", "Second answer.", "Third answer."]
+    await server.companion.wait_stored()
+    turns = sorted(await server.companion.store.list_turns(), key=lambda t: t.started_at)
+    assert [(t.user_text, t.reply_text) for t in turns] == [
+        ("one", "First answer."),
+        ("two", "Second answer."),
+        ("three", "Third answer."),
+    ]
+
+
+async def test_a_fact_told_to_the_plush_is_known_in_its_owners_telegram_chat(
+    running: Any, fake_telegram: FakeTelegram, fake_gemini: Any
+) -> None:
+    server = await running(conversations={str(OWNER): "livingroom"})
+    async with CompanionClient(f"127.0.0.1:{server.port}", "livingroom") as plush:
+        async for _ in plush.chat("remember that my cat is called Momo"):
+            pass
+    fake_telegram.send_text(OWNER, "what is my cat called?")
+    await wait_for(lambda: fake_telegram.texts_to(OWNER))
+    assert "my cat is called Momo" in str(fake_gemini.requests[-1].body)
+    await server.companion.wait_stored()
+    [turn] = [t for t in await server.companion.store.list_turns() if t.source == "telegram"]
+    assert (turn.conversation_id, turn.owner, turn.device_id) == (
+        "device:livingroom",
+        "device:livingroom",
+        f"telegram:{OWNER}",
+    )
+
+
+async def test_group_chats_are_ignored_unless_allowed_and_then_are_a_conversation_of_their_own(
+    running: Any, fake_telegram: FakeTelegram, fake_gemini: Any
+) -> None:
+    with capture_logs() as logs:
+        await running()
+        fake_telegram.send_text(OWNER, "hello everyone", chat_id=GROUP, chat_type="group", title="family")
+        fake_telegram.send_text(OWNER, "/help")
+        await wait_for(lambda: fake_telegram.texts_to(OWNER))
+    assert fake_telegram.texts_to(GROUP) == []
+    assert fake_gemini.requests == []
+    assert [e["chat_id"] for e in logs if e["event"] == "telegram_group_ignored"] == [GROUP]
+
+
+async def test_an_allowed_group_is_answered_to_allowed_users_only(
+    running: Any, fake_telegram: FakeTelegram, fake_gemini: Any
+) -> None:
+    server = await running(allow_groups=True)
+    fake_telegram.send_text(STRANGER, "me too!", chat_id=GROUP, chat_type="group", title="family")
+    fake_telegram.send_text(OWNER, "hello everyone", chat_id=GROUP, chat_type="group", title="family")
+    await wait_for(lambda: fake_telegram.texts_to(GROUP))
+    await asyncio.sleep(0.3)
+    assert fake_telegram.texts_to(GROUP) == [REPLY]
+    await server.companion.wait_stored()
+    [turn] = await server.companion.store.list_turns()
+    assert (turn.conversation_id, turn.user_text) == (f"telegram-group:{GROUP}", "hello everyone")
+
+
+async def test_a_restarted_bot_does_not_answer_old_messages_again(
+    start_bot: Any, fake_telegram: FakeTelegram, fake_gemini: Any
+) -> None:
+    _, first = await start_bot()
+    async with first.polling(fake_telegram.token, poll_timeout=1):
+        fake_telegram.send_text(OWNER, "hello")
+        await wait_for(lambda: fake_telegram.texts_to(OWNER))
+    _, second = await start_bot()
+    async with second.polling(fake_telegram.token, poll_timeout=1):
+        fake_telegram.send_text(OWNER, "hello again")
+        await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 2)
+        await asyncio.sleep(0.5)
+    assert fake_telegram.texts_to(OWNER) == [REPLY, REPLY]
+    assert len(fake_gemini.requests) == 2
+
+
+async def test_a_bot_started_without_network_keeps_trying_says_so_once_and_then_answers(
+    start_bot: Any, fake_telegram: FakeTelegram
+) -> None:
+    _, bridge = await start_bot()
+    fake_telegram.refuse_connections()
+    stop, started = asyncio.Event(), asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(bridge.serve(fake_telegram.token, stop, started=started))
+        await asyncio.sleep(3.5)  # a few retries (1 s, 2 s ...)
+        assert not started.is_set()
+        fake_telegram.accept_connections()
+        await asyncio.wait_for(started.wait(), 15)
+        fake_telegram.send_text(OWNER, "/start")
+        await wait_for(lambda: fake_telegram.texts_to(OWNER))
+        stop.set()
+        await task
+    events = [e["event"] for e in logs]
+    assert events.count("telegram_unreachable") == 1
+    assert "telegram_reachable_again" in events
+
+
+async def test_status_says_which_brain_answers_now_and_why(running: Any, fake_telegram: FakeTelegram) -> None:
+    server = await running(conversations={str(OWNER): "livingroom"})
+    server.companion.router.budget.pause(30)  # as after Gemini's 429
+    fake_telegram.send_text(OWNER, "/status")
+    [text] = await wait_for(lambda: fake_telegram.texts_to(OWNER))
+    assert "Brain now: llama (Gemini asked us to wait a little)" in text
+    assert "Plush livingroom: not seen since the server started" in text
+    async with CompanionClient(f"127.0.0.1:{server.port}", "livingroom") as plush:
+        await plush.phrases()  # what a plush asks for when it starts
+    fake_telegram.send_text(OWNER, "/status")
+    await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 2)
+    assert "Plush livingroom: online" in fake_telegram.texts_to(OWNER)[1]
+
+
+async def test_voice_choice_is_kept_for_the_chat(running: Any, fake_telegram: FakeTelegram, tmp_path: Path) -> None:
+    await running()
+    fake_telegram.send_text(OWNER, "/voice both")
+    fake_telegram.send_text(OWNER, "/voice loud")
+    texts = await wait_for(lambda: (t := fake_telegram.texts_to(OWNER)) and len(t) == 2 and t)
+    assert texts[0] == "From now on I answer here with text and a voice note."
+    assert texts[1].startswith("I answer this chat with: both.")
+    assert ChatSettings(tmp_path / "telegram" / "chats.json").mode(OWNER) == "both"
+
+
+def test_plush_telegram_allow_adds_the_user_and_keeps_the_files_comments(tmp_path: Path) -> None:
+    config = tmp_path / "plush.toml"
+    config.write_text("# my plush\n[telegram]\n# the family\nallowed_users = [5]\n", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["telegram", "allow", "42", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "42 may talk" in result.output
+    text = config.read_text(encoding="utf-8")
+    assert "# my plush" in text and "# the family" in text
+    assert "allowed_users = [5, 42]" in text
+    result = runner.invoke(app, ["telegram", "disallow", "5", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "allowed_users = [42]" in config.read_text(encoding="utf-8")
+
+
+async def test_with_a_webhook_url_telegram_pushes_updates_and_a_wrong_secret_is_refused(
+    start_bot: Any, fake_telegram: FakeTelegram, unused_tcp_port: int
+) -> None:
+    import httpx
+
+    _, bridge = await start_bot(webhook_url="https://plush.example.org/telegram-hook", webhook_port=unused_tcp_port)
+    update = {
+        "update_id": 7001,
+        "message": {
+            "message_id": 1,
+            "date": 1_700_000_000,
+            "chat": {"id": OWNER, "type": "private"},
+            "from": {"id": OWNER, "is_bot": False, "first_name": "Owner"},
+            "text": "/start",
+            "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+        },
+    }
+    async with bridge.polling(fake_telegram.token):
+        [registered] = fake_telegram.calls_to("setWebhook")
+        assert registered.params["url"] == "https://plush.example.org/telegram-hook"
+        secret = registered.params["secret_token"]
+        assert fake_telegram.calls_to("getUpdates") == []  # pushed, not polled
+        hook = f"http://127.0.0.1:{unused_tcp_port}/telegram-hook"
+        async with httpx.AsyncClient() as client:
+            forged = await client.post(hook, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
+            pushed = await client.post(hook, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": secret})
+        assert forged.status_code == 403
+        assert pushed.status_code == 200
+        [greeting] = await wait_for(lambda: fake_telegram.texts_to(OWNER))
+    assert greeting.startswith("Hello! I'm")
