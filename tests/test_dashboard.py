@@ -305,3 +305,14 @@ async def test_the_server_stops_promptly_while_a_live_log_is_open(make_config: C
             started = time.monotonic()
             await asyncio.wait_for(running.stop(grace=0.5), 15)
             assert time.monotonic() - started < 8
+
+
+def test_the_waterfall_shows_when_the_plush_first_played_the_reply() -> None:
+    from plush.server.dashboard.waterfall import waterfall
+
+    stages = {"llm_first_token": (10.0, 250.0), "first_audio": (0.0, 900.0), "total": (0.0, 1500.0)}
+    timings = {"llm_first_token": 250.0, "first_audio": 900.0, "total": 1500.0, "first_audio_played": 1010.0}
+    chart = waterfall(timings, stages)  # reported after the turn was stored: in the stored timings only
+    assert dict(chart.milestones)["first audio played"] == 1010.0
+    assert [bar.stage for bar in chart.bars] == ["llm_first_token", "first_audio", "first_audio_played", "total"]
+    assert dict(waterfall({"total": 900.0}, {}).milestones)["first audio played"] is None

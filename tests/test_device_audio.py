@@ -106,6 +106,10 @@ async def test_a_spoken_turn_plays_the_reply_on_the_speaker(
     assert played_s > 0.5
     # The suite's voice speaks a 220 Hz tone: what the speaker played is what the server synthesized.
     assert abs(dominant_frequency(speaker.pcm, 16000) - 220) < 5
+    # The plush said when its speaker started; the stored turn has that milestone after the first chunk sent.
+    await running_server.companion.wait_stored()
+    [stored] = await running_server.companion.store.list_turns(limit=1)
+    assert stored.timings["first_audio"] < stored.timings["first_audio_played"] < stored.timings["first_audio"] + 2000
 
 
 async def speaker_streams(pulse: HeadlessPulse, *, settle_s: float = 1.0) -> list[str]:
@@ -232,4 +236,5 @@ async def test_the_event_loop_keeps_its_pace_while_a_long_opus_reply_is_decoded_
     peak = int(np.abs(np.frombuffer(speaker.pcm, dtype="<i2").astype(np.int32)).max())
     assert 6000 < peak < 11000, "the reply played, at half the loudness it was sent with (16384)"
     assert len(lateness) > 20
-    assert max(lateness) < 0.1, f"the event loop was blocked for {max(lateness) * 1000:.0f} ms"
+    # Decoding 20 s of Opus on the loop would block it for seconds; 0.3 s leaves room for a busy 2-core machine.
+    assert max(lateness) < 0.3, f"the event loop was blocked for {max(lateness) * 1000:.0f} ms"

@@ -94,6 +94,8 @@ class JitterBuffer:
     def __init__(self, prebuffer: int) -> None:
         self.prebuffer = prebuffer
         self.underruns = 0
+        self.played = 0
+        """Bytes of real audio handed to the speaker so far (not counting silence padding)."""
         self._data = bytearray()
         self._lock = threading.Lock()
         self._waiting = True  # filling up before (re)starting
@@ -122,6 +124,7 @@ class JitterBuffer:
             if not self._waiting:
                 take = bytes(self._data[:size])
                 del self._data[:size]
+                self.played += len(take)
                 if len(take) < size and not self._complete:
                     self._waiting = True  # ran dry mid-reply: fill up again before going on
                     self.underruns += 1
@@ -132,10 +135,18 @@ class JitterBuffer:
 class Player:
     """Plays mono s16le as it is written, through a jitter buffer of `prebuffer_ms`; one instance per reply."""
 
-    def __init__(self, sample_rate: int, device: str | None = None, prebuffer_ms: int = 80) -> None:
+    def __init__(
+        self,
+        sample_rate: int,
+        device: str | None = None,
+        prebuffer_ms: int = 80,
+        on_first_audio: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_first_audio` is called once, from PortAudio's thread, when the first real audio goes out."""
         sd = _sounddevice()
         self.sample_rate = sample_rate
         self.buffer = JitterBuffer(prebuffer=sample_rate * prebuffer_ms // 1000 * 2)
+        self._on_first_audio = on_first_audio
         self._done = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -155,6 +166,9 @@ class Player:
     def _callback(self, outdata: Any, frames: int, time: Any, status: Any) -> None:
         audio, finished = self.buffer.read(len(outdata))
         outdata[:] = audio
+        if self._on_first_audio is not None and self.buffer.played:
+            report, self._on_first_audio = self._on_first_audio, None
+            report()
         if finished:
             raise _sounddevice().CallbackStop
 

@@ -7,6 +7,7 @@ Cancel, and turns gRPC failures into errors that say what to do (start the serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -108,6 +109,16 @@ class ConverseCall:
                 yield event
         except grpc.aio.AioRpcError as exc:
             raise describe_rpc_error(exc, self._target) from exc
+
+    async def playback_started(self) -> None:
+        """Tell the server the reply is being heard now (its `first_audio_played` milestone); best effort."""
+        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            await self._call.write(pb.TurnRequest(playback_started=pb.PlaybackStarted()))
+
+    async def done_writing(self) -> None:
+        """Nothing more from the plush on this turn (the server stops waiting for a playback report)."""
+        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            await self._call.done_writing()
 
     async def cancel(self, reason: str = "barge-in") -> None:
         """Ask the server to stop this turn; further events are not read."""

@@ -9,6 +9,7 @@ possibly while a chunk is still being written: a late write never reopens the sp
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,8 @@ class AudioSink(Protocol):
     def write(self, pcm: bytes, sample_rate: int) -> None: ...
     def finish(self) -> None: ...
     def stop_now(self) -> None: ...
+    def when_first_played(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once (from any thread) when the next audio written is first heard."""
 
 
 class WavSink:
@@ -38,11 +41,19 @@ class WavSink:
         self._pcm = bytearray()
         self._rate = 0
         self._lock = threading.Lock()
+        self._on_first: Callable[[], None] | None = None
+
+    def when_first_played(self, callback: Callable[[], None]) -> None:
+        """A file is "heard" when the audio is written to it."""
+        self._on_first = callback
 
     def write(self, pcm: bytes, sample_rate: int) -> None:
         with self._lock:
             self._rate = self._rate or sample_rate  # one file, one rate: later audio is resampled to the first's
             self._pcm.extend(resample_pcm16(pcm, sample_rate, self._rate))
+            report, self._on_first = self._on_first, None
+        if report is not None:
+            report()
 
     def finish(self) -> None:
         with self._lock:
@@ -63,6 +74,12 @@ class SpeakerSink:
         self._stopped = False
         self._lock = threading.Lock()
         """Held while the stream opens, so a `stop_now` meanwhile waits for it and then closes it."""
+        self._on_first: Callable[[], None] | None = None
+
+    def when_first_played(self, callback: Callable[[], None]) -> None:
+        """Reported by the speaker's stream when the jitter buffer first hands it real audio."""
+        with self._lock:
+            self._on_first = callback
 
     @property
     def open(self) -> bool:
@@ -75,7 +92,8 @@ class SpeakerSink:
             if self._stopped:
                 return  # a chunk that was on its way when the owner pressed the button
             if self._player is None or self._player.closed:
-                self._player = Player(sample_rate, self._device, self._prebuffer_ms)
+                self._player = Player(sample_rate, self._device, self._prebuffer_ms, self._on_first)
+                self._on_first = None
             player = self._player
         # The stream's rate is the first audio's; anything later at another rate is resampled rather than
         # played at the wrong speed.

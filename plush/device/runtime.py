@@ -87,6 +87,9 @@ class TurnResult:
 
 
 ENCODINGS = {"pcm": pb.AUDIO_ENCODING_PCM_S16LE, "opus": pb.AUDIO_ENCODING_OPUS}
+PLAYBACK_REPORT_S = 0.8
+"""After the reply ends, how long the plush waits for its speaker to start before it closes the turn's stream
+(within the server's wait, server.service.PLAYBACK_REPORT_S)."""
 
 
 class Plush:
@@ -212,6 +215,22 @@ class Plush:
 
     async def _receive(self, call: ConverseCall, sink: AudioSink, result: TurnResult) -> None:
         audio = ReplyAudio(sink, self.config.volume)
+        loop = asyncio.get_running_loop()
+        heard = asyncio.Event()
+
+        def played() -> None:  # on the audio thread
+            loop.call_soon_threadsafe(heard.set)
+
+        sink.when_first_played(played)
+        reporter = asyncio.create_task(_report_playback(call, heard))
+        try:
+            await self._read_events(call, audio, result, reporter)
+        finally:
+            reporter.cancel()
+
+    async def _read_events(
+        self, call: ConverseCall, audio: ReplyAudio, result: TurnResult, reporter: asyncio.Task[None]
+    ) -> None:
         async for event in call.events():
             kind = event.WhichOneof("kind")
             result.event_kinds.append(str(kind))
@@ -237,6 +256,9 @@ class Plush:
                 result.backend = event.done.backend
                 result.backend_reason = event.done.backend_reason
                 result.interrupted = event.done.interrupted
+                if result.audio_chunks:  # the server waits a moment for the playback report
+                    await asyncio.wait({reporter}, timeout=PLAYBACK_REPORT_S)
+                await call.done_writing()
 
     async def run(
         self,
@@ -359,3 +381,9 @@ class Plush:
 
     def volume(self, pcm: bytes) -> bytes:
         return scale_pcm16(pcm, self.config.volume)
+
+
+async def _report_playback(call: ConverseCall, heard: asyncio.Event) -> None:
+    """Send PlaybackStarted as soon as the speaker first plays the reply (the dashboard's waterfall shows it)."""
+    await heard.wait()
+    await call.playback_started()

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["CompanionService", "Limits"]
 MAX_CHAT_CHARS = 4000
 UNKNOWN_DEVICE = "unknown"
+PLAYED_STAGE = "first_audio_played"
+PLAYBACK_REPORT_S = 1.0
+"""How long a finished turn waits for the plush's PlaybackStarted (a plush that never sends it costs this)."""
 
 
 class CompanionService(pb_grpc.CompanionServicer):
@@ -302,22 +305,44 @@ class CompanionService(pb_grpc.CompanionServicer):
             finally:
                 events.put_nowait(None)
 
+        played = asyncio.Event()
+
         async def watch() -> None:
             async for request in requests.stream:
-                if request.WhichOneof("kind") == "cancel":
+                kind = request.WhichOneof("kind")
+                if kind == "cancel":
                     log.info("turn_cancelled", turn_id=turn.turn_id, device_id=turn.device_id)
                     pumper.cancel()
                     return
+                if kind == "playback_started" and not played.is_set():
+                    turn.clock.record(PLAYED_STAGE, 0.0)
+                    played.set()
 
         pumper = asyncio.create_task(pump())
         watcher = asyncio.create_task(watch())
+        audio_sent = False
         try:
             while (event := await events.get()) is not None:
+                audio_sent = audio_sent or event.HasField("audio")
                 await self._send(context, event)
+            if audio_sent:
+                await self._await_playback(turn, watcher, played)
         finally:
             for task in (pumper, watcher):
                 task.cancel()
             await asyncio.gather(pumper, watcher, return_exceptions=True)
+
+    async def _await_playback(self, turn: TurnRequestData, watcher: asyncio.Task[None], played: asyncio.Event) -> None:
+        """After the reply: give the plush a moment to say when its speaker started (it closes its side of the
+        stream right after), and add that milestone to the stored turn."""
+        if not played.is_set():
+            waiting = asyncio.ensure_future(played.wait())
+            await asyncio.wait({watcher, waiting}, timeout=PLAYBACK_REPORT_S, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+        if played.is_set():
+            _, played_ms = turn.clock.stages[PLAYED_STAGE]
+            await self.companion.wait_stored()
+            await self.companion.store.add_timing(turn.turn_id, PLAYED_STAGE, played_ms)
 
 
 @dataclass

@@ -9,6 +9,7 @@ async tests can use it alike.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent import futures
@@ -77,11 +78,16 @@ class _Servicer(pb_grpc.CompanionServicer):
         for request in request_iterator:
             if request.WhichOneof("kind") in ("end", "cancel"):
                 break
+        # Like the real server, keep reading what the plush sends during the reply (its PlaybackStarted), and let
+        # it close its side before ending: a server that ends while the client still writes loses unread events.
+        rest = threading.Thread(target=lambda: [None for _ in request_iterator], daemon=True)
+        rest.start()
         for event in owner.events:
             if not context.is_active():
                 return
             yield event
             time.sleep(owner.pause_s)
+        rest.join(timeout=1.0)
         if owner.fail_with is not None:
             context.abort(grpc.StatusCode.INTERNAL, owner.fail_with)
 

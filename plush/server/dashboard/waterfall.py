@@ -15,9 +15,13 @@ LABELS = {
     "llm": "brain: whole reply",
     "tts": "speech synthesis",
     "first_audio": "first audio chunk sent",
+    "first_audio_played": "first audio played (the plush's speaker)",
     "total": "whole turn",
 }
-ORDER = ("stt", "llm_first_token", "llm", "tts", "first_audio", "total")
+ORDER = ("stt", "llm_first_token", "llm", "tts", "first_audio", "first_audio_played", "total")
+PLAYED = "first_audio_played"
+"""Reported by the plush after its speaker started, often after the turn was stored: kept in the stored
+timings only, as ms from the turn's start."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ def waterfall(timings: dict[str, float], stages: dict[str, tuple[float, float]])
     spans = {k: (float(v[0]), float(v[1])) for k, v in stages.items()} if exact else {}
     if not exact:
         spans = {stage: (0.0, float(ms)) for stage, ms in timings.items()}
+    if PLAYED in timings and PLAYED not in spans:
+        spans[PLAYED] = (0.0, float(timings[PLAYED]))
     total = max([start + length for start, length in spans.values()] or [0.0]) or 1.0
     names = [s for s in ORDER if s in spans] + sorted(s for s in spans if s not in ORDER)
     bars = [
@@ -67,7 +73,7 @@ def waterfall(timings: dict[str, float], stages: dict[str, tuple[float, float]])
         ("transcript final", end("stt")),
         ("first token", end("llm_first_token")),
         ("first audio chunk", round(spans["first_audio"][1], 1) if "first_audio" in spans else None),
-        ("first audio played", None),
+        ("first audio played", round(spans[PLAYED][1], 1) if PLAYED in spans else None),
         ("done", round(spans["total"][1], 1) if "total" in spans else None),
     ]
     return Waterfall(bars, milestones, exact, round(total, 1))

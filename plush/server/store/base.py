@@ -88,6 +88,11 @@ class Store(ABC):
     async def delete_turns_before(self, moment: float) -> int:
         """Delete turns older than `moment` (retention); returns how many went."""
 
+    @abstractmethod
+    async def add_timing(self, turn_id: str, stage: str, duration_ms: float) -> bool:
+        """Add one stage to a stored turn's timings (a milestone reported after the turn was stored, such as the
+        plush's first audio played); False when there is no such turn."""
+
     # -- conversations -------------------------------------------------------------------------------------------
 
     @abstractmethod

@@ -286,6 +286,14 @@ class SqliteStore(Store):
 
     # -- conversations -------------------------------------------------------------------------------------------
 
+    async def add_timing(self, turn_id: str, stage: str, duration_ms: float) -> bool:
+        cursor = await self._db.execute(
+            "UPDATE turns SET timings = json_set(timings, ?, ?) WHERE id = ?",
+            (f'$."{stage}"', round(duration_ms, 1), turn_id),
+        )
+        await self._db.commit()
+        return cursor.rowcount > 0
+
     async def reset_conversation(self, conversation_id: str) -> None:
         now = time.time()
         await self._db.execute(
