@@ -24,6 +24,7 @@ from plush.memory_cli import memory_app, persona_app
 from plush.models_cli import models_app
 from plush.pair_cli import pair_app
 from plush.telegram_cli import telegram_app
+from plush.voice_cli import voice_app
 
 app = typer.Typer(
     help="Plush: a voice companion that lives inside a plush toy.",
@@ -39,6 +40,7 @@ app.add_typer(persona_app, name="persona")
 app.add_typer(pair_app, name="pair")
 app.add_typer(telegram_app, name="telegram")
 app.add_typer(dashboard_app, name="dashboard")
+app.add_typer(voice_app, name="voice")
 
 ServerOption = Annotated[str | None, typer.Option("--server", "-s", help="host:port of the Plush server.")]
 

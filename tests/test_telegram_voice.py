@@ -37,6 +37,7 @@ def fake_telegram() -> Any:
 async def voice_bot(
     start_gemini_server: Any,
     make_config: Any,
+    *,
     fake_telegram: FakeTelegram,
     real_whisper_base: Path,
     real_joe_voice: Path,
@@ -108,6 +109,7 @@ async def test_voice_both_answers_a_text_with_text_and_a_voice_note(
 async def test_a_bad_voice_note_gets_a_clear_answer_and_no_crash(
     voice_bot: Any,
     fake_telegram: FakeTelegram,
+    *,
     fake_gemini: Any,
     spoken_question: bytes,
     data: bytes | None,
@@ -125,7 +127,8 @@ async def test_a_bad_voice_note_gets_a_clear_answer_and_no_crash(
 
 
 async def test_a_silent_voice_note_is_not_a_turn(voice_bot: Any, fake_telegram: FakeTelegram, fake_gemini: Any) -> None:
-    silence = encode_voice_note(np.zeros(48000 * 2, dtype=np.int16), 48000).data
+    hiss = np.random.default_rng(7).normal(0, 100, 48000 * 3).astype(np.int16)  # a quiet room, no words
+    silence = encode_voice_note(hiss, 48000).data
     fake_telegram.send_voice(OWNER, silence)
     [answer] = await wait_for(lambda: fake_telegram.texts_to(OWNER), within_s=30)
     assert answer == "I couldn't hear any words in that. Try again?"

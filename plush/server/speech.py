@@ -1,20 +1,50 @@
-"""Speech out: turn a reply's pieces into audio chunks for the wire, in the rate the device asked for."""
+"""Speech out: turn a reply's pieces into audio chunks for the wire, in the rate the device asked for.
+
+The voice can change while the server runs (`plush voice use NAME`): at each turn's start `output_rate` looks at
+the voice store's marker (one `stat`), and the turn's first synthesis loads the new voice in a worker thread.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+from plush.errors import PlushError
+from plush.logs import get_logger
 from plush.voice_models.audio import chunk_pcm, resample_pcm16
+from plush.voice_models.cloning.voice_store import VoiceStore
 from plush.voice_models.opus import OpusEncoder, opus_rate, pack_packets
 from plush.voice_models.tts import Synthesizer
+
+log = get_logger(__name__)
+
+
+class VoiceSwitch:
+    """Follows the voice store's active-voice marker; `load` builds the voice it names (None: the config's)."""
+
+    def __init__(self, store: VoiceStore, load: Callable[[str | None], Synthesizer]) -> None:
+        self.store = store
+        self.load = load
+        self._stamp = store.stamp()
+
+    def changed(self) -> bool:
+        """True once after each `plush voice use` (a stat of the marker, cheap enough for every turn)."""
+        stamp = self.store.stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        return True
 
 
 class SpeechOut:
     """Wraps the Piper voice: synthesis runs in a worker thread so the event loop keeps streaming."""
 
-    def __init__(self, synthesizer: Synthesizer, chunk_ms: int) -> None:
+    def __init__(self, synthesizer: Synthesizer, chunk_ms: int, switch: VoiceSwitch | None = None) -> None:
         self.synthesizer = synthesizer
         self.chunk_ms = chunk_ms
+        self.switch = switch
+        self._switch_pending = False
+        self._switching = asyncio.Lock()
 
     @property
     def native_rate(self) -> int:
@@ -22,6 +52,8 @@ class SpeechOut:
 
     def output_rate(self, wanted: int, opus: bool) -> int:
         """The rate a reply is sent at: what the device asked for (0: the voice's own), an Opus rate for Opus."""
+        if self.switch is not None and self.switch.changed():
+            self._switch_pending = True  # loaded by the turn's first `speak`, off the event loop
         rate = wanted or self.native_rate
         return opus_rate(rate) if opus else rate
 
@@ -30,7 +62,23 @@ class SpeechOut:
 
         Synthesis, resampling and encoding all run in a worker thread, off the event loop.
         """
+        if self._switch_pending:
+            await self._switch_voice()
         return await asyncio.to_thread(self._speak, text, sample_rate, encoder)
+
+    async def _switch_voice(self) -> None:
+        """Load the voice the store's marker names; a voice that fails to load leaves the current one speaking."""
+        async with self._switching:
+            if not self._switch_pending or self.switch is None:
+                return
+            self._switch_pending = False
+            name = self.switch.store.active()
+            try:
+                self.synthesizer = await asyncio.to_thread(self.switch.load, name)
+            except PlushError as exc:
+                log.error("voice_switch_failed", voice=name or "default", error=str(exc))
+                return
+            log.info("voice_switched", voice=name or "default", sample_rate=self.synthesizer.sample_rate)
 
     def _speak(self, text: str, rate: int, encoder: OpusEncoder | None) -> list[bytes]:
         pcm = resample_pcm16(self.synthesizer.synthesize(text), self.native_rate, rate)

@@ -18,8 +18,9 @@ from plush.config import data_home
 from plush.errors import AudioFormatError
 from plush.logs import get_logger
 from plush.server.telegram.delivery import deliver, seconds_of
-from plush.voice_models.audio import WHISPER_RATE, pcm16_to_float
+from plush.voice_models.audio import WHISPER_RATE, FloatAudio, pcm16_to_float
 from plush.voice_models.stt import Transcriber, TranscriptResult
+from plush.voice_models.vad import SileroVad, SpeechSegmenter
 
 log = get_logger(__name__)
 BYTES_PER_SECOND_CEILING = 64_000
@@ -51,6 +52,7 @@ class Listener:
         self.transcriber = transcriber
         self.max_seconds = max_seconds
         self.keep = keep
+        self._vad: SileroVad | None = None
         self._one_at_a_time = asyncio.Semaphore(1)
         """Whisper uses every core: two notes at once would only finish later together."""
 
@@ -73,14 +75,22 @@ class Listener:
         except AudioFormatError as exc:
             reason = str(exc)
             raise VoiceNoteError(reason[:1].upper() + reason[1:] + ".") from exc
+        audio = pcm16_to_float(pcm.tobytes())
         async with self._one_at_a_time:
             start = time.perf_counter()
-            result: TranscriptResult = await asyncio.to_thread(
-                self.transcriber.transcribe, pcm16_to_float(pcm.tobytes())
-            )
+            if not await asyncio.to_thread(self._has_speech, audio):  # Whisper would make words up from silence
+                return Heard("", "", (time.perf_counter() - start) * 1000, pcm.size / WHISPER_RATE)
+            result: TranscriptResult = await asyncio.to_thread(self.transcriber.transcribe, audio)
         return Heard(
             result.text.strip(), result.language, (time.perf_counter() - start) * 1000, pcm.size / WHISPER_RATE
         )
+
+    def _has_speech(self, audio: FloatAudio) -> bool:
+        """Whether Silero VAD finds any speech in the note (the model is loaded at the first note)."""
+        if self._vad is None:
+            self._vad = SileroVad()
+        segmenter = SpeechSegmenter(self._vad)
+        return bool(segmenter.feed(audio) or segmenter.finish())
 
     def _too_long(self) -> str:
         return f"That voice note is too long for me: {self.max_seconds:g} seconds at most, please."

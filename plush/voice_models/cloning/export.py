@@ -1,0 +1,117 @@
+"""Export: a trained checkpoint becomes a Piper voice (`.onnx` + `.onnx.json`) that `PiperVoice` and Plush load.
+
+The ONNX comes from Piper's own exporter (`piper.train.export_onnx`), so a Plush voice is exactly what Piper's
+tools would make. One thing is pinned around it: piper-tts 1.8.0 calls `torch.onnx.export` without choosing an
+exporter, and from torch 2.9 on that means the dynamo exporter, which cannot trace VITS (the spline flow's
+data-dependent assert stops it). Piper was written for the TorchScript exporter, so that is the one it gets here
+(`dynamo=False`); everything else (opset 15, input names, dynamic axes, weight norm removed) is Piper's.
+
+The `.onnx.json` is the base voice's (same phoneme map, espeak voice and sample rate: the training data were
+phonemized with them) with the new voice's name, the dataset's language and Plush's provenance added.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plush.errors import PlushError
+from plush.logs import get_logger
+from plush.voice_models.cloning.warm_start import WARM_START_KEY, import_training
+
+log = get_logger(__name__)
+
+
+class ExportError(PlushError):
+    """A checkpoint could not be turned into a Piper voice."""
+
+
+@dataclass(frozen=True)
+class ExportedVoice:
+    onnx: Path
+    config: Path
+    seconds: float
+
+
+def read_checkpoint_record(checkpoint: Path) -> dict[str, Any]:
+    """What Plush recorded in a checkpoint (base voice, its config, training settings); {} for a foreign one."""
+    torch = import_training()
+    try:
+        data = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:  # pickle, zip and torch errors vary
+        raise ExportError(f"{checkpoint} is not a readable trainer checkpoint: {exc}") from exc
+    record = data.get(WARM_START_KEY, {}) if isinstance(data, dict) else {}
+    return dict(record)
+
+
+def export_voice(
+    checkpoint: Path,
+    onnx_path: Path,
+    *,
+    voice_config: dict[str, Any],
+    espeak_voice: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> ExportedVoice:
+    """Run Piper's exporter on `checkpoint` into `onnx_path` and write its `.onnx.json` from `voice_config`."""
+    if not checkpoint.is_file():
+        raise ExportError(f"no checkpoint at {checkpoint}")
+    import_training()
+    from piper.train import export_onnx
+
+    started = time.perf_counter()
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = onnx_path.with_name(onnx_path.name + ".partial.onnx")
+    argv = ["piper.train.export_onnx", "--checkpoint", str(checkpoint), "--output-file", str(partial)]
+    try:
+        with _torchscript_exporter(), _arguments(argv):
+            export_onnx.main()
+    except Exception as exc:  # torch export errors vary
+        partial.unlink(missing_ok=True)
+        raise ExportError(f"Piper's exporter failed on {checkpoint.name}: {exc}") from exc
+    config = dict(voice_config)
+    if espeak_voice:
+        config["espeak"] = {**config.get("espeak", {}), "voice": espeak_voice}
+        config["language"] = {"code": espeak_voice}
+    config["dataset"] = onnx_path.stem
+    config["plush"] = {**config.get("plush", {}), **(provenance or {})}
+    config_path = Path(f"{onnx_path}.json")
+    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    partial.replace(onnx_path)
+    seconds = time.perf_counter() - started
+    log.info("voice_exported", onnx=str(onnx_path), seconds=round(seconds, 1))
+    return ExportedVoice(onnx_path, config_path, seconds)
+
+
+@contextmanager
+def _torchscript_exporter() -> Iterator[None]:
+    """torch.onnx.export as piper-tts was written for: the TorchScript exporter (see the module docstring)."""
+    import torch.onnx
+
+    original = torch.onnx.export
+
+    def export(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("dynamo", False)
+        return original(*args, **kwargs)
+
+    torch.onnx.export = export
+    try:
+        yield
+    finally:
+        torch.onnx.export = original
+
+
+@contextmanager
+def _arguments(argv: list[str]) -> Iterator[None]:
+    """Piper's exporter is a command (argparse on sys.argv): give it its arguments for the call."""
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
