@@ -34,6 +34,16 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
+def command_level(level: str) -> str:
+    """The log level for a command that shows its own progress to a person (`plush voice ...`): its INFO events
+    would only repeat that progress as key=value lines, so they show at DEBUG only."""
+    return level if level.upper() == "DEBUG" else max(level.upper(), "WARNING", key=_rank)
+
+
+def _rank(level: str) -> int:
+    return logging.getLevelNamesMapping().get(level, logging.INFO)
+
+
 class _StderrLogger:
     """Prints each line to `sys.stderr` as it is when the line is logged, not as it was at setup: a command run in
     a test (CliRunner) swaps stderr and closes its copy, and later events must not go to that closed stream."""

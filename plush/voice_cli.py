@@ -17,7 +17,7 @@ from plush.config import PlushConfig, data_home, load_config
 from plush.console import ConfigOption, out
 from plush.errors import PlushError
 from plush.languages import check_language_code
-from plush.logs import setup_logging
+from plush.logs import command_level, setup_logging
 
 voice_app = typer.Typer(
     help="Your own voice for the plush: record or import speech, prepare a dataset, train, export and use it.",
@@ -59,7 +59,7 @@ def _language(code: str | None) -> str | None:
 
 def _config(config: Path | None) -> PlushConfig:
     cfg = load_config(config)
-    setup_logging(cfg.log_level)
+    setup_logging(command_level(cfg.log_level))
     return cfg
 
 

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from plush.config import PlushConfig, load_config
 from plush.console import ConfigOption, out
-from plush.logs import setup_logging
+from plush.logs import command_level, setup_logging
 from plush.voice_models.cloning.voice_store import DEFAULT, VoiceStore, check_voice_name
 from plush.voice_models.model_store import ModelStore
 
@@ -31,7 +31,7 @@ NameArg = Annotated[str, typer.Argument(help="The voice's name (lower-case lette
 
 def _setup(config: Path | None) -> tuple[PlushConfig, ModelStore, VoiceStore]:
     cfg = load_config(config)
-    setup_logging(cfg.log_level)
+    setup_logging(command_level(cfg.log_level))
     models = ModelStore.from_config(cfg.models)
     return cfg, models, VoiceStore.in_models(models.root)
 

@@ -16,6 +16,7 @@ from it too (`python -m piper.train fit --ckpt_path warm.ckpt ...`). torch is im
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,17 @@ def import_training() -> Any:
         import torch
     except ImportError as exc:
         raise TrainingUnavailableError(f"{INSTALL_HINT} ({exc.name} is missing)") from exc
+    _quiet_library_warnings(torch)
     return torch
+
+
+def _quiet_library_warnings(torch: Any) -> None:
+    """Piper's trainer was written for older torch: its deprecation notices (weight_norm, the TorchScript ONNX
+    exporter's shape inference) say nothing an owner can act on, so `plush voice` does not print them."""
+    warnings.filterwarnings("ignore", message=r".*weight_norm.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx\..*")
+    warnings.filterwarnings("ignore", message=r".*could not find the monitored key.*")
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
 
 
 def voice_config(onnx_path: Path) -> dict[str, Any]:
@@ -170,7 +181,7 @@ def _load_generator(model: Any, weights: OnnxVoiceWeights) -> set[str]:
     taken: set[str] = set()
     with torch.no_grad():
         for placed in weights.weights.values():
-            value = torch.from_numpy(np.ascontiguousarray(placed.value))
+            value = torch.tensor(np.array(placed.value))  # a copy: ONNX's arrays are read-only
             if placed.transform == "neg_log":
                 value = -torch.log(value)
             module_path, param = placed.key.rsplit(".", 1)
