@@ -16,6 +16,7 @@ from conftest import ConfigFactory
 from fakes.dashboard_client import PASSWORD, chat, csrf_of, log_in, session_csrf
 from prometheus_client.parser import text_string_to_metric_families
 
+from plush import __version__
 from plush.server.app import start_server
 from plush.server.dashboard.passwords import password_file, set_password
 
@@ -217,7 +218,7 @@ async def test_devices_show_the_plush_online_with_its_address(server: Any, logge
     devices = {d["id"]: d for d in (await logged_in.get("/api/devices")).json()}
     nursery = devices["plush-nursery"]
     assert nursery["online"] and nursery["address"].startswith("127.0.0.1:")
-    assert nursery["version"].startswith("grpc-python") and nursery["turns"] == 1
+    assert nursery["version"] == __version__ and nursery["turns"] == 1  # the plush says its version
     page = await logged_in.get("/devices")
     assert "plush-nursery" in page.text and "online" in page.text
 

@@ -15,6 +15,8 @@ from fakes.gemini import FakeGemini
 from google import genai
 from google.genai import errors, types
 
+from plush.server.llm.gemini import http_options
+
 MODEL = "gemini-flash-latest"
 PERSONA = "You are Plush."
 
@@ -30,7 +32,7 @@ def fake() -> Iterator[FakeGemini]:
 def gemini(fake: FakeGemini) -> genai.Client:
     fake.clear()
     fake.set_default_reply("default answer")
-    return genai.Client(api_key="test-key", http_options=types.HttpOptions(base_url=fake.base_url))
+    return genai.Client(api_key="test-key", http_options=http_options(fake.base_url, 30))
 
 
 def _config() -> types.GenerateContentConfig:
@@ -151,7 +153,7 @@ async def test_cut_stream_raises_transport_error_after_first_chunk(fake: FakeGem
 @pytest.mark.asyncio
 async def test_hang_triggers_client_timeout(fake: FakeGemini) -> None:
     # HttpOptions.timeout is in milliseconds.
-    client = genai.Client(api_key="test-key", http_options=types.HttpOptions(base_url=fake.base_url, timeout=200))
+    client = genai.Client(api_key="test-key", http_options=http_options(fake.base_url, 0.2))
     fake.hang(5)
     started = time.monotonic()
 

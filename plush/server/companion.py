@@ -178,6 +178,8 @@ class Companion:
             raise
         except Exception as exc:  # any failure is reported to the client and stored, never lost
             log.exception("turn_failed", turn_id=turn.turn_id)
+            while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:  # the speaker's task failed
+                exc = exc.exceptions[0]
             message = f"{type(exc).__name__}: {exc}"
             record.outcome = "error"
             record.add_error(message)

@@ -22,6 +22,24 @@ CHILD_SAFE_CATEGORIES = (
 )
 
 
+def http_options(base_url: str | None, timeout_s: float) -> Any:
+    """google-genai's HTTP settings, always on its httpx transport.
+
+    google-genai switches its async client to aiohttp whenever aiohttp happens to be installed (the voice
+    trainer's packages pull it in). aiohttp raises other errors and times a stalled stream out differently, so
+    the fallback to the local brain would behave differently on a machine with the train extra. Naming the
+    httpx transport keeps one, tested, behaviour.
+    """
+    import httpx2
+    from google.genai import types
+
+    return types.HttpOptions(
+        base_url=base_url,
+        timeout=int(timeout_s * 1000),
+        async_client_args={"transport": httpx2.AsyncHTTPTransport()},
+    )
+
+
 class GeminiBackend(LlmBackend):
     """Gemini flash (by default the `gemini-flash-latest` alias)."""
 
@@ -35,8 +53,7 @@ class GeminiBackend(LlmBackend):
             raise LlmError("Gemini needs google-genai: pip install 'plush[server]'") from exc
         self._types = types
         self._config = config
-        http = types.HttpOptions(base_url=config.base_url, timeout=int(config.timeout_s * 1000))
-        self._client = genai.Client(api_key=api_key, http_options=http)
+        self._client = genai.Client(api_key=api_key, http_options=http_options(config.base_url, config.timeout_s))
 
     def _request_config(self, prompt: Prompt) -> object:
         t = self._types
