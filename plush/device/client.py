@@ -28,6 +28,9 @@ AUDIO_FRAME_MS = 40
 class ServerError(PlushError):
     """The server could not be reached or refused the request."""
 
+    code: grpc.StatusCode | None = None
+    """The call's gRPC status, when it ended with one (RESOURCE_EXHAUSTED: the server is busy, try again)."""
+
 
 class UnreachableError(ServerError):
     """The server cannot be reached (down, restarting, network gone): worth trying again later."""
@@ -38,7 +41,13 @@ class AuthError(ServerError):
 
 
 def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
-    """A message a user can act on for a failed RPC."""
+    """A message a user can act on for a failed RPC, carrying its status code."""
+    error = _describe(exc, target)
+    error.code = exc.code()
+    return error
+
+
+def _describe(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         return _unavailable(exc.details() or "", target)

@@ -190,7 +190,12 @@ class SerialPaw(QueuedControls):
         splitter = proto.LineSplitter()
         try:
             while not stop.is_set():
-                for line in splitter.feed(device.read(256)):
+                # One byte, then whatever else is waiting: read(256) would hold a short line ("BTN UP") until
+                # the port's timeout (50 ms) ran out, and that wait came before every button event.
+                data = device.read(1)
+                if data and (waiting := device.in_waiting):
+                    data += device.read(waiting)
+                for line in splitter.feed(data):
                     loop.call_soon_threadsafe(lines.put_nowait, line)
                 if splitter.dropped:
                     loop.call_soon_threadsafe(self._noise, f"{splitter.dropped} over-long line(s)")
