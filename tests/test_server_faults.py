@@ -4,6 +4,7 @@ client can read, and a turn log that keeps every turn with its outcome. Real ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -429,3 +430,26 @@ async def test_a_plush_that_keeps_streaming_to_a_refused_turn_reads_the_refusal(
                 await asyncio.sleep(0.02)
     assert "RPC already finished" not in str(refused.value)
     assert "refused the turn" in str(refused.value), str(refused.value)
+
+
+async def test_a_plush_still_speaking_when_refused_for_load_reads_resource_exhausted(server_with: Any) -> None:
+    """A plush opens its turn at button down and streams while the owner speaks (here 3 s, past the 2 s a
+    refusal waits for a stranger): it must still read why it was refused, not "Internal error from Core"."""
+    server = await server_with(max_turns_in_flight=1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        holder = stub(channel).Converse(metadata=as_device("holder"))
+        await holder.write(START)
+        await until(lambda: server.in_flight.count == 1)
+        speaking = stub(channel).Converse(metadata=as_device("speaking"))
+        await speaking.write(START)
+        frame = pb.TurnRequest(audio=pb.AudioChunk(data=bytes(1280), sample_rate=16000, channels=1))
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            for _ in range(75):  # 3 s of audio in 40 ms frames, at the pace it is spoken
+                await speaking.write(frame)
+                await asyncio.sleep(0.04)
+            await speaking.write(END)
+            await speaking.done_writing()
+        code, details, _ = await status(speaking)
+        holder.cancel()
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
+    assert "server.max_turns_in_flight" in details
