@@ -6,6 +6,8 @@ sees, after the real google-genai client serialised it.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -243,3 +245,28 @@ async def test_recall_survives_a_vacuum(tmp_path: Path) -> None:
     async with await Store.open(db) as store:
         found = await store.search_turns(["word4"], limit=5, owner="device:d")
         assert [t.id for t in found] == ["t4"] and found[0].user_text == "word4 pineapple"
+
+
+async def test_every_turn_is_stored_while_other_turns_read_and_write_the_same_database(tmp_path: Path) -> None:
+    # Under load (bench/load.py, 16-32 plushes) reads, writes and commits of many turns interleave on the
+    # store's one connection; a read left between its execute and its fetch made another turn's commit fail.
+    async with await Store.open(tmp_path / "plush.db") as store:
+        await store.add_turn(TurnRecord("seed", "room", "d", "chat", "rabbits and carrots", "yes", owner="home"))
+
+        jitter = random.Random(7)  # turns out of step with each other, as real ones are
+
+        async def turn(i: int) -> None:
+            await asyncio.sleep(jitter.random() * 0.05)
+            await store.recent_turns("room", 8, owner="home")
+            await store.search_turns(["rabbits", "carrots"], limit=3, owner="home")
+            await store.list_facts("home")
+            await store.add_usage("2026-12-02", "gemini")
+            await asyncio.sleep(jitter.random() * 0.01)
+            await store.add_turn(TurnRecord(f"t{i}", "room", "d", "chat", f"rabbit {i}", "ok", owner="home"))
+            await store.add_timing(f"t{i}", "first_audio_played", 12.5)
+
+        await asyncio.gather(*(turn(i) for i in range(300)))
+        stored = {t.id for t in await store.list_turns(limit=500)}
+        assert stored == {"seed"} | {f"t{i}" for i in range(300)}
+        assert await store.usage("2026-12-02", "gemini") == 300
+        assert (await store.get_turn("t7")).timings == {"first_audio_played": 12.5}  # type: ignore[union-attr]

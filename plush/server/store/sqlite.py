@@ -5,13 +5,20 @@ transaction. Recall of older turns uses an FTS5 index kept in step with `turns` 
 turn's id (not its rowid, which VACUUM may renumber); the `unicode61` tokenizer splits on spaces and
 punctuation, and prefix queries ("토끼*", "rabbit*") let a Korean stem match its particle forms (토끼를, 토끼가)
 and an English one its plural.
+
+Every turn shares the one connection, so its transaction too. Each change runs as `_change`: its statements
+and their commit under one lock (no turn's commit lands between another's statements), each statement run to
+its end in one call (a write left half-stepped, as `INSERT ... RETURNING` is between its execute and its fetch,
+makes any other commit fail with "SQL statements in progress": under load that lost turns).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +152,7 @@ class SqliteStore(Store):
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self._changing = asyncio.Lock()
 
     @classmethod
     async def connect(cls, path: Path) -> SqliteStore:
@@ -203,7 +211,7 @@ class SqliteStore(Store):
         # One statement: its triggers write the conversation row and the FTS row (see OUTCOME_MIGRATION), and a
         # failed statement leaves nothing behind, even while other writes share the connection's transaction.
         placeholders = ", ".join("?" * len(_TURN_COLUMNS.split(",")))
-        await self._db.execute(
+        await self._change(
             f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ({placeholders})",
             (
                 turn.id,
@@ -225,7 +233,6 @@ class SqliteStore(Store):
                 turn.outcome,
             ),
         )
-        await self._db.commit()
 
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
         rows = await self._turns(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,))
@@ -279,38 +286,32 @@ class SqliteStore(Store):
         return await self._turns(sql, tuple(params))
 
     async def delete_turns_before(self, moment: float) -> int:
-        async with self._db.execute("DELETE FROM turns WHERE started_at < ?", (moment,)) as cur:
-            deleted = cur.rowcount
-        await self._db.commit()
-        return max(deleted, 0)
+        return await self._change("DELETE FROM turns WHERE started_at < ?", (moment,))
 
     # -- conversations -------------------------------------------------------------------------------------------
 
     async def add_timing(self, turn_id: str, stage: str, duration_ms: float) -> bool:
-        cursor = await self._db.execute(
+        changed = await self._change(
             "UPDATE turns SET timings = json_set(timings, ?, ?) WHERE id = ?",
             (f'$."{stage}"', round(duration_ms, 1), turn_id),
         )
-        await self._db.commit()
-        return cursor.rowcount > 0
+        return changed > 0
 
     async def reset_conversation(self, conversation_id: str) -> None:
         now = time.time()
-        await self._db.execute(
+        await self._change(
             "INSERT INTO conversations (id, created_at, reset_at) VALUES (?, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET reset_at = excluded.reset_at",
             (conversation_id, now, now),
         )
-        await self._db.commit()
 
     async def list_conversations(self) -> list[Conversation]:
-        async with self._db.execute(
+        rows = await self._db.execute_fetchall(
             "SELECT c.id, c.reset_at, c.owner, COUNT(t.id) AS turns,"
             " COALESCE(MAX(t.started_at), c.created_at) AS last"
             " FROM conversations c LEFT JOIN turns t ON t.conversation_id = c.id"
             " GROUP BY c.id ORDER BY last DESC"
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             Conversation(id=r["id"], turns=r["turns"], last_turn_at=r["last"], reset_at=r["reset_at"], owner=r["owner"])
             for r in rows
@@ -324,11 +325,10 @@ class SqliteStore(Store):
             raise StoreError("a fact needs some text")
         if not owner:
             raise StoreError("a fact needs an owner")
-        await self._db.execute(
+        await self._change(
             "INSERT OR IGNORE INTO facts (owner, text, created_at, source) VALUES (?, ?, ?, ?)",
             (owner, text, time.time(), source),
         )
-        await self._db.commit()
         facts = await self._facts("WHERE owner = ? AND text = ?", (owner, text))
         return facts[0]
 
@@ -343,43 +343,55 @@ class SqliteStore(Store):
         if not found:
             return None
         # The new owner may already have the same fact: keep theirs, drop the moved copy.
-        await self._db.execute("UPDATE OR IGNORE facts SET owner = ? WHERE id = ?", (owner, fact_id))
-        await self._db.execute("DELETE FROM facts WHERE id = ? AND owner != ?", (fact_id, owner))
-        await self._db.commit()
+        async with self._transaction():
+            await self._db.execute("UPDATE OR IGNORE facts SET owner = ? WHERE id = ?", (owner, fact_id))
+            await self._db.execute("DELETE FROM facts WHERE id = ? AND owner != ?", (fact_id, owner))
         return (await self._facts("WHERE owner = ? AND text = ?", (owner, found[0].text)))[0]
 
     async def remove_fact(self, fact_id: int) -> bool:
-        async with self._db.execute("DELETE FROM facts WHERE id = ?", (fact_id,)) as cur:
-            removed = cur.rowcount > 0
-        await self._db.commit()
-        return removed
+        return await self._change("DELETE FROM facts WHERE id = ?", (fact_id,)) > 0
 
     # -- usage counters ------------------------------------------------------------------------------------------
 
     async def add_usage(self, day: str, key: str, amount: int = 1) -> int:
-        async with self._db.execute(
-            "INSERT INTO usage_counters (day, key, count) VALUES (?, ?, ?)"
-            " ON CONFLICT (day, key) DO UPDATE SET count = count + excluded.count RETURNING count",
-            (day, key, amount),
-        ) as cur:
-            row = await cur.fetchone()
-        await self._db.commit()
-        return int(row[0]) if row else amount
+        async with self._transaction():
+            rows = list(
+                await self._db.execute_fetchall(  # to its end in one call: see the module's docstring
+                    "INSERT INTO usage_counters (day, key, count) VALUES (?, ?, ?)"
+                    " ON CONFLICT (day, key) DO UPDATE SET count = count + excluded.count RETURNING count",
+                    (day, key, amount),
+                )
+            )
+        return int(rows[0][0]) if rows else amount
 
     async def usage(self, day: str, key: str) -> int:
-        async with self._db.execute("SELECT count FROM usage_counters WHERE day = ? AND key = ?", (day, key)) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        rows = list(
+            await self._db.execute_fetchall("SELECT count FROM usage_counters WHERE day = ? AND key = ?", (day, key))
+        )
+        return int(rows[0][0]) if rows else 0
 
     async def _facts(self, where: str, params: tuple[Any, ...]) -> list[Fact]:
         sql = f"SELECT id, text, created_at, source, owner FROM facts {where} ORDER BY id"
-        async with self._db.execute(sql, params) as cur:
-            return [Fact(**dict(row)) for row in await cur.fetchall()]
+        return [Fact(**dict(row)) for row in await self._db.execute_fetchall(sql, params)]
 
     async def _turns(self, sql: str, params: tuple[Any, ...]) -> list[TurnRecord]:
-        async with self._db.execute(sql, params) as cur:
-            rows = await cur.fetchall()
-        return [_record(row) for row in rows]
+        return [_record(row) for row in await self._db.execute_fetchall(sql, params)]
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """The changes made inside, committed together, and alone: no other turn's commit lands between them."""
+        async with self._changing:
+            try:
+                yield
+                await self._db.commit()
+            except BaseException:
+                await self._db.rollback()
+                raise
+
+    async def _change(self, sql: str, params: Iterable[Any]) -> int:
+        """Run one changing statement (no RETURNING) in its own transaction; the rows it changed."""
+        async with self._transaction(), self._db.execute(sql, params) as cursor:
+            return max(cursor.rowcount, 0)
 
 
 def _record(row: Any) -> TurnRecord:
