@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
 
@@ -94,7 +94,7 @@ class CompanionService(pb_grpc.CompanionServicer):
             start = await _turn_start(requests)
         except TurnEndedError as ended:  # not a turn yet: nothing to store
             log.warning("bad_request", device_id=client_id, error=str(ended))
-            await refuse(context, ended.code, str(ended), None if ended.client_done else requests.stream)
+            await _refuse_turn(context, ended.code, str(ended), None if ended.client_done else requests)
         turn = self._turn(client_id, "device", start.conversation_id, start)
         turn.language = start.language
         progress = _Progress()
@@ -103,7 +103,7 @@ class CompanionService(pb_grpc.CompanionServicer):
         except TurnEndedError as ended:
             if not progress.replying:  # a reply in progress is stored by the brain
                 await self.companion.store_unanswered(turn, ended.outcome, str(ended))
-            await refuse(context, ended.code, str(ended), None if ended.client_done else requests.stream)
+            await _refuse_turn(context, ended.code, str(ended), None if ended.client_done else requests)
         except asyncio.CancelledError:
             stopped = progress.slot.stopped if progress.slot is not None else None
             read = progress.utterance is not None
@@ -121,8 +121,8 @@ class CompanionService(pb_grpc.CompanionServicer):
             message = f"{type(exc).__name__}: {exc}"
             if not progress.replying:
                 await self.companion.store_unanswered(turn, "error", message)
-            drain = None if progress.utterance is not None else requests.stream
-            await refuse(context, grpc.StatusCode.INTERNAL, f"the server failed on this turn: {message}", drain)
+            drain = None if progress.utterance is not None else requests
+            await _refuse_turn(context, grpc.StatusCode.INTERNAL, f"the server failed on this turn: {message}", drain)
         finally:
             if progress.utterance is not None:
                 progress.utterance.drop_transcription()
@@ -354,6 +354,16 @@ class _Progress:
     """Set once TurnEnd (or Cancel) has arrived."""
     replying: bool = False
     """The brain has the turn: it stores the turn itself, however the reply ends."""
+
+
+async def _refuse_turn(
+    context: Context, code: grpc.StatusCode, message: str, requests: TurnRequests | None
+) -> NoReturn:
+    """End a turn the server will not answer; a client still writing is read to its TurnEnd first, for as long as
+    the turn itself may last (see refusals.py: a plush refused for load streams until its button is let go)."""
+    if requests is None:
+        await refuse(context, code, message)
+    await refuse(context, code, message, requests.stream, drain_s=requests.time_left())
 
 
 async def _turn_start(requests: TurnRequests) -> pb.TurnStart:

@@ -62,6 +62,10 @@ class TurnRequests:
         self._within_s = limits.max_audio_seconds + limits.idle_timeout_s
         self._deadline = asyncio.get_running_loop().time() + self._within_s
 
+    def time_left(self) -> float:
+        """Seconds until the turn's deadline (`max_audio_seconds` + `idle_timeout_s` after TurnStart)."""
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
     async def next(self) -> pb.TurnRequest | None:
         """The next request, or None when the client closed its side; TurnEndedError when a deadline passed.
 
