@@ -45,7 +45,9 @@ def test_the_first_piece_ends_at_the_first_comma_after_a_whole_word() -> None:
         "Let me think, okay?",  # after the first piece, whole sentences only
         "Yes, sure.",
     ]
-    assert chunk(["I, for one, agree."], first_min_weight=4) == ["I, for one,", "agree."], "one letter is too short"
+    assert chunk(["I, for one, agree."]) == ["I, for one,", "agree."], "one letter is too short"
+    assert chunk(tokens("Oh, what a lovely question!"))[0] == "Oh,", "one short word is enough"
+    assert chunk(tokens("음, 좋은 질문이에요."))[0] == "음,"
 
 
 def test_a_long_first_clause_is_cut_at_a_word_but_never_after_an_article() -> None:

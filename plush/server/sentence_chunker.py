@@ -91,14 +91,15 @@ def speakable(text: str) -> str:
 class SentenceChunker:
     """Feed deltas with `feed`; each call returns the pieces completed so far. `flush` returns the rest.
 
-    `first_min_weight`: how long (see `speech_weight`) the first piece must be before a clause boundary may end
-    it: one short word ("Well," "Oh," "음,"), so speech starts with the first breath of the reply; what follows
+    `first_min_weight`: how long (see `speech_weight`, letters and digits only) the first piece must be before a
+    clause boundary may end it: one short word ("Well," "Oh," "음,"; not "I,"), so speech starts with the first
+    breath of the reply; what follows
     keeps the speaker busy while the next piece is synthesized (a reply is spoken far slower than it streams).
     `first_max_weight`: a first clause that runs longer is cut at a space. `max_weight`: the same for the
     sentences after it.
     """
 
-    def __init__(self, *, first_min_weight: int = 4, first_max_weight: int = 48, max_weight: int = 240) -> None:
+    def __init__(self, *, first_min_weight: int = 2, first_max_weight: int = 48, max_weight: int = 240) -> None:
         self.first_min_weight = first_min_weight
         self.first_max_weight = first_max_weight
         self.max_weight = max_weight
@@ -144,7 +145,7 @@ class SentenceChunker:
         for match in _CLAUSE_END.finditer(text):
             if limit is not None and match.end() >= limit:
                 return None
-            if speech_weight(text[: match.end()].strip()) >= self.first_min_weight:
+            if speech_weight("".join(filter(str.isalnum, text[: match.end()]))) >= self.first_min_weight:
                 return match.end()
         return None
 
