@@ -81,3 +81,14 @@ async def test_the_phrases_rpc_answers_in_the_personas_voice(running_server: Any
     (phrase,) = reply.phrases
     assert phrase.name == "offline" and phrase.text == running_server.companion.persona.spec.offline_line
     assert phrase.audio.sample_rate == 16000 and len(phrase.audio.data) > 16000
+
+
+async def test_a_phrase_that_cannot_be_kept_is_reported_and_the_old_one_stays(
+    running_server: Any, tmp_path: Path
+) -> None:
+    phrases = OfflinePhrases(tmp_path, "full-card")
+    phrases.path.write_bytes(b"the old phrase")
+    phrases.path.with_suffix(".tmp").mkdir()  # the write cannot happen (as on a full or read-only card)
+    async with CompanionClient(f"127.0.0.1:{running_server.port}", "full-card") as client:
+        assert not await phrases.refresh(client)
+    assert phrases.path.read_bytes() == b"the old phrase"

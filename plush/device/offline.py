@@ -36,11 +36,19 @@ class OfflinePhrases:
             return False
         for phrase in reply.phrases:
             if phrase.name == "offline" and phrase.audio.data:
-                tmp = self.path.with_suffix(".tmp")
-                write_wav(tmp, bytes(phrase.audio.data), phrase.audio.sample_rate)
-                tmp.replace(self.path)
+                try:  # off the event loop: a slow SD card must not hold up the button or the speaker
+                    await asyncio.to_thread(self._keep, bytes(phrase.audio.data), phrase.audio.sample_rate)
+                except OSError as exc:
+                    log.warning("offline_phrase_not_kept", path=str(self.path), error=str(exc))
+                    return False
                 return True
         return False
+
+    def _keep(self, pcm: bytes, sample_rate: int) -> None:
+        """Write the phrase whole, then swap it in: a power cut mid-write leaves the old one."""
+        tmp = self.path.with_suffix(".tmp")
+        write_wav(tmp, pcm, sample_rate)
+        tmp.replace(self.path)
 
     def load(self) -> tuple[bytes, int] | None:
         """(pcm, sample_rate) of the kept phrase, or None when there is none yet."""

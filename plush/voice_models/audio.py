@@ -100,7 +100,8 @@ def read_audio_file(path: Path, sample_rate: int = WHISPER_RATE) -> bytes:
 def write_wav(path: Path, pcm: bytes, sample_rate: int, channels: int = 1) -> None:
     """Write s16le PCM as a WAV file (creating the parent folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as out:
+    # The file is opened here, not by `wave`: a Wave_write whose own open failed raises again when collected.
+    with path.open("wb") as file, wave.open(file, "wb") as out:
         out.setnchannels(channels)
         out.setsampwidth(2)
         out.setframerate(sample_rate)
