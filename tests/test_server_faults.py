@@ -4,7 +4,6 @@ client can read, and a turn log that keeps every turn with its outcome. Real ser
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
