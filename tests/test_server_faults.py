@@ -432,6 +432,33 @@ async def test_a_plush_that_keeps_streaming_to_a_refused_turn_reads_the_refusal(
     assert "refused the turn" in str(refused.value), str(refused.value)
 
 
+async def test_a_plush_refused_for_speech_recognition_holds_no_place_while_it_finishes_speaking(
+    server_with: Any,
+) -> None:
+    """Refused at its first audio chunk, a plush streams on until its button is let go; meanwhile its turn is
+    over and stored, and a place for a turn (server.max_turns_in_flight) is free for the next plush."""
+    server = await server_with(max_turns_in_flight=2, max_stt_in_flight=1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        holder = stub(channel).Converse(metadata=as_device("holder"))  # holds the one place in STT
+        await holder.write(START)
+        await holder.write(SPEECH[0])
+        await until(lambda: server.in_flight._stt_in_use == 1)
+        speaking = stub(channel).Converse(metadata=as_device("speaking"))
+        await speaking.write(START)
+        await speaking.write(SPEECH[0])  # refused here: speech recognition is full
+        assert [t.device_id for t in await stored(server, 1)] == ["speaking"]  # stored as refused
+        await until(lambda: server.in_flight.count == 1)  # its place is free though it is still speaking
+        await answered(server.port)  # so another plush is answered, not refused for max_turns_in_flight
+        for request in SPEECH[1:10]:
+            await speaking.write(request)
+        await speaking.write(END)
+        code, details, _ = await status(speaking)
+        holder.cancel()
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "server.max_stt_in_flight" in details
+    turns = await stored(server, 2)
+    assert [(t.device_id, t.outcome) for t in turns] == [("speaking", "refused"), ("after-the-fault", "answered")]
+
+
 async def test_a_plush_still_speaking_when_refused_for_load_reads_resource_exhausted(server_with: Any) -> None:
     """A plush opens its turn at button down and streams while the owner speaks (here 3 s, past the 2 s a
     refusal waits for a stranger): it must still read why it was refused, not "Internal error from Core". The

@@ -103,6 +103,7 @@ class CompanionService(pb_grpc.CompanionServicer):
         except TurnEndedError as ended:
             if not progress.replying:  # a reply in progress is stored by the brain
                 await self.companion.store_unanswered(turn, ended.outcome, str(ended))
+            self._let_go(progress)  # before the drain: a refused plush may stream on for seconds
             await _refuse_turn(context, ended.code, str(ended), None if ended.client_done else requests)
         except asyncio.CancelledError:
             stopped = progress.slot.stopped if progress.slot is not None else None
@@ -122,12 +123,18 @@ class CompanionService(pb_grpc.CompanionServicer):
             if not progress.replying:
                 await self.companion.store_unanswered(turn, "error", message)
             drain = None if progress.utterance is not None else requests
+            self._let_go(progress)
             await _refuse_turn(context, grpc.StatusCode.INTERNAL, f"the server failed on this turn: {message}", drain)
         finally:
-            if progress.utterance is not None:
-                progress.utterance.drop_transcription()
-            if progress.slot is not None:
-                self.in_flight.release(progress.slot)
+            self._let_go(progress)
+
+    def _let_go(self, progress: _Progress) -> None:
+        """The turn has ended and been stored: its transcription stops and its place is free for another turn."""
+        if progress.utterance is not None:
+            progress.utterance.drop_transcription()
+        if progress.slot is not None:
+            self.in_flight.release(progress.slot)
+            progress.slot = None
 
     async def _converse(
         self,
