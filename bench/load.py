@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
+import sqlite3
 import tempfile
 import time
 from collections import Counter
@@ -72,6 +74,7 @@ class Turn:
     outcome: str = "answered"
     """answered, refused (RESOURCE_EXHAUSTED), error, or hang (no end within TURN_TIMEOUT_S)."""
     detail: str = ""
+    turn_id: str = ""
     first_audio_ms: float = float("nan")
     """TurnEnd sent -> first audio chunk received."""
     stages: dict[str, float] = field(default_factory=dict)
@@ -101,6 +104,7 @@ async def one_turn(client: CompanionClient, plush: int, question: bytes, text: s
             await call.end()
             released = time.perf_counter()
             async for event in call.events():
+                turn.turn_id = turn.turn_id or event.turn_id
                 kind = event.WhichOneof("kind")
                 if kind == "audio":
                     if not audio_bytes:
@@ -226,9 +230,23 @@ async def run_level(
     summary = level_summary(n, stt_on, time.perf_counter() - started, turns, sampler.samples)
     summary["samples"] = sampler.samples
     summary["turns"] = [
-        {"plush": t.plush, "outcome": t.outcome, "detail": t.detail, "first_audio_ms": t.first_audio_ms} for t in turns
-    ]
+        {"plush": t.plush, "turn_id": t.turn_id, "outcome": t.outcome, "detail": t.detail,
+         "first_audio_ms": t.first_audio_ms}
+        for t in turns
+    ]  # fmt: skip
     return summary
+
+
+def count_not_stored(levels: list[dict[str, Any]], database: Path) -> None:
+    """After the server has stopped (it stores every turn before it exits): the answered turns its turn log lacks.
+
+    Under load the store once lost turns ("SQL statements in progress"); a turn the owner heard must be logged.
+    """
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        stored = {row[0] for row in db.execute("SELECT id FROM turns")}
+    for level in levels:
+        answered = [t["turn_id"] for t in level["turns"] if t["outcome"] == "answered"]
+        level["not_stored"] = sum(turn_id not in stored for turn_id in answered)
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -245,12 +263,15 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 Path(tmp) / f"stt-{stt}", models, llm="gemini", gemini_url=gemini.base_url, stt_on_server=stt_on
             )
             log = args.out / f"{args.name}-server-stt-{stt}.log"
+            these: list[dict[str, Any]] = []
             with ServerProcess(config, log, gemini_key=True) as server, Progress() as progress:
                 task = progress.add_task(f"STT {stt} on the server", total=len(args.plushes))
                 for n in args.plushes:
                     level = run_level(server.address, server.pid, n, questions, stt_on=stt_on, seconds=args.seconds)
-                    levels.append(await level)
+                    these.append(await level)
                     progress.advance(task)
+            count_not_stored(these, Path(tmp) / f"stt-{stt}" / "plush.db")
+            levels.extend(these)
     return {
         "levels": levels,
         "settings": {"models": models.kind, "gemini_ttft_s": args.ttft, "gemini_words_per_s": args.tokens_per_s,
@@ -273,7 +294,7 @@ def summarize(data: dict[str, Any]) -> str:
                 f"{fmt_ms(level['llm_first_token_median'])} / {fmt_ms(level['llm_first_token_p99'])}",
                 f"{fmt_ms(level['rest_median'])} / {fmt_ms(level['rest_p99'])}",
                 f"{level['server_cpu_mean']:.0f}%", f"{level['server_rss_mb_max']:.0f} MB",
-                f"{level['bench_cpu_mean']:.0f}%", level["refused"], level["errors"],
+                f"{level['bench_cpu_mean']:.0f}%", level["refused"], level["errors"], level.get("not_stored", ""),
             ])  # fmt: skip
         doubled = next((lv for lv in levels if lv["first_audio_p99"] >= 2 * base["first_audio_p99"]), None)
         if doubled is None:
@@ -292,7 +313,7 @@ def summarize(data: dict[str, Any]) -> str:
             )
     header = ["STT on server", "N", "turns", "turns/min", "first audio median", "p99", "STT tail med / p99",
               "LLM first token med / p99", "rest med / p99", "server CPU", "server RSS max", "bench CPU",
-              "refused", "errors"]  # fmt: skip
+              "refused", "errors", "not stored"]  # fmt: skip
     return markdown_table(header, rows) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 

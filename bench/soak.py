@@ -40,12 +40,13 @@ def soak_report(data: dict[str, Any]) -> str:
     slope = float(np.polyfit(times[half:], rss[half:], 1)[0]) * 3600 if len(times) - half >= 2 else float("nan")
     rows = [[
         level["plushes"], "on" if level["stt_on_server"] else "off", f"{level['seconds'] / 60:.1f} min",
-        level["answered"], level["refused"], level["errors"], fmt_ms(level["first_audio_median"]),
+        level["answered"], level["refused"], level["errors"], level.get("not_stored", "?"),
+        fmt_ms(level["first_audio_median"]),
         fmt_ms(level["first_audio_p99"]), f"{rss[warm]:.0f} MB (at {times[warm]:.0f} s)", f"{rss[-1]:.0f} MB",
         f"{max(rss):.0f} MB", f"{np.median(first):.0f} -> {np.median(last):.0f} MB", f"{slope:+.1f} MB/h",
     ]]  # fmt: skip
-    header = ["plushes", "STT on server", "length", "turns", "refused", "errors", "first audio median", "p99",
-              "server memory at start", "at end", "max", "median, first 5 min after warm-up -> last 5 min",
+    header = ["plushes", "STT on server", "length", "turns", "refused", "errors", "not stored", "first audio median",
+              "p99", "server memory at start", "at end", "max", "median, first 5 min after warm-up -> last 5 min",
               "growth (2nd half, fitted)"]  # fmt: skip
     return markdown_table(header, rows)
 

@@ -97,6 +97,7 @@ def test_load_answers_every_turn_of_several_plushes_with_server_side_stt(runs: d
     for level in levels:
         assert level["answered"] >= level["plushes"]
         assert level["errors"] == 0, level["error_details"]
+        assert level["not_stored"] == 0, "every answered turn is in the server's turn log"
         assert level["first_audio_median"] > 0 and level["stt_median"] > 0
         assert level["server_rss_mb_max"] > 50  # the server process was sampled, not this one
     assert "first audio median" in report
@@ -107,7 +108,7 @@ def test_soak_reports_server_memory_at_start_and_end(runs: dict[str, Run]) -> No
     report = runs["soak"].report("soak")
     [level] = runs["soak"].data("soak")["levels"]
     assert level["plushes"] == 2 and level["stt_on_server"] is False
-    assert level["errors"] == 0 and level["answered"] >= 2
+    assert level["errors"] == 0 and level["answered"] >= 2 and level["not_stored"] == 0
     assert len(level["samples"]) >= 4
     assert "server memory at start" in report and "MB/h" in report
     assert (runs["soak"].out / "soak.png").stat().st_size > 1000
