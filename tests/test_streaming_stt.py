@@ -98,8 +98,11 @@ def test_streamed_text_equals_the_one_pass_result_and_only_the_tail_waits_for_re
     assert streamed.text == one_pass.text
     assert streamed.language == one_pass.language == "en"
     assert stream.stats.segments == reference.segments
-    assert stream.stats.decoded_after_release_s == pytest.approx(reference.segments[-1].seconds)
-    assert stream.stats.decoded_while_held_s == pytest.approx(sum(s.seconds for s in reference.segments[:2]))
+    # The last phrase is decoded after release, or just before it if its padding arrived in time (see below).
+    assert stream.stats.decoded_after_release_s in (0.0, pytest.approx(reference.segments[-1].seconds))
+    total = stream.stats.decoded_while_held_s + stream.stats.decoded_after_release_s
+    assert total == pytest.approx(sum(s.seconds for s in reference.segments))
+    assert stream.stats.decoded_while_held_s >= sum(s.seconds for s in reference.segments[:2]) - 1e-6
 
 
 def test_a_pause_before_release_leaves_nothing_to_decode(stt: StreamingStt) -> None:
@@ -112,6 +115,41 @@ def test_a_pause_before_release_leaves_nothing_to_decode(stt: StreamingStt) -> N
     result = stream.finish()
     assert result.text
     assert stream.stats.decoded_after_release_s == 0.0
+
+
+def wait_for(condition: Callable[[], bool], within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert condition()
+
+
+def test_a_moment_held_after_the_last_word_leaves_nothing_to_decode(stt: StreamingStt) -> None:
+    """Released 0.3 s after the last word: the pause has not closed the phrase (min_silence_ms 400), but its
+    padding is in, so it was decoded while the button was still down, and the text is the one-pass text."""
+    pcm = utterance(voiced(1.0), silence(0.3))
+    one_pass, reference = stt.transcribe_segmented(pcm)
+    stream = stt.begin()
+    feed_like_a_microphone(stream.feed, pcm)
+    wait_for(lambda: stream._ahead is not None)
+    result = stream.finish()
+    assert result.text == one_pass.text != ""
+    assert stream.stats.segments == reference.segments
+    assert stream.stats.decoded_after_release_s == 0.0
+
+
+def test_speaking_on_after_a_short_pause_drops_the_early_decode(stt: StreamingStt) -> None:
+    pcm = utterance(voiced(1.0), silence(0.3), voiced(0.8, 150), silence(0.1))
+    one_pass, reference = stt.transcribe_segmented(pcm)
+    pause_end = int((1.0 + 0.3) * WHISPER_RATE) * 2
+    stream = stt.begin()
+    feed_like_a_microphone(stream.feed, pcm[:pause_end])
+    wait_for(lambda: stream._ahead is not None)
+    early = stream._ahead
+    feed_like_a_microphone(stream.feed, pcm[pause_end:])
+    result = stream.finish()
+    assert early is not None and early[0] not in stream.stats.segments, "the phrase went on past the pause"
+    assert result.text == one_pass.text and stream.stats.segments == reference.segments
 
 
 def test_silence_gives_no_text_and_whisper_never_runs(stt: StreamingStt) -> None:

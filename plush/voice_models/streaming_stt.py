@@ -4,7 +4,13 @@ Whisper decodes a 30 s window whatever the audio's length, so decoding a 5 s utt
 a whole window plus every token. Here a worker thread runs the VAD on the microphone's audio as it arrives and
 hands each closed segment (speech followed by a pause) to Whisper at once; at release only the segment still
 open is left. Because segments depend only on the audio (see `SpeechSegmenter`), the streamed text equals what
-`transcribe_segmented` gives for the same recording in one pass. The first segment's language is kept for the
+`transcribe_segmented` gives for the same recording in one pass.
+
+The open segment is decoded ahead of time too, once it is settled (speech stopped and its padding arrived,
+`SpeechSegmenter.settled`) and the worker has caught up with the microphone: an owner who lets go of the button
+a moment after the last word (but before the pause closes the segment, `min_silence_ms`) finds its text ready.
+If they speak on, that decode is dropped; it is used only for a segment exactly as it closes, so the text is
+still the one-pass text. The first segment's language is kept for the
 rest of the utterance, so a short later phrase is not misdetected (and is not detected again).
 """
 
@@ -52,6 +58,8 @@ class StreamingTranscription:
         self._released = threading.Event()
         self._cancelled = threading.Event()
         self._error: BaseException | None = None
+        self._ahead: tuple[Segment, TranscriptResult] | None = None
+        """The settled open segment, decoded before it closed."""
         self.stats = StreamingStats()
         self._worker = threading.Thread(target=self._run, name="plush-streaming-stt", daemon=True)
         self._worker.start()
@@ -97,6 +105,7 @@ class StreamingTranscription:
                     if self._cancelled.is_set():
                         return
                     self._decode(segment)
+                self._decode_ahead()
             for segment in self._segmenter.finish(len(self._pcm) // 2):
                 if self._cancelled.is_set():
                     return
@@ -104,14 +113,29 @@ class StreamingTranscription:
         except BaseException as exc:  # surfaced by finish(), in the caller's thread
             self._error = exc if isinstance(exc, PlushError) else SttError(f"speech recognition failed: {exc}")
 
-    def _decode(self, segment: Segment) -> None:
+    def _decode_ahead(self) -> None:
+        """Decode the settled open segment while waiting for the microphone (never while behind it, nor after
+        release: then closing it costs the same)."""
+        if self._released.is_set() or not self._queue.empty() or self._cancelled.is_set():
+            return
+        segment = self._segmenter.settled()
+        if segment is None or (self._ahead is not None and self._ahead[0] == segment):
+            return
+        self._ahead = (segment, self._transcribe(segment))
+
+    def _transcribe(self, segment: Segment) -> TranscriptResult:
         audio = pcm16_to_float(bytes(self._pcm[segment.start * 2 : segment.end * 2]))
-        result = self._transcriber.transcribe(audio, language=self._language)
+        return self._transcriber.transcribe(audio, language=self._language)
+
+    def _decode(self, segment: Segment) -> None:
+        ahead, self._ahead = self._ahead, None
+        early = ahead is not None and ahead[0] == segment
+        result = ahead[1] if ahead is not None and early else self._transcribe(segment)
         if result.text:  # a cough that decoded to nothing must not choose the language of what follows
             self._language = self._language or result.language
             self._texts.append(result.text)
         self.stats.segments.append(segment)
-        if self._released.is_set():
+        if self._released.is_set() and not early:
             self.stats.decoded_after_release_s += segment.seconds
         else:
             self.stats.decoded_while_held_s += segment.seconds

@@ -156,6 +156,17 @@ class SpeechSegmenter:
                 closed.extend(self._close(self._position, limit=self._position))  # mid-speech: no padding
         return closed
 
+    def settled(self) -> Segment | None:
+        """The open segment, if it is already what closing it will give: speech has stopped and its padding has
+        arrived. Only new speech before the pause reaches `min_silence_ms` (or the end) can change it, so it
+        may be decoded ahead of time (see streaming_stt.py)."""
+        start, silence = self._speech_start, self._silence_start
+        if start is None or silence is None or self._position < silence + self._pad:
+            return None
+        if silence - start < self._min_speech:
+            return None
+        return Segment(max(self._last_end, start - self._pad), silence + self._pad)
+
     def finish(self, total_samples: int | None = None) -> list[Segment]:
         """Close the segment still open at the end of the audio (`total_samples` long)."""
         end = self._position + len(self._pending) if total_samples is None else total_samples
