@@ -6,10 +6,11 @@ turn's id (not its rowid, which VACUUM may renumber); the `unicode61` tokenizer 
 punctuation, and prefix queries ("토끼*", "rabbit*") let a Korean stem match its particle forms (토끼를, 토끼가)
 and an English one its plural.
 
-Every turn shares the one connection, so its transaction too. Each change runs as `_change`: its statements
-and their commit under one lock (no turn's commit lands between another's statements), each statement run to
-its end in one call (a write left half-stepped, as `INSERT ... RETURNING` is between its execute and its fetch,
-makes any other commit fail with "SQL statements in progress": under load that lost turns).
+Every turn shares the one connection, so its transaction too. Each change runs in `_transaction`: its
+statements and their commit under one lock (no turn's commit lands between another's statements), each
+statement run to its end in one call (a write left half-stepped, as `INSERT ... RETURNING` is between its
+execute and its fetch, makes any other commit fail with "SQL statements in progress": under load that lost
+turns).
 """
 
 from __future__ import annotations
