@@ -9,6 +9,7 @@ async tests can use it alike.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -80,7 +81,7 @@ class _Servicer(pb_grpc.CompanionServicer):
                 break
         # Like the real server, keep reading what the plush sends during the reply (its PlaybackStarted), and let
         # it close its side before ending: a server that ends while the client still writes loses unread events.
-        rest = threading.Thread(target=lambda: [None for _ in request_iterator], daemon=True)
+        rest = threading.Thread(target=_read_out, args=(request_iterator,), daemon=True)
         rest.start()
         for event in owner.events:
             if not context.is_active():
@@ -90,6 +91,13 @@ class _Servicer(pb_grpc.CompanionServicer):
         rest.join(timeout=1.0)
         if owner.fail_with is not None:
             context.abort(grpc.StatusCode.INTERNAL, owner.fail_with)
+
+
+def _read_out(requests: Iterator[pb.TurnRequest]) -> None:
+    """Read what the plush still sends; the call ending (the plush hung up, a barge-in) ends the reading."""
+    with contextlib.suppress(grpc.RpcError):
+        for _ in requests:
+            pass
 
 
 class ScriptedCompanion:
