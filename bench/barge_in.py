@@ -25,9 +25,9 @@ from typing import Any
 from audio_rig import Rig, TracedPlush
 from harness import (
     LONG_REPLY,
-    RESULTS,
     PacedGemini,
     ServerProcess,
+    add_run_options,
     fmt_ms,
     load_models,
     markdown_table,
@@ -128,10 +128,7 @@ def main() -> None:
     parser.add_argument("--warm-up", type=int, default=1, help="uncounted rounds first (default 1)")
     parser.add_argument("--speak-for", type=float, default=0.8, help="press this long after the reply starts")
     parser.add_argument("--hold", type=float, default=1.2, help="hold the interrupting press this long")
-    parser.add_argument("--models", choices=("real", "tiny"), default="real")
-    parser.add_argument("--quick", action="store_true", help="tiny models, one PCM barge-in: a smoke run")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default bench/results)")
-    parser.add_argument("--name", default="barge_in", help="base name of the result files")
+    add_run_options(parser, quick="tiny models, one PCM barge-in", name="barge_in")
     args = parser.parse_args()
     if args.quick:
         args.models, args.turns, args.warm_up, args.encoding = "tiny", 1, 0, ["pcm"]

@@ -337,3 +337,19 @@ def plot_setup() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def add_run_options(parser: Any, *, quick: str, name: str, name_help: str = "") -> None:
+    """The options every end-to-end benchmark shares: which models, the smoke run, where results go."""
+    parser.add_argument("--models", choices=("real", "tiny"), default="real", help="tiny: a smoke run")
+    parser.add_argument("--quick", action="store_true", help=f"{quick}: a smoke run")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default bench/results)")
+    parser.add_argument("--name", default=name, help=name_help or "base name of the result files")
+
+
+def save_plot(fig: Any, path: Path) -> None:
+    """Write a finished figure as a PNG (creating its folder) and free it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plot_setup().close(fig)

@@ -39,12 +39,14 @@ from harness import (
     RESULTS,
     PacedGemini,
     ServerProcess,
+    add_run_options,
     fmt_ms,
     load_models,
     markdown_table,
     median,
     percentile,
     plot_setup,
+    save_plot,
     server_config,
     spoken_questions,
     write_results,
@@ -257,10 +259,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("button release -> first audio played (ms); | = p95, grey = naive pipeline")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def main() -> None:
@@ -274,10 +273,7 @@ def main() -> None:
     parser.add_argument("--tokens-per-s", type=float, default=25.0, help="fake Gemini's words a second")
     parser.add_argument("--release-after", type=float, default=0.2, help="release this long after the question")
     parser.add_argument("--language", default="auto", help='the plush\'s [stt] language (default "auto")')
-    parser.add_argument("--models", choices=("real", "tiny"), default="real", help="tiny: a smoke run")
-    parser.add_argument("--quick", action="store_true", help="tiny models, Gemini only, 1 turn: a smoke run")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default bench/results)")
-    parser.add_argument("--name", default="latency", help="base name of the result files")
+    add_run_options(parser, quick="tiny models, Gemini only, 1 turn", name="latency")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:

@@ -46,12 +46,14 @@ from harness import (
     RESULTS,
     PacedGemini,
     ServerProcess,
+    add_run_options,
     fmt_ms,
     load_models,
     markdown_table,
     median,
     percentile,
     plot_setup,
+    save_plot,
     server_config,
     spoken_questions,
     write_results,
@@ -334,10 +336,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("release -> first audio chunk (ms)")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def main() -> None:
@@ -348,10 +347,12 @@ def main() -> None:
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="a soak: one level this long (see soak)")
     parser.add_argument("--ttft", type=float, default=0.4, help="fake Gemini's time to first token, s")
     parser.add_argument("--tokens-per-s", type=float, default=25.0, help="fake Gemini's words a second")
-    parser.add_argument("--models", choices=("real", "tiny"), default="real")
-    parser.add_argument("--quick", action="store_true", help="tiny models, STT on, N = 1 and 2 for 4 s: a smoke run")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results (default bench/results)")
-    parser.add_argument("--name", default="", help="base name of the result files (default load or soak)")
+    add_run_options(
+        parser,
+        quick="tiny models, STT on, N = 1 and 2 for 4 s",
+        name="",
+        name_help="base name of the result files (default load or soak)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.models, args.plushes, args.seconds, args.stt = "tiny", [1, 2], 4.0, ["on"]

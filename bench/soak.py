@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import fmt_ms, markdown_table, plot_setup
+from harness import fmt_ms, markdown_table, plot_setup, save_plot
 
 WARM_UP_S = 180.0
 
@@ -60,10 +60,7 @@ def plot_memory(data: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("server RSS (MB)")
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def main() -> None:
