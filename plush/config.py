@@ -134,6 +134,18 @@ class LlamaConfig(Section):
     seed: int = 0
     max_queue: int = Field(default=2, ge=0)
     """Turns that may wait for the model while it answers another; one more gets a quick "busy" error."""
+    extra_buffers: Literal["auto", "on", "off"] = "auto"
+    """llama.cpp's extra buffer types (repacked weights, AMX). "auto": off where llama.cpp uses AMX (Intel CPUs
+    with AMX, where they crash llama-cpp-python 0.3.36), on elsewhere."""
+    restart_backoff_s: float = Field(default=1.0, gt=0)
+    """The local brain runs in a worker process; after a crash it restarts at once, then after this many seconds,
+    doubling, for crashes in a row."""
+    crashes_before_pause: int = Field(default=3, ge=1)
+    """Crashes in a row (without an answer between them) that open the breaker: no restart for a while."""
+    pause_s: float = Field(default=60.0, gt=0)
+    """How long the breaker stays open at first; it doubles each time it opens again, up to ten minutes."""
+    start_timeout_s: float = Field(default=120.0, gt=0)
+    """How long the worker may take to load the model and evaluate the persona before it counts as failed."""
 
 
 class LlmConfig(Section):

@@ -31,7 +31,7 @@ from plush.server.dashboard import Presence, start_dashboard
 from plush.server.in_flight import TurnsInFlight
 from plush.server.llm.base import LlmBackend, LlmError
 from plush.server.llm.gemini_budget import GeminiBudget
-from plush.server.llm.llama import LlamaBackend
+from plush.server.llm.llama_process import LlamaProcess
 from plush.server.llm.router import LlmRouter
 from plush.server.memory import Memory
 from plush.server.paired_plushes import PairedPlushes
@@ -72,21 +72,15 @@ def build_router(config: PlushConfig, store: Store) -> LlmRouter:
 
         primary = GeminiBackend(key, llm.gemini)
     if llm.backend in ("auto", "llama"):
-        from plush.server.llm.llama import LlamaBackend
-
         try:
             models = ModelStore.from_config(config.models)
             local = models.name_for(llm.llama.model, "llm")
-            fallback = LlamaBackend(models.resolve(local, "llm"), llm.llama)
+            fallback = LlamaProcess(models.resolve(local, "llm"), llm.llama)  # started by `start_local_brain`
             known = KNOWN_MODELS.get(local)
             if known is not None and known.starter:
                 log.warning("starter_brain", model=local, hint=STARTER_BRAIN_HINT)
-        except (PlushError, LlmError) as exc:
-            if primary is None:
-                raise PlushError(
-                    f"no LLM can answer: GEMINI_API_KEY is not set and the local model is not usable ({exc})"
-                ) from exc
-            log.warning("llama_unavailable", error=str(exc))
+        except PlushError as exc:
+            _local_unusable(primary, exc)
     if llm.backend == "gemini" and primary is None:
         raise PlushError("llm.backend is 'gemini' but GEMINI_API_KEY is not set")
     reason = "no_api_key" if not key else f"backend_{llm.backend}"
@@ -96,6 +90,32 @@ def build_router(config: PlushConfig, store: Store) -> LlmRouter:
         llm.gemini.model if primary is not None else None, local if fallback is not None else None
     )
     return router
+
+
+def _local_unusable(primary: LlmBackend | None, exc: PlushError) -> None:
+    """Without Gemini, a local model that cannot be used stops the start with why; with it, a warning."""
+    if primary is None:
+        raise PlushError(
+            f"no LLM can answer: GEMINI_API_KEY is not set and the local model is not usable ({exc})"
+        ) from exc
+    log.warning("llama_unavailable", error=str(exc))
+
+
+async def start_local_brain(router: LlmRouter, system_prompt: str, config: PlushConfig) -> None:
+    """Start the local model's worker process (load, then evaluate the persona once for the KV cache).
+
+    A model that cannot be loaded is handled as at build time (`_local_unusable`). A worker that crashes while
+    loading does not stop the server: it restarts behind its breaker and the doctor and dashboard say so.
+    """
+    if not isinstance(router.fallback, LlamaProcess):
+        return
+    try:
+        await router.fallback.start(system_prompt)
+    except LlmError as exc:
+        await router.fallback.aclose()
+        router.fallback = None
+        _local_unusable(router.primary, exc)
+        router.description = _describe_brain(config.llm.gemini.model, None)
 
 
 def _describe_brain(gemini: str | None, local: str | None) -> str:
@@ -157,10 +177,9 @@ async def start_server(config: PlushConfig) -> RunningServer:
     async with AsyncExitStack() as cleanup:
         store = await Store.open(cfg.database_path())
         cleanup.push_async_callback(store.close)
-        router, synthesizer, transcriber = await _load_models(config, store)
+        router = await asyncio.to_thread(build_router, config, store)
         cleanup.push_async_callback(router.aclose)
-        if isinstance(router.fallback, LlamaBackend):
-            await asyncio.to_thread(router.fallback.warm_up, persona.system_prompt)
+        synthesizer, transcriber = await _load_models(config, router, persona.system_prompt)
         if not synthesizer.language.startswith(persona.language):
             log.warning("voice_language_mismatch", persona=persona.language, voice=synthesizer.language)
         memory = Memory(store, config.memory)
@@ -303,8 +322,10 @@ def _voice_switch(config: PlushConfig) -> VoiceSwitch:
     return VoiceSwitch(store, lambda name: _load_named_voice(config, name))
 
 
-async def _load_models(config: PlushConfig, store: Store) -> tuple[LlmRouter, Synthesizer, Transcriber | None]:
-    """Load the LLM(s), the voice and (optionally) Whisper side by side in worker threads."""
+async def _load_models(
+    config: PlushConfig, router: LlmRouter, system_prompt: str
+) -> tuple[Synthesizer, Transcriber | None]:
+    """Start the local brain's worker and load the voice and (optionally) Whisper, side by side."""
     # The server may use a bigger Whisper than the plush (Korean needs at least `small` to be accurate).
     stt_config = config.stt.model_copy(update={"model": config.server.stt_model or config.stt.model})
     stt: Any = (
@@ -312,10 +333,10 @@ async def _load_models(config: PlushConfig, store: Store) -> tuple[LlmRouter, Sy
         if config.server.stt_on_server
         else _none()
     )
-    router, voice, transcriber = await asyncio.gather(
-        asyncio.to_thread(build_router, config, store), asyncio.to_thread(_load_voice, config), stt
+    _, voice, transcriber = await asyncio.gather(
+        start_local_brain(router, system_prompt, config), asyncio.to_thread(_load_voice, config), stt
     )
-    return router, voice, transcriber
+    return voice, transcriber
 
 
 async def _none() -> None:

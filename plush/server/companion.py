@@ -190,6 +190,8 @@ class Companion:
             record.backend, record.backend_reason = route.backend, route.reason
             record.prompt_tokens, record.output_tokens = route.usage.prompt_tokens, route.usage.output_tokens
             record.add_error(route.error)
+            if route.failed and record.outcome == "answered":  # the local brain crashed: said, but an error
+                record.outcome = "error"
             record.timings = turn.clock.durations()
             trace.stages = dict(turn.clock.stages)
             await self._store(record, trace)

@@ -31,6 +31,15 @@ class LlmBusyError(LlmError):
     """The local model's queue is full; the turn is refused at once rather than waiting."""
 
 
+class LlmCrashedError(LlmError):
+    """The local model's worker process died under the turn (a signal, out of memory, an abort in C++), or is
+    down after dying again and again. `reason` goes into the turn log's backend_reason; the turn is an error."""
+
+    def __init__(self, message: str, reason: str = "local_llm_crashed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass
 class Usage:
     """Tokens a turn cost, as the backend reported (or counted) them."""
@@ -98,6 +107,15 @@ class LlmBackend(ABC):
     @abstractmethod
     def stream(self, prompt: Prompt, usage: Usage | None = None) -> AsyncGenerator[str]:
         """Yield the reply as text deltas, filling `usage` when given; raise LlmError on failure."""
+
+    def health_note(self) -> str:
+        """What a person should know about this backend's health now ('' when nothing): for the doctor, the
+        dashboard and /status."""
+        return ""
+
+    def down_reason(self) -> str:
+        """Why this backend cannot take a turn now ('' when it can): a turn would get the fallback line."""
+        return ""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to close
         """Release connections or models."""

@@ -1,11 +1,17 @@
 """A local GGUF chat model through llama-cpp-python: the answer when Gemini cannot give one.
 
+`LlamaEngine` is the model itself, blocking. The server runs it in a worker process of its own (llama_worker.py,
+supervised by llama_process.py), so that a crash inside llama.cpp costs one turn and never the server;
+`LlamaBackend` runs it in this process, for tests of the engine and as the benchmark's baseline.
+
 llama.cpp is blocking and not thread-safe, so generation runs in a worker thread under a lock (one generation at
 a time per loaded model) and tokens cross back to the event loop through a queue. At most `max_queue` turns wait
 behind the one generating; more are refused at once with a "busy" error. A cancelled turn sets a stop flag that
 the worker checks between tokens, so the model is free again within one token. llama-cpp-python keeps the KV
 cache of the previous prompt and reuses its longest common prefix, so the persona's system prompt (identical
 every turn, and evaluated once at warm-up) is not recomputed.
+
+Native kernels differ per CPU: see `extra_buffers_wanted` for the one known to crash (AMX).
 
 A GGUF without a chat template in its metadata (a *base* model, such as base Gemma 3 270M) would make
 llama-cpp-python fall back silently to Llama-2's `[INST]` format, which such a model never saw, and it answers
@@ -99,19 +105,41 @@ def _chat_template(metadata: dict[str, str]) -> str:
     return metadata.get("tokenizer.chat_template", "").strip()
 
 
-class LlamaBackend(LlmBackend):
-    """A loaded GGUF model: its own chat template formats the prompt, or a plain transcript when it has none."""
+def extra_buffers_wanted(setting: str, system_info: str) -> bool:
+    """Whether to load with llama.cpp's extra buffer types (weight repacking, AMX tiles).
 
-    name = "llama"
+    "auto" turns them off where this llama.cpp build runs AMX kernels (`AMX_INT8 = 1` in its system info): on
+    Intel CPUs with AMX, llama-cpp-python 0.3.36 built natively crashes in `ggml_backend_amx_mul_mat` on every
+    prompt longer than one token (ggml-org/llama.cpp#20824, closed without a fix). Everywhere else the repacked
+    weights stay on, since they are what makes Q4 fast on AVX2/AVX-512 and ARM.
+    """
+    if setting == "auto":
+        return "AMX_INT8 = 1" not in system_info
+    return setting == "on"
 
-    def __init__(self, model_path: Path, config: LlamaConfig) -> None:
+
+def _load_llama(model_path: Path, config: LlamaConfig) -> Any:
+    """`Llama(...)` with `use_extra_bufts` chosen by `extra_buffers_wanted`.
+
+    `Llama` takes no such argument, but builds its model parameters from `llama_model_default_params()` during
+    its constructor, so that function is wrapped for the constructor's duration (one load at a time).
+    """
+    import llama_cpp
+    import llama_cpp.llama_cpp as low
+
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    wanted = extra_buffers_wanted(config.extra_buffers, info)
+    defaults = low.llama_model_default_params
+
+    def params() -> Any:
+        made = defaults()
+        made.use_extra_bufts = wanted
+        return made
+
+    with _LOAD_LOCK:
+        low.llama_model_default_params = params
         try:
-            from llama_cpp import Llama
-        except ImportError as exc:  # pragma: no cover - depends on the extras installed
-            raise LlmError("the local LLM needs llama-cpp-python: pip install 'plush[llama]'") from exc
-        self._config = config
-        try:
-            self._llm: Any = Llama(
+            llm = llama_cpp.Llama(
                 model_path=str(model_path),
                 n_ctx=config.n_ctx,
                 n_threads=config.n_threads or os.cpu_count(),
@@ -119,46 +147,104 @@ class LlamaBackend(LlmBackend):
                 seed=config.seed,
                 verbose=False,
             )
+        finally:
+            low.llama_model_default_params = defaults
+    log.info("llama_cpu", extra_buffers=wanted, amx="AMX_INT8 = 1" in info, setting=config.extra_buffers)
+    return llm
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+class LlamaEngine:
+    """A loaded GGUF model, blocking: its own chat template formats the prompt, or a plain transcript when it
+    has none. It runs wherever its caller runs it: in `LlamaBackend`'s thread, or alone in the local brain's
+    worker process (llama_worker.py)."""
+
+    def __init__(self, model_path: Path, config: LlamaConfig) -> None:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the extras installed
+            raise LlmError("the local LLM needs llama-cpp-python: pip install 'plush[llama]'") from exc
+        self.config = config
+        try:
+            self.llm: Any = _load_llama(model_path, config)
         except Exception as exc:  # llama.cpp raises ValueError for unreadable files
             raise LlmError(f"cannot load the GGUF model {model_path}: {exc}") from exc
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        # Its own worker thread: turns queued behind the one generating wait here, not in the shared pool that
-        # speech synthesis and recognition run in (they would otherwise wait for threads parked on `_lock`).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plush-llama")
-        has_template = bool(_chat_template(self._llm.metadata or {}))
-        self._mode: PromptMode = "chat" if has_template else "completion"
+        has_template = bool(_chat_template(self.llm.metadata or {}))
+        self.prompt_mode: PromptMode = "chat" if has_template else "completion"
         reason = "gguf chat template" if has_template else "no chat template"
-        log.info("llama_loaded", model=model_path.name, mode=self._mode, reason=reason)
+        log.info("llama_loaded", model=model_path.name, mode=self.prompt_mode, reason=reason)
 
-    @property
-    def prompt_mode(self) -> PromptMode:
-        """Either "chat" (the GGUF's own chat template) or "completion" (a plain transcript, for a base model)."""
-        return self._mode
-
-    def _deltas(self, prompt: Prompt) -> Iterator[str]:
+    def deltas(self, prompt: Prompt) -> Iterator[str]:
         """The reply's text deltas, in the model's prompt mode."""
-        if self._mode == "chat":
-            chunks = self._llm.create_chat_completion(
+        if self.prompt_mode == "chat":
+            chunks = self.llm.create_chat_completion(
                 messages=prompt.as_chat_messages(),
                 stream=True,
-                max_tokens=self._config.max_tokens,
-                temperature=self._config.temperature,
-                seed=self._config.seed,
+                max_tokens=self.config.max_tokens,
+                temperature=self.config.temperature,
+                seed=self.config.seed,
             )
             for chunk in chunks:
                 if delta := chunk["choices"][0]["delta"].get("content"):
                     yield delta
             return
-        chunks = self._llm.create_completion(
+        chunks = self.llm.create_completion(
             prompt=transcript(prompt),
             stream=True,
             stop=transcript_stops(prompt.speaker),
-            max_tokens=self._config.max_tokens,
-            temperature=self._config.temperature,
-            seed=self._config.seed,
+            max_tokens=self.config.max_tokens,
+            temperature=self.config.temperature,
+            seed=self.config.seed,
         )
         yield from _trimmed(chunk["choices"][0]["text"] for chunk in chunks)
+
+    def warm_up(self, system_prompt: str) -> None:
+        """Evaluate the persona's part of the prompt once, so the first turn reuses it from the cache."""
+        if self.prompt_mode == "chat":
+            self.llm.create_chat_completion(
+                messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": "hi"}],
+                max_tokens=1,
+            )
+        else:
+            self.llm.create_completion(prompt=transcript_preface(system_prompt), max_tokens=1)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` by the model's own tokenizer: the reply's real cost (a streamed delta may hold several
+        tokens, or part of one). Tokenizing reads only the vocabulary, so it is safe beside a generation and
+        takes microseconds."""
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
+
+
+class LlamaBackend(LlmBackend):
+    """A `LlamaEngine` in this process, run in a thread of its own.
+
+    The server runs the model in a worker process instead (`LlamaProcess`), so that a crash in llama.cpp costs
+    one turn; this in-process form is the baseline the benchmark measures that boundary against, and what tests
+    of the engine itself look into.
+    """
+
+    name = "llama"
+
+    def __init__(self, model_path: Path, config: LlamaConfig) -> None:
+        self._config = config
+        self.engine = LlamaEngine(model_path, config)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        # Its own worker thread: turns queued behind the one generating wait here, not in the shared pool that
+        # speech synthesis and recognition run in (they would otherwise wait for threads parked on `_lock`).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plush-llama")
+
+    @property
+    def _llm(self) -> Any:
+        """The llama-cpp-python model itself (for tests and benchmarks that look at its KV cache)."""
+        return self.engine.llm
+
+    @property
+    def prompt_mode(self) -> PromptMode:
+        """Either "chat" (the GGUF's own chat template) or "completion" (a plain transcript, for a base model)."""
+        return self.engine.prompt_mode
 
     def _generate(self, prompt: Prompt, emit: Any, stop: threading.Event) -> None:
         """Worker thread: run one generation, emitting deltas until done or stopped."""
@@ -167,7 +253,7 @@ class LlamaBackend(LlmBackend):
                 emit(_END)
                 return
             try:
-                for delta in self._deltas(prompt):
+                for delta in self.engine.deltas(prompt):
                     if stop.is_set():
                         break
                     emit(delta)
@@ -179,13 +265,7 @@ class LlamaBackend(LlmBackend):
     def warm_up(self, system_prompt: str) -> None:
         """Evaluate the persona's part of the prompt once (blocking), so the first turn reuses it from the cache."""
         with self._lock:
-            if self._mode == "chat":
-                self._llm.create_chat_completion(
-                    messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": "hi"}],
-                    max_tokens=1,
-                )
-            else:
-                self._llm.create_completion(prompt=transcript_preface(system_prompt), max_tokens=1)
+            self.engine.warm_up(system_prompt)
 
     async def stream(self, prompt: Prompt, usage: Usage | None = None) -> AsyncGenerator[str]:
         if self._in_flight > self._config.max_queue:
@@ -204,10 +284,7 @@ class LlamaBackend(LlmBackend):
                 usage.output_tokens = self.count_tokens("".join(said))
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of `text` by the model's own tokenizer: the reply's real cost (a streamed delta may hold several
-        tokens, or part of one). Tokenizing reads only the vocabulary, so it is safe beside a generation and
-        takes microseconds."""
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False)) if text else 0
+        return self.engine.count_tokens(text)
 
     async def _stream(self, prompt: Prompt) -> AsyncGenerator[str]:
         loop = asyncio.get_running_loop()

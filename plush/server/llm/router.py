@@ -5,7 +5,8 @@ budget costs no request). Otherwise, or when Gemini fails before its first token
 transparently. After the first token a failure just ends the reply there (the owner already heard part of it).
 When no backend can answer, the persona's fallback line is said instead of silence. `Route.reason` names why:
 primary, no_api_key, retry_after, circuit_open, minute_budget_spent, daily_budget_spent, quota_exhausted,
-gemini_error, error_mid_stream, gemini_empty_reply ...
+gemini_error, error_mid_stream, gemini_empty_reply, local_llm_crashed (the local model's worker died under the turn:
+the turn is an error), local_llm_down (it keeps dying: the breaker is open) ...
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from plush.logs import get_logger
-from plush.server.llm.base import LlmBackend, LlmBusyError, LlmError, LlmQuotaError, Prompt, Usage
+from plush.server.llm.base import LlmBackend, LlmBusyError, LlmCrashedError, LlmError, LlmQuotaError, Prompt, Usage
 from plush.server.llm.gemini_budget import GeminiBudget
 
 log = get_logger(__name__)
@@ -32,6 +33,8 @@ class Route:
     reason: str = ""
     error: str = ""
     usage: Usage = field(default_factory=Usage)
+    failed: bool = False
+    """A backend crashed under the turn (or is down): the turn is stored as an error, whatever was said."""
 
 
 class LlmRouter:
@@ -49,8 +52,19 @@ class LlmRouter:
         self.fallback = fallback
         self.budget = budget
         self._no_primary_reason = no_primary_reason
-        self.description = " + ".join(self.backends)
-        """Which brains answer, for people (the doctor, the log): set by whoever builds the router."""
+        self._description = " + ".join(self.backends)
+
+    @property
+    def description(self) -> str:
+        """Which brains answer, for people (the doctor, the dashboard, /status), with any backend's health note
+        (the local brain restarting after a crash, or down)."""
+        notes = [note for b in (self.primary, self.fallback) if b is not None and (note := b.health_note())]
+        return "; ".join([self._description, *notes])
+
+    @description.setter
+    def description(self, text: str) -> None:
+        """Set by whoever builds the router (it knows the model names)."""
+        self._description = text
 
     @property
     def backends(self) -> list[str]:
@@ -74,6 +88,8 @@ class LlmRouter:
                     reason = "daily_budget_spent"
             if reason == "primary":
                 return Route(self.primary.name, reason)
+        if self.fallback is not None and (down := self.fallback.down_reason()):
+            return Route("fallback_line", down)
         return Route(self.fallback.name if self.fallback is not None else "fallback_line", reason)
 
     async def stream(
@@ -130,7 +146,13 @@ class LlmRouter:
         except LlmError as exc:
             route.error = "; ".join(filter(None, (route.error, str(exc))))
             log.error("llm_fallback_failed", backend=name, error=str(exc))
-            if said:
+            if isinstance(exc, LlmCrashedError):
+                route.failed = True
+                if said and (ending := graceful_ending(said, fallback_line)):
+                    yield ending
+                outcome.done = bool(said)
+                route.reason = outcome.reason = exc.reason
+            elif said:
                 route.reason = "error_mid_stream"
                 if ending := graceful_ending(said, fallback_line):
                     yield ending

@@ -31,6 +31,7 @@ BRAIN_REASONS = {
     "retry_after": "Gemini asked us to wait a little",
     "circuit_open": "Gemini has been failing; trying it again soon",
     "daily_budget_spent": "today's free Gemini budget is used up",
+    "local_llm_down": "the local brain keeps crashing and is paused; see the server's log",
 }
 Say = Callable[[str], Awaitable[None]]
 Presence = Callable[[str], str | None]
