@@ -11,7 +11,7 @@ from tiny_models import TinyModels
 
 from plush.config import LlamaConfig
 from plush.server.llm.base import Message, Prompt
-from plush.server.llm.llama import LlamaBackend
+from plush.server.llm.llama import LlamaBackend, extra_buffers_wanted
 
 PROMPT = Prompt("You are Plush.", (Message("user", "Hi"), Message("assistant", "Hello!")), "Tell me a story.")
 
@@ -97,3 +97,14 @@ async def test_a_turn_cancelled_while_queued_is_never_evaluated_and_frees_its_pl
     # The last turn asks what the first asked (its prompt is all in the KV cache): any prompt evaluated here
     # would be the cancelled turn's.
     assert prompt_evals == [], f"the cancelled turn's prompt was evaluated: {prompt_evals}"
+
+
+def test_extra_buffers_are_off_exactly_where_llama_cpp_runs_amx_kernels() -> None:
+    import llama_cpp
+
+    here = llama_cpp.llama_print_system_info().decode()
+    amx = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |"
+    assert not extra_buffers_wanted("auto", amx)
+    assert extra_buffers_wanted("auto", amx.replace("AMX_INT8 = 1 | ", ""))
+    assert extra_buffers_wanted("on", amx) and not extra_buffers_wanted("off", here)
+    assert extra_buffers_wanted("auto", here) == ("AMX_INT8 = 1" not in here)

@@ -15,6 +15,7 @@ import grpc
 
 from plush import __version__
 from plush.errors import PlushError
+from plush.local_server import unreachable_hint
 from plush.pairing import SERVER_NAME
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
@@ -23,6 +24,8 @@ DEVICE_ID_KEY = "plush-device-id"
 VERSION_KEY = "plush-version"
 """The client's version, shown on the server's dashboard (devices page)."""
 AUDIO_FRAME_MS = 40
+DEATH_CHECK_S = 1.0
+"""How often a wait for a server on this computer looks whether it died."""
 
 
 class ServerError(PlushError):
@@ -70,7 +73,7 @@ def _unavailable(details: str, target: str) -> ServerError:
         )
     if "shutting down" in details:
         return UnreachableError(f"the Plush server at {target} is shutting down")
-    return UnreachableError(f"cannot reach the Plush server at {target}: is `plush server` running there?")
+    return UnreachableError(f"cannot reach the Plush server at {target}: {unreachable_hint(target).text}")
 
 
 class ConverseCall:
@@ -180,13 +183,26 @@ class CompanionClient:
         await self._channel.close()
 
     async def wait_ready(self, timeout_s: float) -> None:
-        """Wait until the channel connects, or fail with a message naming the server address."""
+        """Wait until the channel connects, or fail with a message naming the server address.
+
+        A server on this computer that died while we wait ends the wait at once, and the message tells a server
+        still loading its models from one that died (`local_server`).
+        """
+        ready = asyncio.ensure_future(self._channel.channel_ready())
+        deadline = asyncio.get_running_loop().time() + timeout_s
         try:
-            await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
-        except TimeoutError as exc:
-            raise UnreachableError(
-                f"cannot reach the Plush server at {self.target} within {timeout_s:g} s: is `plush server` running?"
-            ) from exc
+            while not ready.done():
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0 or (hint := unreachable_hint(self.target)).died:
+                    break
+                await asyncio.wait({ready}, timeout=min(left, DEATH_CHECK_S))
+        finally:
+            connected = ready.done()
+            ready.cancel()
+        if not connected:
+            hint = unreachable_hint(self.target)
+            within = "" if hint.died else f" within {timeout_s:g} s"
+            raise UnreachableError(f"cannot reach the Plush server at {self.target}{within}: {hint.text}")
 
     async def start_turn(self, start: pb.TurnStart) -> ConverseCall:
         """Open a Converse stream and send TurnStart; audio or a transcript follows, then `end()`."""

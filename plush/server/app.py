@@ -7,6 +7,7 @@ ready, so a plush that connects early waits instead of failing a turn.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
@@ -18,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from plush import local_server
 from plush.config import PlushConfig, ServerConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
@@ -145,6 +147,8 @@ class RunningServer:
     """The web dashboard (None with `[dashboard] enabled = false`)."""
     presence: Presence | None = None
     """Which plushes have called lately (the dashboard's devices, the Telegram bot's /status)."""
+    configured_port: int = 0
+    """`server.port` as configured (0: any free port), the port of this computer's note (`local_server`)."""
 
     async def stop(self, grace: float = 2.0) -> None:
         """Refuse new turns, stop every turn in flight (each is stored, as interrupted, with what was already
@@ -160,6 +164,7 @@ class RunningServer:
         await self.companion.wait_stored()
         await self.companion.router.aclose()
         await self.companion.store.close()
+        local_server.withdraw(self.configured_port)
 
 
 async def start_server(config: PlushConfig) -> RunningServer:
@@ -175,6 +180,8 @@ async def start_server(config: PlushConfig) -> RunningServer:
     personas = PersonaSource(cfg.persona)
     persona = personas.current()
     async with AsyncExitStack() as cleanup:
+        local_server.announce(cfg.port, "loading")  # a plush on this computer can tell loading from dead
+        cleanup.callback(local_server.withdraw, cfg.port)
         store = await Store.open(cfg.database_path())
         cleanup.push_async_callback(store.close)
         router = await asyncio.to_thread(build_router, config, store)
@@ -217,6 +224,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
     housekeeping = asyncio.create_task(_housekeeping(memory), name="plush-housekeeping")
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    local_server.announce(cfg.port, "serving")
     log.info(
         "server_started",
         address=f"{cfg.host}:{port}",
@@ -225,7 +233,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
         brain=router.description,
     )
     return RunningServer(
-        server, port, companion, health_servicer, housekeeping, in_flight, transcriber, dashboard, presence
+        server, port, companion, health_servicer, housekeeping, in_flight, transcriber, dashboard, presence, cfg.port
     )
 
 
@@ -277,6 +285,9 @@ async def serve_forever(
     """
     from plush.server.telegram.runner import bot_token, telegram_bot
 
+    # A fatal native crash in this process (a model runtime's kernel, a driver) writes every thread's Python
+    # stack to stderr as it dies, so the log says where. The local LLM has a process of its own (llama_worker).
+    faulthandler.enable()
     if telegram:
         bot_token(config)  # no token: say so before loading any model
     running = await start_server(config)
