@@ -101,7 +101,9 @@ async def test_a_reply_of_only_whitespace_is_answered_in_persona(gemini_server: 
 async def test_cancel_mid_reply_stops_the_turn_and_keeps_what_was_said(
     gemini_server: Any, fake_gemini: FakeGemini
 ) -> None:
-    fake_gemini.reply("One. ", "Two. ", "Three. ", "Four. ", chunk_delay=0.4)
+    # The rest of the reply would come 30 s later (the fake's wait ends when it stops): however slow the machine,
+    # the cancel comes first, so "Four" cannot be in the stored turn by timing luck (it once failed under load).
+    fake_gemini.reply("One. ", "Two. ", "Three. ", "Four. ", chunk_delay=30)
     async with CompanionClient(f"127.0.0.1:{gemini_server.port}", "barge-in") as client:
         call = await client.converse(pb.TurnStart(want_audio=True), transcript="Count for me.")
         async for event in call.events():

@@ -204,6 +204,8 @@ class LlamaProcess(LlmBackend):
         if self._worker is worker:
             self._worker = None
         if self._state == "stopped":
+            for stream in worker.streams.values():  # a turn still waiting as the server stops
+                stream.put_nowait(("error", "the local brain stopped: the server is stopping"))
             return
         reason = f"local_llm_crashed {exit_reason(code)}"
         for stream in worker.streams.values():
