@@ -93,7 +93,9 @@ async def test_crashes_in_a_row_open_the_breaker_and_it_is_said_once(
     assert (stored.outcome, stored.backend_reason) == ("error", "local_llm_down")
     description = server.companion.router.description
     assert "local brain down: local_llm_crashed signal=SIGSEGV (2 crashes in a row)" in description
-    assert (await server.companion.router.now()).reason == "local_llm_down"
+    assert (await server.companion.router.now()).reason == "local_llm_down"  # Telegram's /status
+    assert server.dashboard is not None
+    assert "local brain down" in server.dashboard.state.status()["brain"], "the dashboard's header says so"
     logged = capsys.readouterr()
     assert (logged.out + logged.err).count("local_llm_breaker_open") == 1
 
