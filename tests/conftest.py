@@ -62,6 +62,12 @@ def real_gemma(real_models: ModelStore) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_qwen_small(real_models: ModelStore) -> Path:
+    """A real instruct brain from the registry: Qwen2.5-Coder 0.5B Instruct (Q4_K_M GGUF, with a chat template)."""
+    return real_model(real_models, "qwen2.5-coder-0.5b-instruct-q4_k_m", "llm")
+
+
+@pytest.fixture(scope="session")
 def korean_voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_piper_voice(tmp_path_factory.mktemp("voice_ko"), espeak_voice="ko", name="tiny-ko")
 

