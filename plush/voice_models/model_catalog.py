@@ -226,7 +226,7 @@ _GEMMA_WHEELS = RegistrySource(
 
 STARTER_BRAIN_HINT = (
     "the starter brain (Gemma 3 270M, a base model with no chat training) answers short and often silly; "
-    "for a real companion set GEMINI_API_KEY or run: plush models download qwen2.5-1.5b-instruct-q4_k_m"
+    "for a real companion set GEMINI_API_KEY or run: plush models download qwen2.5-coder-1.5b-instruct-q4_k_m"
 )
 
 KNOWN_MODELS: dict[str, KnownModel] = {
