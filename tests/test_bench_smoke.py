@@ -124,3 +124,12 @@ def test_a_refusal_for_load_reaches_the_client_as_resource_exhausted() -> None:
     error = describe_rpc_error(busy, "127.0.0.1:1")
     assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "RESOURCE_EXHAUSTED" in str(error) and "busy" in str(error)
+
+
+def test_local_brains_bench_measures_each_brain_in_each_language(tmp_path: Path) -> None:
+    command = [sys.executable, str(REPO / "bench" / "local_brains.py"), "--quick", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads((tmp_path / "local_brains_quick.json").read_text())["results"]
+    assert [r["name"] for r in rows] == ["tiny (en)", "tiny (ko)"]
+    assert all(r["ttft_s"] and r["rss_start_mb"] > 0 and r["replies"] for r in rows)
