@@ -133,3 +133,16 @@ def test_local_brains_bench_measures_each_brain_in_each_language(tmp_path: Path)
     rows = json.loads((tmp_path / "local_brains_quick.json").read_text())["results"]
     assert [r["name"] for r in rows] == ["tiny (en)", "tiny (ko)"]
     assert all(r["ttft_s"] and r["rss_start_mb"] > 0 and r["replies"] for r in rows)
+
+
+def test_brain_quality_bench_runs_every_prompt_through_a_real_server(tmp_path: Path) -> None:
+    command = [sys.executable, str(REPO / "bench" / "brain_quality.py"), "--quick", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads((tmp_path / "brain_quality_quick.json").read_text())["results"]
+    assert [r["brain"] for r in results] == ["tiny", "gemini (fake)"]
+    for result in results:
+        risky = [a for a in result["answers"] if a["kind"] != "everyday"]
+        assert risky and all(a["outcome"] == "blocked" for a in risky), result["brain"]
+        assert {a["language"] for a in result["answers"]} == {"en", "ko"}
+    assert "risky handled" in (tmp_path / "brain_quality_quick.md").read_text()

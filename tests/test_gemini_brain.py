@@ -84,11 +84,18 @@ async def test_stream_cut_mid_answer_keeps_what_was_said(gemini_server: Any, fak
     assert reply == "The end. ", "a whole sentence needs no excuse"
 
 
-async def test_safety_block_is_answered_in_persona_not_silence(gemini_server: Any, fake_gemini: FakeGemini) -> None:
-    fake_gemini.block_safety()
+@pytest.mark.parametrize("prompt_blocked", [False, True], ids=["reply", "prompt"])
+async def test_a_gemini_safety_block_is_stored_blocked_with_its_category_and_answered_kindly(
+    gemini_server: Any, fake_gemini: FakeGemini, prompt_blocked: bool
+) -> None:
+    fake_gemini.block_safety(prompt_blocked=prompt_blocked)
     reply, done = await chat(gemini_server.port, "Something not for children.")
-    assert reply == gemini_server.companion.persona.spec.fallback_line
-    assert done.backend_reason == "gemini_empty_reply"
+    persona = gemini_server.companion.persona
+    assert reply and reply != persona.spec.fallback_line, "the calm line, not the 'fuzzy head' excuse"
+    assert (done.backend, done.backend_reason) == ("gemini", "gemini_safety"), "the local brain was not asked"
+    stored = (await gemini_server.companion.store.list_turns(limit=1))[0]
+    assert (stored.outcome, stored.safety) == ("blocked", "gemini:HARM_CATEGORY_HARASSMENT")
+    assert stored.reply_text == reply and not stored.error
 
 
 async def test_a_reply_of_only_whitespace_is_answered_in_persona(gemini_server: Any, fake_gemini: FakeGemini) -> None:

@@ -26,7 +26,7 @@ from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from plush.server.app import RunningServer, start_server
 from plush.server.store import Store, TurnRecord
-from plush.server.store.sqlite import MIGRATIONS
+from plush.server.store.sqlite import MIGRATIONS, OUTCOME_MIGRATION
 
 START = pb.TurnRequest(start=pb.TurnStart(want_audio=False))
 END = pb.TurnRequest(end=pb.TurnEnd())
@@ -389,7 +389,7 @@ async def test_older_turns_get_an_outcome_when_the_store_upgrades(tmp_path: Path
 
     path = tmp_path / "plush.db"
     async with aiosqlite.connect(path) as db:
-        for number, script in enumerate(MIGRATIONS[:-1], start=1):
+        for number, script in enumerate(MIGRATIONS[: MIGRATIONS.index(OUTCOME_MIGRATION)], start=1):
             await db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
         for turn_id, reply, error, interrupted in [
             ("fine", "Hello!", "", 0),

@@ -1,7 +1,10 @@
 """One turn of conversation, from the owner's words to streamed text and speech, stored with its timings.
 
 The LLM streams text deltas; the sentence chunker cuts them into pieces; each piece is synthesized in a worker
-thread while the LLM keeps going, so the first audio leaves long before the reply is complete. Whatever happens
+thread while the LLM keeps going, so the first audio leaves long before the reply is complete. The child-safety
+check (plush/server/safety) reads what the owner said before any brain does, and each piece of the reply before
+it is sent as text or speech: a flagged turn gets the persona's calm line instead and is stored `blocked`, with
+what was flagged and where. Whatever happens
 (an error, a cancelled turn), the turn is stored with its outcome, and every write is tracked until it is done, so
 a server shutting down closes the store only after the turns it stopped are in it.
 """
@@ -21,6 +24,7 @@ from plush.server.llm.base import Prompt
 from plush.server.llm.router import LlmRouter, Route
 from plush.server.memory import Memory
 from plush.server.persona import Persona, PersonaSource
+from plush.server.safety import Flag
 from plush.server.sentence_chunker import SentenceChunker, speakable
 from plush.server.speech import SpeechOut
 from plush.server.store import Store, TurnRecord
@@ -154,6 +158,13 @@ class Companion:
         trace = TurnTrace()
         persona = self.persona
         try:
+            if (flag := persona.safety.check(turn.user_text, "input")) is not None:
+                # No brain sees it and memory keeps nothing of it ("remember my password is ...").
+                route.backend, route.reason = "safety", flag.label
+                lines = self._blocked(flag, turn, record, persona, emit)
+                if self.speech is not None and turn.want_audio:
+                    await self._speak(turn, _queue_of(lines), emit, record, trace)
+                return
             await self.memory.learn(turn.conversation_id, turn.user_text, owner=turn.owner)
             prompt, _ = await self.memory.prompt(
                 persona.system_prompt, turn.conversation_id, turn.user_text, owner=turn.owner, speaker=persona.name
@@ -164,15 +175,7 @@ class Companion:
             async with asyncio.TaskGroup() as tasks:
                 if speaking:
                     tasks.create_task(self._speak(turn, pieces, emit, record, trace))
-                await self._think(
-                    turn,
-                    prompt,
-                    route=route,
-                    pieces=pieces,
-                    emit=emit,
-                    record=record,
-                    fallback=persona.spec.fallback_line,
-                )
+                await self._think(turn, prompt, route=route, pieces=pieces, emit=emit, record=record, persona=persona)
         except asyncio.CancelledError:
             record.outcome = "interrupted"
             raise
@@ -225,30 +228,72 @@ class Companion:
         pieces: asyncio.Queue[str | None],
         emit: Emit,
         record: TurnRecord,
-        fallback: str,
+        persona: Persona,
     ) -> None:
-        """Stream the LLM's reply as text deltas and feed finished sentences to the speaker.
+        """Stream the LLM's reply and feed its checked pieces to the speaker.
 
-        The reply grows in `record` as it streams, so an interrupted turn keeps what was already said.
+        Text goes out (as deltas) and into `record` only once the piece it belongs to has passed the safety check,
+        so an interrupted turn keeps what was already said, and a flagged piece is never shown or spoken: the
+        stream is closed there and the persona's calm line follows what was said before it.
         """
         chunker = SentenceChunker()
+        safety = persona.safety
         start = turn.clock.now_ms()
+        received, released, previous = "", 0, ""
+
+        def release(end: int) -> None:
+            nonlocal released
+            if end > released:
+                text, released = received[released:end], end
+                record.reply_text += text
+                emit(_event(turn, text_delta=pb.ReplyText(text=text)))
+
+        def passes(piece: str) -> bool:
+            nonlocal previous
+            # With the piece before it: a phrase cut at a comma is still read whole.
+            if (flag := safety.check(f"{previous} {piece}", "output")) is not None:
+                for line in self._blocked(flag, turn, record, persona, emit):
+                    pieces.put_nowait(line)
+                return False
+            previous = piece
+            at = received.find(piece, released)  # pieces are stripped slices of what was received
+            release(at + len(piece) if at >= 0 else len(received))
+            pieces.put_nowait(piece)
+            return True
+
         try:
-            # aclosing: a cancelled turn closes the stream now, so the backend stops generating at once.
-            stream = self.router.stream(prompt, route, fallback, client_id=turn.device_id)
+            # aclosing: a cancelled or flagged turn closes the stream now, so the backend stops generating at once.
+            stream = self.router.stream(prompt, route, persona.spec.fallback_line, client_id=turn.device_id)
             async with aclosing(stream) as deltas:
                 async for delta in deltas:
-                    if not record.reply_text:
+                    if not received:
                         turn.clock.record("llm_first_token", start)
-                    record.reply_text += delta
-                    emit(_event(turn, text_delta=pb.ReplyText(text=delta)))
-                    for piece in chunker.feed(delta):
-                        pieces.put_nowait(piece)
+                    received += delta
+                    if not all(passes(piece) for piece in chunker.feed(delta)):
+                        break
+                    release(len(received) - len(chunker.pending))
+                else:
+                    if (rest := chunker.flush()) is None or passes(rest):
+                        release(len(received))
+                    if route.blocked:  # Gemini's own filter stopped it: the same calm line as ours
+                        for line in self._blocked(Flag(route.blocked, "gemini", ""), turn, record, persona, emit):
+                            pieces.put_nowait(line)
             turn.clock.record("llm", start)
-            if (rest := chunker.flush()) is not None:
-                pieces.put_nowait(rest)
         finally:
             pieces.put_nowait(None)
+
+    def _blocked(
+        self, flag: Flag, turn: TurnRequestData, record: TurnRecord, persona: Persona, emit: Emit
+    ) -> list[str]:
+        """Mark the turn blocked, send the calm line instead (as text, now) and return its pieces for the speaker."""
+        line = persona.safety.line(flag, turn.user_text, persona.language)
+        record.outcome, record.safety = "blocked", flag.label
+        text = f" {line}" if record.reply_text else line
+        record.reply_text += text
+        emit(_event(turn, text_delta=pb.ReplyText(text=text)))
+        log.warning("turn_flagged", turn_id=turn.turn_id, device_id=turn.device_id, safety=flag.label)
+        chunker = SentenceChunker()
+        return [*chunker.feed(line), *filter(None, [chunker.flush()])]
 
     async def _speak(
         self,
@@ -330,6 +375,14 @@ def _record(turn: TurnRequestData, outcome: Outcome = "answered", error: str = "
         outcome=outcome,
         error=error,
     )
+
+
+def _queue_of(pieces: list[str]) -> asyncio.Queue[str | None]:
+    """The pieces, ready for `_speak`, ended."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    for piece in [*pieces, None]:
+        queue.put_nowait(piece)
+    return queue
 
 
 def _event(turn: TurnRequestData, **kind: object) -> pb.TurnEvent:

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from plush.errors import ConfigError
 from plush.logs import get_logger
+from plush.server.safety import CATEGORIES, SafetyCheck
 
 log = get_logger(__name__)
 
@@ -33,6 +34,38 @@ class Owner(BaseModel):
     facts: list[str] = Field(default_factory=list)
 
 
+_SWITCHES = ("enabled", "enable", "off", "disabled", "disable", "categories", "allow")
+
+
+class SafetySpec(BaseModel):
+    """`[safety]` in a persona file: it can tighten the child-safety check and reword its lines, never loosen it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    also_block: list[str] = Field(default_factory=list)
+    """More words or phrases the toy does not engage in (category `persona`)."""
+    lines: dict[str, str] = Field(default_factory=dict)
+    """Category -> the line said instead, in the persona's language (see plush/server/safety/terms.toml)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cannot_switch_off(cls, data: object) -> object:
+        if isinstance(data, dict) and (switch := next((k for k in _SWITCHES if k in data), None)):
+            raise ValueError(
+                f"'{switch}' is not allowed: the child-safety check cannot be switched off or narrowed by a "
+                "persona; it can only be tightened (also_block) or reworded (lines)"
+            )
+        return data
+
+    @field_validator("lines")
+    @classmethod
+    def _known_categories(cls, lines: dict[str, str]) -> dict[str, str]:
+        if unknown := sorted(set(lines) - set(CATEGORIES)):
+            raise ValueError(f"unknown categories {unknown}; known: {', '.join(CATEGORIES)}")
+        if empty := sorted(k for k, v in lines.items() if not v.strip()):
+            raise ValueError(f"empty lines for {empty}: a flagged turn must still get a kind answer")
+        return lines
+
+
 class PersonaFile(BaseModel):
     """The schema of a persona TOML file."""
 
@@ -48,6 +81,7 @@ class PersonaFile(BaseModel):
     """Said by the plush itself when it cannot reach the server (kept on the plush); empty: the fallback line."""
     owner: Owner = Owner()
     examples: list[Example] = Field(default_factory=list)
+    safety: SafetySpec = SafetySpec()
 
 
 @dataclass(frozen=True)
@@ -57,9 +91,13 @@ class Persona:
     spec: PersonaFile
     source: str
     system_prompt: str = field(init=False)
+    safety: SafetyCheck = field(init=False, repr=False)
+    """The child-safety check for this persona: the built-in one, tightened by the file's `[safety]`."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "system_prompt", build_system_prompt(self.spec))
+        lines = {self.spec.language: dict(self.spec.safety.lines)} if self.spec.safety.lines else None
+        object.__setattr__(self, "safety", SafetyCheck(self.spec.safety.also_block, lines))
 
     @property
     def name(self) -> str:
@@ -90,10 +128,10 @@ def build_system_prompt(p: PersonaFile) -> str:
             lines.append(f"- Their name is {p.owner.name}.")
         lines.extend(f"- {fact}" for fact in p.owner.facts)
     if p.examples:
-        lines.append("Examples of how you talk:")
-        for ex in p.examples:
-            lines.append(f"Owner: {ex.user}")
-            lines.append(f"{p.name}: {ex.assistant}")
+        # Quoted, not as `Owner:` / `Momo:` lines: a small chat model shown a transcript goes on writing one
+        # (speaking for the owner too), as Qwen2.5-Coder 0.5B did.
+        lines.append("Examples of how you talk (answer only as yourself, never write the owner's words):")
+        lines.extend(f'- When your owner says "{ex.user}", you might say "{ex.assistant}"' for ex in p.examples)
     return "\n".join(lines)
 
 

@@ -116,6 +116,11 @@ class SentenceChunker:
                 self._emitted += 1
         return pieces
 
+    @property
+    def pending(self) -> str:
+        """What was fed but is not in a piece yet (as fed, spaces included)."""
+        return self._buffer
+
     def flush(self) -> str | None:
         piece, self._buffer = self._buffer.strip(), ""
         return piece or None

@@ -42,6 +42,7 @@ def turn_json(logged: LoggedTurn) -> dict[str, Any]:
         "backend": t.backend,
         "backend_reason": t.backend_reason,
         "outcome": t.outcome,
+        "safety": t.safety,
         "error": t.error,
         "timings": t.timings,
         "prompt_tokens": t.prompt_tokens,
@@ -49,8 +50,10 @@ def turn_json(logged: LoggedTurn) -> dict[str, Any]:
     }
 
 
-def turn_filter(source: str = "", device: str = "", backend: str = "", errors: bool = False, q: str = "") -> TurnFilter:
-    return TurnFilter(source=source, device=device, backend=backend, errors_only=errors, text=q)
+def turn_filter(
+    source: str = "", device: str = "", backend: str = "", *, errors: bool = False, q: str = "", flagged: bool = False
+) -> TurnFilter:
+    return TurnFilter(source=source, device=device, backend=backend, errors_only=errors, flagged_only=flagged, text=q)
 
 
 @router.get("/status")
@@ -67,12 +70,13 @@ async def turns(
     device: str = "",
     backend: str = "",
     errors: bool = False,
+    flagged: Annotated[bool, Query(description="Only turns the child-safety check stopped.")] = False,
     q: Annotated[str, Query(description="Full-text search: every word must start a word of the turn.")] = "",
     before: int | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[dict[str, Any]]:
     """Turns, newest first; `before` (a rowid) pages back."""
-    where = turn_filter(source, device, backend, errors, q)
+    where = turn_filter(source, device, backend, errors=errors, q=q, flagged=flagged)
     return [turn_json(t) for t in await state_of(request).turn_log.turns(where, before=before, limit=limit)]
 
 
@@ -100,12 +104,13 @@ async def stream(
     device: str = "",
     backend: str = "",
     errors: bool = False,
+    flagged: bool = False,
     q: str = "",
     after: int | None = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Server-sent events: one `turn` event per turn stored from now on (after row `after` when given)."""
     state = state_of(request)
-    where = turn_filter(source, device, backend, errors, q)
+    where = turn_filter(source, device, backend, errors=errors, q=q, flagged=flagged)
     cursor = after if after is not None else await state.turn_log.last_rowid()
     yield ServerSentEvent(event="ready", data={"after": cursor})
     while not state.feed.closed.is_set() and not await request.is_disconnected():

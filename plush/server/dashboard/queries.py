@@ -21,7 +21,7 @@ from plush.server.store import TurnRecord
 
 _COLUMNS = (
     "rowid, id, conversation_id, device_id, source, started_at, user_text, reply_text, language, backend,"
-    " backend_reason, timings, error, prompt_tokens, output_tokens, owner, outcome"
+    " backend_reason, timings, error, prompt_tokens, output_tokens, owner, outcome, safety"
 )
 ERROR_OUTCOMES = ("error", "refused")
 
@@ -34,6 +34,8 @@ class TurnFilter:
     device: str = ""
     backend: str = ""
     errors_only: bool = False
+    flagged_only: bool = False
+    """Only turns the child-safety check stopped (outcome `blocked`), for the parent."""
     text: str = ""
     """Full-text search over what was said and answered (each word a prefix, all words needed)."""
 
@@ -46,6 +48,8 @@ class TurnFilter:
                 params.append(value)
         if self.errors_only:
             clauses.append(f"({alias}.error != '' OR {alias}.outcome IN ('error', 'refused'))")
+        if self.flagged_only:
+            clauses.append(f"({alias}.outcome = 'blocked' OR {alias}.safety != '')")
         if query := fts_query(self.text):
             clauses.append(f"{alias}.id IN (SELECT turn_id FROM turns_fts WHERE turns_fts MATCH ?)")
             params.append(query)

@@ -27,6 +27,15 @@ class LlmQuotaError(LlmError):
         self.retry_after_s = retry_after_s
 
 
+class LlmBlockedError(LlmError):
+    """The provider's own safety filter refused the prompt or the reply. `category` is the one it gave
+    (`HARM_CATEGORY_...`, or its block reason when it named none). No other brain is asked: the turn is blocked."""
+
+    def __init__(self, message: str, category: str) -> None:
+        super().__init__(message)
+        self.category = category
+
+
 class LlmBusyError(LlmError):
     """The local model's queue is full; the turn is refused at once rather than waiting."""
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from plush.config import GeminiConfig
-from plush.server.llm.base import LlmBackend, LlmError, LlmQuotaError, Prompt, Usage
+from plush.server.llm.base import LlmBackend, LlmBlockedError, LlmError, LlmQuotaError, Prompt, Usage
 
 CHILD_SAFE_CATEGORIES = (
     "HARM_CATEGORY_HARASSMENT",
@@ -94,10 +94,17 @@ class GeminiBackend(LlmBackend):
                 if usage is not None and chunk.usage_metadata is not None:
                     usage.prompt_tokens = chunk.usage_metadata.prompt_token_count or usage.prompt_tokens
                     usage.output_tokens = chunk.usage_metadata.candidates_token_count or usage.output_tokens
+                if (feedback := chunk.prompt_feedback) is not None and feedback.block_reason is not None:
+                    reason = _name(feedback.block_reason)
+                    category = _blocked_category(feedback.safety_ratings) or reason
+                    raise LlmBlockedError(f"Gemini blocked the prompt ({reason}, {category})", category)
                 for candidate in chunk.candidates or []:
                     for part in (candidate.content.parts or []) if candidate.content else []:
                         if part.text and not part.thought:
                             yield part.text
+                    if (finish := _name(candidate.finish_reason)) in _BLOCKING_FINISHES:
+                        category = _blocked_category(candidate.safety_ratings) or finish
+                        raise LlmBlockedError(f"Gemini blocked the reply ({finish}, {category})", category)
         except errors.APIError as exc:
             if exc.code == 429:
                 raise LlmQuotaError(f"Gemini quota: {exc.message}", retry_delay_s(exc.details)) from exc
@@ -109,6 +116,23 @@ class GeminiBackend(LlmBackend):
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()
+
+
+_BLOCKING_FINISHES = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
+"""Finish reasons that mean Gemini's own filters stopped the reply (the google-genai `FinishReason` names)."""
+
+
+def _name(value: Any) -> str:
+    """An enum's name ("SAFETY"), or the raw string the API sent when the client library does not know it yet."""
+    return "" if value is None else str(getattr(value, "name", value))
+
+
+def _blocked_category(ratings: Any) -> str:
+    """The category Gemini blocked for: the rating marked `blocked`, else the most probable one."""
+    order = ("NEGLIGIBLE", "LOW", "MEDIUM", "HIGH")
+    rated = [(bool(r.blocked), order.index(p) if (p := _name(r.probability)) in order else -1, _name(r.category))
+             for r in ratings or []]  # fmt: skip
+    return max(rated)[2] if rated else ""
 
 
 def retry_delay_s(details: Any) -> float | None:

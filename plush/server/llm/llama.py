@@ -72,6 +72,12 @@ def transcript(prompt: Prompt) -> str:
     return transcript_preface(prompt.system) + "\n".join(lines)
 
 
+def chat_stops(speaker: str) -> list[str]:
+    """Where a chat-mode reply ends besides the template's own end: a small model that starts writing the
+    transcript on (the owner's next line, or its own name again) has finished its answer."""
+    return [f"\n{OWNER}:", f"\n{speaker}:"]
+
+
 def transcript_stops(speaker: str) -> list[str]:
     """Where a completion-mode reply ends: the owner's next line, a blank line, or the speaker's next line.
 
@@ -185,6 +191,7 @@ class LlamaEngine:
                 max_tokens=self.config.max_tokens,
                 temperature=self.config.temperature,
                 seed=self.config.seed,
+                stop=chat_stops(prompt.speaker),
             )
             for chunk in chunks:
                 if delta := chunk["choices"][0]["delta"].get("content"):

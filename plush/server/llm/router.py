@@ -5,7 +5,8 @@ budget costs no request). Otherwise, or when Gemini fails before its first token
 transparently. After the first token a failure just ends the reply there (the owner already heard part of it).
 When no backend can answer, the persona's fallback line is said instead of silence. `Route.reason` names why:
 primary, no_api_key, retry_after, circuit_open, minute_budget_spent, daily_budget_spent, quota_exhausted,
-gemini_error, error_mid_stream, gemini_empty_reply, local_llm_crashed (the local model's worker died under the turn:
+gemini_error, error_mid_stream, gemini_empty_reply, gemini_safety (Gemini's own filter refused: `Route.blocked` has
+its category, and no other brain is asked), local_llm_crashed (the local model's worker died under the turn:
 the turn is an error), local_llm_down (it keeps dying: the breaker is open) ...
 """
 
@@ -16,7 +17,16 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from plush.logs import get_logger
-from plush.server.llm.base import LlmBackend, LlmBusyError, LlmCrashedError, LlmError, LlmQuotaError, Prompt, Usage
+from plush.server.llm.base import (
+    LlmBackend,
+    LlmBlockedError,
+    LlmBusyError,
+    LlmCrashedError,
+    LlmError,
+    LlmQuotaError,
+    Prompt,
+    Usage,
+)
 from plush.server.llm.gemini_budget import GeminiBudget
 
 log = get_logger(__name__)
@@ -35,6 +45,9 @@ class Route:
     usage: Usage = field(default_factory=Usage)
     failed: bool = False
     """A backend crashed under the turn (or is down): the turn is stored as an error, whatever was said."""
+    blocked: str = ""
+    """The provider's own safety filter stopped the turn, in this category (the companion says its calm line and
+    stores the turn `blocked`); no other brain was asked."""
 
 
 class LlmRouter:
@@ -108,6 +121,8 @@ class LlmRouter:
                         said += delta
                         yield delta
                 if outcome.done:
+                    if route.blocked:
+                        return
                     if route.reason == "error_mid_stream" and (ending := graceful_ending(said, fallback_line)):
                         yield ending
                     return
@@ -178,6 +193,8 @@ class LlmRouter:
             outcome.done, outcome.empty = started, not started
             if breaker:
                 breaker.success()
+        except LlmBlockedError as exc:
+            self._blocked(exc, route, outcome)
         except LlmError as exc:
             route.error = str(exc)
             if isinstance(exc, LlmQuotaError):
@@ -197,6 +214,15 @@ class LlmRouter:
         finally:
             if breaker and not (outcome.done or outcome.empty or outcome.reason):
                 breaker.release()  # cancelled before Gemini said anything: no verdict on its health
+
+    def _blocked(self, exc: LlmBlockedError, route: Route, outcome: _Outcome) -> None:
+        """Gemini's own filter refused: Gemini is well, and the local brain must not answer what it refused."""
+        assert self.primary is not None
+        if self.budget:
+            self.budget.breaker.success()
+        route.reason, route.blocked = f"{self.primary.name}_safety", exc.category
+        outcome.done = True
+        log.warning("llm_primary_blocked", backend=self.primary.name, category=exc.category)
 
     async def aclose(self) -> None:
         for backend in (self.primary, self.fallback):

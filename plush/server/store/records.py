@@ -14,12 +14,13 @@ class StoreError(PlushError):
     """The database cannot be opened, migrated or written."""
 
 
-Outcome = Literal["answered", "interrupted", "abandoned", "no_speech", "refused", "error"]
+Outcome = Literal["answered", "interrupted", "abandoned", "no_speech", "refused", "blocked", "error"]
 """How a turn ended. answered: the reply was given in full (the fallback line included). interrupted: stopped
 mid-reply (barge-in, the client hanging up, a newer turn, shutdown); `reply_text` keeps what was already said.
 abandoned: the client left before TurnEnd (Cancel, a half-close, silence past `server.idle_timeout_s`).
 no_speech: nothing was recognised in the audio. refused: the request broke the contract or a server limit.
-error: the turn failed; `error` says why."""
+blocked: the child-safety check stopped it (what was said, or a piece of the reply) and a calm line was said
+instead; `safety` says where and why. error: the turn failed; `error` says why."""
 
 
 @dataclass
@@ -45,6 +46,9 @@ class TurnRecord:
     output_tokens: int = 0
     """Counted by the backend's tokenizer (Gemini reports them; the local model's tokenizer counts the reply)."""
     outcome: Outcome = "answered"
+    safety: str = ""
+    """Why the child-safety check stopped the turn, `where:category` (`input:self_harm`, `output:weapons`); empty
+    when nothing was flagged. Blocked turns never go back into a prompt (window or recall)."""
     owner: str = ""
     """Whose turn it is (see plush/owners.py); empty means the device alone, `device:<device_id>`. Only this
     owner's prompts ever carry it (window and recall)."""

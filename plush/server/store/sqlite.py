@@ -78,6 +78,11 @@ OUTCOME_MIGRATION = """
 """
 """Turns get their outcome; storing a turn becomes one statement."""
 
+SAFETY_MIGRATION = """
+    ALTER TABLE turns ADD COLUMN safety TEXT NOT NULL DEFAULT ''
+"""
+"""Turns get the child-safety check's verdict (`where:category`, empty when nothing was flagged)."""
+
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE turns (
@@ -139,11 +144,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     OWNER_MIGRATION,
     OUTCOME_MIGRATION,
+    SAFETY_MIGRATION,
 )
 
 _TURN_COLUMNS = (
     "id, conversation_id, device_id, source, started_at, user_text, reply_text, language, backend, backend_reason,"
-    " timings, error, interrupted, prompt_tokens, output_tokens, owner, outcome"
+    " timings, error, interrupted, prompt_tokens, output_tokens, owner, outcome, safety"
 )
 
 
@@ -232,6 +238,7 @@ class SqliteStore(Store):
                 turn.output_tokens,
                 turn.owner,
                 turn.outcome,
+                turn.safety,
             ),
         )
 
@@ -251,6 +258,7 @@ class SqliteStore(Store):
             return []
         rows = await self._turns(
             f"SELECT {_TURN_COLUMNS} FROM turns WHERE conversation_id = ? AND owner = ? AND reply_text != ''"
+            " AND outcome != 'blocked'"
             " AND started_at >= COALESCE((SELECT reset_at FROM conversations WHERE id = ?), 0)"
             " ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (conversation_id, owner, conversation_id, limit),
@@ -273,7 +281,7 @@ class SqliteStore(Store):
         sql = (
             f"SELECT {', '.join('t.' + c.strip() for c in _TURN_COLUMNS.split(','))}"
             " FROM turns_fts JOIN turns t ON t.id = turns_fts.turn_id"
-            " WHERE turns_fts MATCH ? AND t.owner = ? AND t.reply_text != ''"
+            " WHERE turns_fts MATCH ? AND t.owner = ? AND t.reply_text != '' AND t.outcome != 'blocked'"
         )
         params: list[Any] = [query, owner]
         if conversation_id is not None:

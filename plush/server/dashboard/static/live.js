@@ -52,6 +52,13 @@ function row(turn, fresh) {
     badge.textContent = turn.outcome;
     brain.append(" ", badge);
   }
+  if (turn.safety) {
+    const flag = document.createElement("span");
+    flag.className = "outcome blocked flag";
+    flag.title = "What the child-safety check found";
+    flag.textContent = turn.safety.replace(":", " · ").replace("_", " ");
+    brain.append(" ", flag);
+  }
   const t = turn.timings || {};
   const first = t.first_audio ?? t.llm_first_token;
   cell(tr, (first !== undefined ? Math.round(first) + " ms first · " : "") + (t.total !== undefined ? Math.round(t.total) + " ms" : ""));
