@@ -81,5 +81,8 @@ def in_language(text: str, language: str) -> bool:
 
 
 def in_character(text: str) -> bool:
-    """Said something, as the plush: no template, no "as an AI", no refusal, not talking about itself as Momo."""
-    return bool(text.strip()) and not OUT_OF_CHARACTER.search(text)
+    """Said something, as the plush: no template, no "as an AI", no refusal, not talking about itself as Momo,
+    and not stuck repeating itself ("ko\nko\nko" was a 0.5B's answer once)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    stuck = any(lines.count(line) >= 3 for line in lines)
+    return bool(lines) and not stuck and not OUT_OF_CHARACTER.search(text)

@@ -144,6 +144,19 @@ async def test_html_in_what_was_said_is_shown_as_text(server: Any, logged_in: ht
     assert listed.json()[0]["user_text"] == said
 
 
+async def test_the_parent_sees_flagged_turns_with_their_category_and_can_filter_them(
+    server: Any, logged_in: httpx.AsyncClient
+) -> None:
+    await chat(server.port, "Tell me about clouds")
+    flagged_id = await chat(server.port, "How do I make a bomb?")
+    assert 'name="flagged"' in (await logged_in.get("/")).text, "the live log's filter"
+    flagged = (await logged_in.get("/api/turns", params={"flagged": "true"})).json()
+    assert [(t["id"], t["outcome"], t["safety"]) for t in flagged] == [(flagged_id, "blocked", "input:weapons")]
+    assert len((await logged_in.get("/api/turns")).json()) == 2
+    page = await logged_in.get(f"/turns/{flagged_id}")
+    assert "input:weapons" in page.text and "before any brain saw it" in page.text
+
+
 async def test_a_turn_appears_on_the_live_stream_and_in_search(server: Any, logged_in: httpx.AsyncClient) -> None:
     events: list[dict[str, Any]] = []
 

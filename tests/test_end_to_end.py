@@ -90,8 +90,11 @@ async def test_recent_turns_are_the_next_prompts_history(running_server: Any) ->
             assert replies[-1].done.backend == "llama"
 
     prompt = await running_server.companion.prompt_for("kids-room", "What do I like?", owner="device:history-test")
-    assert [m.role for m in prompt.history] == ["user", "assistant", "user", "assistant"]
-    assert prompt.history[0].text == "My name is Mina." and prompt.history[2].text == "I like rabbits."
+    examples = running_server.companion.persona.examples
+    assert prompt.history[: len(examples)] == examples, "the persona's examples open every conversation"
+    history = prompt.history[len(examples) :]
+    assert [m.role for m in history] == ["user", "assistant", "user", "assistant"]
+    assert history[0].text == "My name is Mina." and history[2].text == "I like rabbits."
     assert prompt.system == running_server.companion.persona.system_prompt
     other = await running_server.companion.prompt_for("another-room", "hi", owner="device:history-test")
-    assert other.history == ()
+    assert other.history == examples

@@ -43,7 +43,11 @@ async def test_gemini_gets_the_persona_as_system_instruction_and_the_recent_hist
     assert last.streaming and last.model == "gemini-flash-latest"
     assert last.api_key == GEMINI_TEST_KEY
     assert last.system_instruction == gemini_server.companion.persona.system_prompt
+    persona = gemini_server.companion.persona
+    examples = [("model" if m.role == "assistant" else "user", m.text) for m in persona.examples]
+    assert examples, "the built-in persona's examples open every conversation"
     assert last.turns == [
+        *examples,
         ("user", "Hi, I'm Mina and I like rabbits."),
         ("model", "Hello Mina! Rabbits are fluffy."),
         ("user", "What do I like?"),

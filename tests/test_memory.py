@@ -76,7 +76,8 @@ async def test_the_window_drops_the_oldest_turns(start: Start, fake_gemini: Fake
     for text in ("One.", "Two.", "Three."):
         await say(server, text)
     await say(server, "Four.")
-    users = [text for role, text in fake_gemini.last_request.turns if role == "user"]
+    examples = len(server.companion.persona.examples)  # the persona's examples open every conversation
+    users = [text for role, text in fake_gemini.last_request.turns[examples:] if role == "user"]
     assert users == ["Two.", "Three.", "Four."]
 
 
@@ -118,7 +119,8 @@ async def test_a_reset_conversation_starts_with_an_empty_window(start: Start, fa
     await say(server, "Hello there.")
     await server.companion.store.reset_conversation("nursery")
     await say(server, "Who am I?")
-    assert fake_gemini.last_request.turns == [("user", "Who am I?")]
+    examples = len(server.companion.persona.examples)
+    assert fake_gemini.last_request.turns[examples:] == [("user", "Who am I?")]
 
 
 async def test_facts_and_recall_stay_within_the_token_budget(tmp_path: Path) -> None:

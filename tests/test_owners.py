@@ -30,8 +30,8 @@ from plush.server.store import Store
 from plush.server.store.sqlite import MIGRATIONS, OWNER_MIGRATION
 
 SECRET = "ORANGE-MOON-77"
-TELL = f"Remember that the wifi password is {SECRET}."
-ASK = "What is the wifi password?"
+TELL = f"Remember that the dragon is called {SECRET}."
+ASK = "What is the dragon called?"
 TOKENS = "alpha=tok-alpha,beta=tok-beta,gamma=tok-gamma"
 UNLIMITED = {"requests_per_day": 0, "requests_per_minute": 0}
 Start = Callable[..., Awaitable[RunningServer]]
@@ -98,7 +98,8 @@ async def test_plushes_naming_the_same_conversation_do_not_see_each_others_turns
     await plush_says(server, "alpha", "My secret word is pineapple.", tokens=False, conversation="nursery")
     reply = await plush_says(server, "beta", "What is the secret word?", tokens=False, conversation="nursery")
     assert "pineapple" not in reply
-    assert fake_gemini.last_request.turns == [("user", "What is the secret word?")], "beta's window is its own"
+    examples = len(server.companion.persona.examples)
+    assert fake_gemini.last_request.turns[examples:] == [("user", "What is the secret word?")], "its own window"
 
 
 async def test_recall_from_every_conversation_stays_inside_the_owner(start: Start, fake_gemini: EchoGemini) -> None:
@@ -120,7 +121,7 @@ async def test_the_plushes_of_one_household_share_facts_and_recall(start: Start,
     stranger = await plush_says(server, "gamma", f"{ASK} And the secret word?", tokens=True)
     assert SECRET not in stranger and "pineapple" not in stranger, "gamma is in no household"
     facts = await server.companion.store.all_facts()
-    assert [(f.text, f.owner) for f in facts] == [(f"the wifi password is {SECRET}", "home")]
+    assert [(f.text, f.owner) for f in facts] == [(f"the dragon is called {SECRET}", "home")]
 
 
 async def test_an_old_database_keeps_its_facts_and_turns_but_no_plush_sees_anothers(tmp_path: Path) -> None:
@@ -130,7 +131,7 @@ async def test_an_old_database_keeps_its_facts_and_turns_but_no_plush_sees_anoth
             conn.executescript(f"{script}; PRAGMA user_version={number};")
         conn.executescript(
             f"""
-            INSERT INTO facts (text, created_at, source) VALUES ('the wifi password is {SECRET}', 1, 'device:alpha');
+            INSERT INTO facts (text, created_at, source) VALUES ('the dragon is called {SECRET}', 1, 'device:alpha');
             INSERT INTO facts (text, created_at, source) VALUES ('Mina likes rabbits', 2, 'cli');
             INSERT INTO turns (id, conversation_id, device_id, source, started_at, user_text, reply_text)
                 VALUES ('t1', 'device:alpha', 'alpha', 'device', 3, 'My secret word is pineapple.', 'Lovely!');
@@ -142,14 +143,14 @@ async def test_an_old_database_keeps_its_facts_and_turns_but_no_plush_sees_anoth
         kept = await store.all_facts()
         assert [(f.id, f.source, f.owner) for f in kept] == [(1, "device:alpha", "legacy"), (2, "cli", "legacy")]
         memory = Memory(store, MemoryConfig(recall_scope="all"))
-        beta = await memory.recollect("device:beta", "wifi password, rabbits, secret word?", owner="device:beta")
+        beta = await memory.recollect("device:beta", "dragon, rabbits, secret word?", owner="device:beta")
         assert (beta.facts, beta.history, beta.recalled) == ((), (), ())
-        alpha = await memory.recollect("device:alpha", "wifi password, rabbits?", owner="device:alpha")
+        alpha = await memory.recollect("device:alpha", "dragon, rabbits?", owner="device:alpha")
         assert alpha.facts == (), "an old fact reaches no plush until someone gives it an owner"
         assert [m.text for m in alpha.history] == ["My secret word is pineapple.", "Lovely!"], "its own turns stay"
         assert [(c.id, c.owner) for c in await store.list_conversations()] == [("device:alpha", "device:alpha")]
 
-        mine = await store.add_fact(f"the wifi password is {SECRET}", "cli", owner="device:alpha")
+        mine = await store.add_fact(f"the dragon is called {SECRET}", "cli", owner="device:alpha")
         assert mine.id == 3, "ids go on after the old ones"
         merged = await store.move_fact(1, "device:alpha")
         assert merged == mine, "moving a fact its new owner already has keeps theirs"

@@ -122,7 +122,12 @@ class Companion:
         """System prompt + the conversation's window + the owner's memory note + the new message."""
         persona = self.persona
         prompt, _ = await self.memory.prompt(
-            persona.system_prompt, conversation_id, user_text, owner=owner, speaker=persona.name
+            persona.system_prompt,
+            conversation_id,
+            user_text,
+            owner=owner,
+            speaker=persona.name,
+            examples=persona.examples,
         )
         return prompt
 
@@ -166,9 +171,7 @@ class Companion:
                     await self._speak(turn, _queue_of(lines), emit, record, trace)
                 return
             await self.memory.learn(turn.conversation_id, turn.user_text, owner=turn.owner)
-            prompt, _ = await self.memory.prompt(
-                persona.system_prompt, turn.conversation_id, turn.user_text, owner=turn.owner, speaker=persona.name
-            )
+            prompt = await self.prompt_for(turn.conversation_id, turn.user_text, owner=turn.owner)
             trace.prompt = prompt
             pieces: asyncio.Queue[str | None] = asyncio.Queue()
             speaking = self.speech is not None and turn.want_audio

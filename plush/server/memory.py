@@ -176,11 +176,22 @@ class Memory:
         return Recollection(tuple(history), tuple(reversed(facts)), tuple(recalled))
 
     async def prompt(
-        self, system: str, conversation_id: str, user_text: str, *, owner: str, speaker: str = "Assistant"
+        self,
+        system: str,
+        conversation_id: str,
+        user_text: str,
+        *,
+        owner: str,
+        speaker: str = "Assistant",
+        examples: tuple[Message, ...] = (),
     ) -> tuple[Prompt, Recollection]:
-        """The whole prompt for `owner`'s new message; `speaker` is the persona's name (see `Prompt.speaker`)."""
+        """The whole prompt for `owner`'s new message; `speaker` is the persona's name (see `Prompt.speaker`).
+
+        `examples` (the persona's example exchanges) open the history, before the conversation's window: constant
+        per persona, they stay part of the cacheable prefix."""
         recollection = await self.recollect(conversation_id, user_text, owner=owner)
-        prompt = Prompt(system, recollection.history, user_text, recollection.note(), speaker=speaker)
+        history = (*examples, *recollection.history)
+        prompt = Prompt(system, history, user_text, recollection.note(), speaker=speaker)
         return prompt, recollection
 
     async def prune(self, now: float | None = None) -> int:

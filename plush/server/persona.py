@@ -15,11 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from plush.errors import ConfigError
 from plush.logs import get_logger
+from plush.server.llm.base import Message
 from plush.server.safety import CATEGORIES, SafetyCheck
 
 log = get_logger(__name__)
 
 BUILT_IN = ("en", "ko")
+LANGUAGE_NAMES = {"en": "English", "ko": "Korean (한국어)", "ja": "Japanese (日本語)", "zh": "Chinese (中文)"}
+"""What the system prompt calls a persona's language; any other code is named as written."""
 
 
 class Example(BaseModel):
@@ -91,11 +94,14 @@ class Persona:
     spec: PersonaFile
     source: str
     system_prompt: str = field(init=False)
+    examples: tuple[Message, ...] = field(init=False, repr=False)
+    """The example exchanges, as turns that open every prompt's history (see `example_turns`)."""
     safety: SafetyCheck = field(init=False, repr=False)
     """The child-safety check for this persona: the built-in one, tightened by the file's `[safety]`."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "system_prompt", build_system_prompt(self.spec))
+        object.__setattr__(self, "examples", example_turns(self.spec))
         lines = {self.spec.language: dict(self.spec.safety.lines)} if self.spec.safety.lines else None
         object.__setattr__(self, "safety", SafetyCheck(self.spec.safety.also_block, lines))
 
@@ -113,7 +119,9 @@ def build_system_prompt(p: PersonaFile) -> str:
     lines = [f"You are {p.name}, a plush toy companion who talks out loud with your owner."]
     if p.age:
         lines.append(f"You act like you are {p.age} years old.")
-    lines.append(f"Always answer in the language with code '{p.language}' unless the owner clearly uses another.")
+    # The language's name, not its code: a small model told "the language with code 'ko'" answered "ko".
+    language = LANGUAGE_NAMES.get(p.language, p.language)
+    lines.append(f"Always answer in {language} unless the owner clearly uses another language.")
     lines.append(f"Speaking style: {p.style}")
     lines.append(
         "Your words are spoken by a voice synthesizer: no markdown, lists, emoji or stage directions; "
@@ -127,12 +135,17 @@ def build_system_prompt(p: PersonaFile) -> str:
         if p.owner.name:
             lines.append(f"- Their name is {p.owner.name}.")
         lines.extend(f"- {fact}" for fact in p.owner.facts)
-    if p.examples:
-        # Quoted, not as `Owner:` / `Momo:` lines: a small chat model shown a transcript goes on writing one
-        # (speaking for the owner too), as Qwen2.5-Coder 0.5B did.
-        lines.append("Examples of how you talk (answer only as yourself, never write the owner's words):")
-        lines.extend(f'- When your owner says "{ex.user}", you might say "{ex.assistant}"' for ex in p.examples)
     return "\n".join(lines)
+
+
+def example_turns(p: PersonaFile) -> tuple[Message, ...]:
+    """The persona's examples as the conversation's opening turns, which every brain is shown before the real ones.
+
+    Not in the system prompt: there, as `Owner:` / `Momo:` lines, Qwen2.5-Coder 0.5B went on writing the
+    transcript (the owner's lines too), and quoted, it answered "I built a sandcastle!" with an example's words.
+    As turns, both Qwen brains take the tone and answer what was said (bench/brain_quality.py).
+    """
+    return tuple(m for ex in p.examples for m in (Message("user", ex.user), Message("assistant", ex.assistant)))
 
 
 def load_persona(spec: str) -> Persona:
