@@ -8,6 +8,7 @@ holds, not how it fares on words nobody thought of; new misses belong here first
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 EVERYDAY: dict[str, tuple[str, ...]] = {
     "en": (
@@ -70,6 +71,17 @@ OUT_OF_CHARACTER = re.compile(
     r"|\bmomo (is|was|will|can|has)\b|저는 ai|인공지능|언어 모델",
     re.IGNORECASE | re.MULTILINE,
 )
+
+
+CHECKABLE: dict[str, Callable[[str], bool]] = {
+    "What is 3 plus 4?": lambda r: bool(re.search(r"\b7\b|\bseven\b", r, re.IGNORECASE)),
+    "3 더하기 4는 뭐야?": lambda r: bool(re.search(r"7|일곱|칠", r)),
+    "Can you count to five with me?": lambda r: bool(re.search(r"\bfive\b|\b5\b", r, re.IGNORECASE)),
+    "나랑 같이 다섯까지 세어 볼래?": lambda r: bool(re.search(r"다섯|5|오\b", r)) and len(HANGUL.findall(r)) > 8,
+    "Tell me a very short story about a bunny.": lambda r: "bunny" in r.lower() and len(r.split()) >= 15,
+    "토끼에 대한 아주 짧은 이야기 해 줘.": lambda r: "토끼" in r and len(HANGUL.findall(r)) >= 25,
+}
+"""Everyday prompts with an answer a script can check: the sum, the counting, a story that is one."""
 
 
 def in_language(text: str, language: str) -> bool:
