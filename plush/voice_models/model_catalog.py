@@ -314,8 +314,9 @@ LLM_PREFERENCE = (
 )
 
 BIG_BRAIN_MEMORY = 4 * 1024**3
-"""Memory from which the 1.5B class is fetched first: its 1.1 GB of weights and a 4k context take about 1.5 GB,
-beside Whisper, Piper and the server (another ~0.8 GB)."""
+"""Memory from which the 1.5B class is fetched first: its worker takes about 2 GB (1.1 GB of weights, the KV cache
+and llama.cpp's repacked copy, bench/README.md "local_brains.py"), beside Whisper, Piper and the server (another
+~0.8 GB)."""
 
 
 def llm_download_order(memory_bytes: int) -> tuple[tuple[str, ...], str]:
@@ -328,7 +329,7 @@ def llm_download_order(memory_bytes: int) -> tuple[tuple[str, ...], str]:
     small = ("qwen2.5-0.5b-instruct-q4_k_m", _QWEN_CODER_05B)
     gib = memory_bytes / 1024**3
     if memory_bytes >= BIG_BRAIN_MEMORY:
-        why = f"this computer has {gib:.0f} GB of memory: room for a 1.5B model (about 1.5 GB of it)"
+        why = f"this computer has {gib:.0f} GB of memory: room for a 1.5B model (about 2 GB of it)"
         return (*big, *small, _GEMMA), why
     why = f"this computer has {gib:.1f} GB of memory: a 0.5B model fits (about 0.7 GB of it), a 1.5B would crowd it"
     return (*small, *big, _GEMMA), why
