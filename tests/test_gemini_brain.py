@@ -83,6 +83,8 @@ async def test_stream_cut_mid_answer_keeps_what_was_said(gemini_server: Any, fak
     fallback = gemini_server.companion.persona.spec.fallback_line
     assert reply == f"Once upon a time, … {fallback}", "a cut-off sentence trails off into the persona's line"
     assert (done.backend, done.backend_reason) == ("gemini", "error_mid_stream")
+    stored = (await gemini_server.companion.store.list_turns(limit=1))[0]
+    assert stored.outcome == "error" and "after 18 characters of the reply" in stored.error, stored.error
     fake_gemini.cut_stream("The end. ")
     reply, _ = await chat(gemini_server.port, "Tell me another.")
     assert reply == "The end. ", "a whole sentence needs no excuse"
@@ -102,11 +104,42 @@ async def test_a_gemini_safety_block_is_stored_blocked_with_its_category_and_ans
     assert stored.reply_text == reply and not stored.error
 
 
+async def test_a_stream_that_ends_without_a_finish_reason_is_an_error_with_what_was_received(
+    gemini_server: Any, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.reply("Once upon a time, ", "a bunny", finish_reason=None)
+    reply, done = await chat(gemini_server.port, "Tell me a story.")
+    fallback = gemini_server.companion.persona.spec.fallback_line
+    assert reply == f"Once upon a time, a bunny… {fallback}", "it trails off into the persona's line"
+    assert done.backend_reason == "error_mid_stream"
+    stored = (await gemini_server.companion.store.list_turns(limit=1))[0]
+    assert stored.outcome == "error" and "without a finish reason, after 25 characters" in stored.error
+
+
 async def test_a_reply_of_only_whitespace_is_answered_in_persona(gemini_server: Any, fake_gemini: FakeGemini) -> None:
     fake_gemini.reply(" ", "\n")
     reply, done = await chat(gemini_server.port, "Hello?")
     assert reply.strip() == gemini_server.companion.persona.spec.fallback_line
     assert done.backend_reason == "gemini_empty_reply"
+
+
+async def test_a_newer_turn_from_the_same_plush_mid_reply_is_stored_as_what_stopped_the_older_one(
+    gemini_server: Any, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.reply("One. ", "Two. ", "Three. ", chunk_delay=30)
+    fake_gemini.reply("Hello again!")
+    async with CompanionClient(f"127.0.0.1:{gemini_server.port}", "kitchen") as client:
+        older = await client.converse(pb.TurnStart(want_audio=False), transcript="Count for me.")
+        async for event in older.events():
+            if event.WhichOneof("kind") == "text_delta":
+                break
+        newer = await client.converse(pb.TurnStart(want_audio=False), transcript="Hello?")
+        said = "".join([e.text_delta.text async for e in newer.events() if e.WhichOneof("kind") == "text_delta"])
+    assert said == "Hello again!"
+    await gemini_server.companion.wait_stored()
+    turns = {t.user_text: t for t in await gemini_server.companion.store.list_turns(limit=5)}
+    assert (turns["Count for me."].outcome, turns["Count for me."].ending) == ("interrupted", "superseded")
+    assert turns["Hello?"].outcome == "answered" and turns["Hello?"].ending == ""
 
 
 async def test_cancel_mid_reply_stops_the_turn_and_keeps_what_was_said(
@@ -128,7 +161,7 @@ async def test_cancel_mid_reply_stops_the_turn_and_keeps_what_was_said(
             break
         await asyncio.sleep(0.05)
     assert turns, "the interrupted turn must be stored"
-    assert turns[0].interrupted
+    assert turns[0].interrupted and turns[0].ending == "barge_in", "the turn log says what stopped it"
     assert turns[0].reply_text.startswith("One.")
     assert "Four" not in turns[0].reply_text
     leftover = [t for t in asyncio.all_tasks() if "_produce" in repr(t.get_coro())]

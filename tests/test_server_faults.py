@@ -172,7 +172,7 @@ async def test_sigterm_mid_reply_stores_the_turn_as_interrupted_and_exits_cleanl
 
     async with await Store.open(tmp_path / "plush.db") as store:
         (turn,) = await store.list_turns()
-    assert turn.outcome == "interrupted" and turn.interrupted
+    assert turn.outcome == "interrupted" and turn.interrupted and turn.ending == "shutdown"
     assert turn.reply_text.startswith("Sentence number 0. Sentence number 1.")
     assert "Sentence number 11" not in turn.reply_text
 

@@ -83,6 +83,9 @@ class TurnRequestData:
     output_sample_rate: int = 0
     output_encoding: int = pb.AUDIO_ENCODING_PCM_S16LE
     clock: Stopwatch = field(default_factory=Stopwatch)
+    stopped_because: str = ""
+    """Set by whoever stops the turn before it ends by itself, just before it does (see `TurnRecord.ending`); a
+    turn cancelled with nobody saying why lost its client (`client_hung_up`)."""
     owner: str = ""
     """Whose memory the turn reads and adds to (set by the transport from the caller, see plush/owners.py);
     empty means the device alone."""
@@ -146,6 +149,8 @@ class Companion:
     async def store_unanswered(self, turn: TurnRequestData, outcome: Outcome, error: str = "") -> None:
         """Store a turn that ended before the brain was asked (abandoned, no speech, refused, failed STT)."""
         record = _record(turn, outcome=outcome, error=error)
+        if outcome == "interrupted":
+            record.ending = turn.stopped_because or "client_hung_up"
         turn.clock.record("total", 0.0)
         record.timings = turn.clock.durations()
         level = log.warning if outcome in ("refused", "error") else log.info
@@ -180,7 +185,7 @@ class Companion:
                     tasks.create_task(self._speak(turn, pieces, emit, record, trace))
                 await self._think(turn, prompt, route=route, pieces=pieces, emit=emit, record=record, persona=persona)
         except asyncio.CancelledError:
-            record.outcome = "interrupted"
+            record.outcome, record.ending = "interrupted", turn.stopped_because or "client_hung_up"
             raise
         except Exception as exc:  # any failure is reported to the client and stored, never lost
             log.exception("turn_failed", turn_id=turn.turn_id)
@@ -196,7 +201,7 @@ class Companion:
             record.backend, record.backend_reason = route.backend, route.reason
             record.prompt_tokens, record.output_tokens = route.usage.prompt_tokens, route.usage.output_tokens
             record.add_error(route.error)
-            if route.failed and record.outcome == "answered":  # the local brain crashed: said, but an error
+            if route.failed and record.outcome == "answered":  # a brain broke off or crashed: said, but an error
                 record.outcome = "error"
             record.timings = turn.clock.durations()
             trace.stages = dict(turn.clock.stages)

@@ -11,6 +11,7 @@ piles up in front of Whisper. At shutdown every turn is stopped and the server w
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -55,11 +56,15 @@ class Slot:
     task: asyncio.Task[Any]
     stopped: StopReason | None = None
     holds_stt: bool = False
+    on_stop: Callable[[StopReason], None] | None = None
+    """Told why, just before the turn's task is cancelled (so the stored turn can say it)."""
 
     def stop(self, reason: StopReason) -> None:
         """Cancel the turn's task once; its handler reads `stopped` to tell the client why."""
         if self.stopped is None:
             self.stopped = reason
+            if self.on_stop is not None:
+                self.on_stop(reason)
             self.task.cancel()
 
 

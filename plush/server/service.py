@@ -242,9 +242,11 @@ class CompanionService(pb_grpc.CompanionServicer):
 
     def _admit(self, turn: TurnRequestData, *, one_per_device: bool) -> Slot:
         try:
-            return self.in_flight.admit(turn.turn_id, turn.device_id, one_per_device=one_per_device)
+            slot = self.in_flight.admit(turn.turn_id, turn.device_id, one_per_device=one_per_device)
         except AdmissionError as exc:
             raise TurnEndedError(exc.code, str(exc), "refused") from exc
+        slot.on_stop = lambda reason: setattr(turn, "stopped_because", reason.name.lower())
+        return slot
 
     def _start_stt(self, slot: Slot, sample_rate: int) -> StreamingTranscription | None:
         """At a turn's first audio chunk: a place in server-side STT, and a streaming transcription to feed."""
@@ -319,6 +321,7 @@ class CompanionService(pb_grpc.CompanionServicer):
                 kind = request.WhichOneof("kind")
                 if kind == "cancel":
                     log.info("turn_cancelled", turn_id=turn.turn_id, device_id=turn.device_id)
+                    turn.stopped_because = "barge_in"
                     pumper.cancel()
                     return
                 if kind == "playback_started" and not played.is_set():
@@ -331,7 +334,11 @@ class CompanionService(pb_grpc.CompanionServicer):
         try:
             while (event := await events.get()) is not None:
                 audio_sent = audio_sent or event.HasField("audio")
-                await self._send(context, event)
+                try:
+                    await self._send(context, event)
+                except TurnEndedError:
+                    turn.stopped_because = "client_not_reading"
+                    raise
             if audio_sent:
                 await self._await_playback(turn, watcher, played)
         finally:

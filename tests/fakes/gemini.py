@@ -133,7 +133,8 @@ class RecordedRequest:
 @dataclass(frozen=True)
 class _Reply:
     pieces: tuple[str, ...]
-    finish_reason: str = "STOP"
+    finish_reason: str | None = "STOP"
+    """None: the stream ends cleanly but no chunk says why (a cut the HTTP layer did not see)."""
     chunk_delay: float = 0.0
     delay: float = 0.0
 
@@ -239,7 +240,7 @@ class FakeGemini:
     def reply(
         self,
         *pieces: str,
-        finish_reason: str = "STOP",
+        finish_reason: str | None = "STOP",
         chunk_delay: float = 0.0,
         delay: float = 0.0,
     ) -> None:

@@ -43,6 +43,7 @@ def turn_json(logged: LoggedTurn) -> dict[str, Any]:
         "backend_reason": t.backend_reason,
         "outcome": t.outcome,
         "safety": t.safety,
+        "ending": t.ending,
         "error": t.error,
         "timings": t.timings,
         "prompt_tokens": t.prompt_tokens,

@@ -21,7 +21,7 @@ from plush.server.store import TurnRecord
 
 _COLUMNS = (
     "rowid, id, conversation_id, device_id, source, started_at, user_text, reply_text, language, backend,"
-    " backend_reason, timings, error, prompt_tokens, output_tokens, owner, outcome, safety"
+    " backend_reason, timings, error, prompt_tokens, output_tokens, owner, outcome, safety, ending"
 )
 ERROR_OUTCOMES = ("error", "refused")
 

@@ -90,6 +90,8 @@ class GeminiBackend(LlmBackend):
                 contents=self._contents(prompt),
                 config=self._request_config(prompt),  # type: ignore[arg-type]
             )
+            finished = False
+            said = 0
             async for chunk in response:
                 if usage is not None and chunk.usage_metadata is not None:
                     usage.prompt_tokens = chunk.usage_metadata.prompt_token_count or usage.prompt_tokens
@@ -101,10 +103,14 @@ class GeminiBackend(LlmBackend):
                 for candidate in chunk.candidates or []:
                     for part in (candidate.content.parts or []) if candidate.content else []:
                         if part.text and not part.thought:
+                            said += len(part.text)
                             yield part.text
+                    finished = finished or candidate.finish_reason is not None
                     if (finish := _name(candidate.finish_reason)) in _BLOCKING_FINISHES:
                         category = _blocked_category(candidate.safety_ratings) or finish
                         raise LlmBlockedError(f"Gemini blocked the reply ({finish}, {category})", category)
+            if not finished:  # every real stream ends with a finishReason: without one, the reply was cut
+                raise LlmError(f"Gemini's stream ended without a finish reason, after {said} characters (cut off)")
         except errors.APIError as exc:
             if exc.code == 429:
                 raise LlmQuotaError(f"Gemini quota: {exc.message}", retry_delay_s(exc.details)) from exc

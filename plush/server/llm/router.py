@@ -44,7 +44,8 @@ class Route:
     error: str = ""
     usage: Usage = field(default_factory=Usage)
     failed: bool = False
-    """A backend crashed under the turn (or is down): the turn is stored as an error, whatever was said."""
+    """A backend failed under the turn (broke off mid-reply, crashed, or is down): the turn is stored as an error,
+    whatever was said."""
     blocked: str = ""
     """The provider's own safety filter stopped the turn, in this category (the companion says its calm line and
     stores the turn `blocked`); no other brain was asked."""
@@ -168,7 +169,7 @@ class LlmRouter:
                 outcome.done = bool(said)
                 route.reason = outcome.reason = exc.reason
             elif said:
-                route.reason = "error_mid_stream"
+                route.reason, route.failed = "error_mid_stream", True
                 if ending := graceful_ending(said, fallback_line):
                     yield ending
                 outcome.done = True
@@ -185,10 +186,12 @@ class LlmRouter:
         assert self.primary is not None
         breaker = self.budget.breaker if self.budget else None
         started = False
+        received = 0
         try:
             async with aclosing(self.primary.stream(prompt, route.usage)) as stream:
                 async for delta in stream:
                     started = started or bool(delta.strip())  # whitespace alone says nothing
+                    received += len(delta)
                     yield delta
             outcome.done, outcome.empty = started, not started
             if breaker:
@@ -196,24 +199,32 @@ class LlmRouter:
         except LlmBlockedError as exc:
             self._blocked(exc, route, outcome)
         except LlmError as exc:
-            route.error = str(exc)
-            if isinstance(exc, LlmQuotaError):
-                if self.budget:
-                    self.budget.pause(exc.retry_after_s or QUOTA_PAUSE_S)
-                if breaker:
-                    breaker.release()  # a quota answer says nothing about Gemini's health
-                outcome.reason = "quota_exhausted"
-            else:
-                if breaker:
-                    breaker.failure()
-                outcome.reason = f"{self.primary.name}_error"
-            if started:
-                route.reason = "error_mid_stream"
-                outcome.done = True
-            log.warning("llm_primary_failed", backend=self.primary.name, started=started, error=str(exc))
+            self._primary_failed(exc, route, outcome, received if started else 0)
         finally:
             if breaker and not (outcome.done or outcome.empty or outcome.reason):
                 breaker.release()  # cancelled before Gemini said anything: no verdict on its health
+
+    def _primary_failed(self, exc: LlmError, route: Route, outcome: _Outcome, received: int) -> None:
+        """Gemini failed, before a word (`received` 0: another brain may answer) or after `received` characters."""
+        assert self.primary is not None
+        breaker = self.budget.breaker if self.budget else None
+        route.error = str(exc)
+        if isinstance(exc, LlmQuotaError):
+            if self.budget:
+                self.budget.pause(exc.retry_after_s or QUOTA_PAUSE_S)
+            if breaker:
+                breaker.release()  # a quota answer says nothing about Gemini's health
+            outcome.reason = "quota_exhausted"
+        else:
+            if breaker:
+                breaker.failure()
+            outcome.reason = f"{self.primary.name}_error"
+        if received:
+            route.reason, route.failed = "error_mid_stream", True
+            if f"{received} characters" not in route.error:
+                route.error += f" (after {received} characters of the reply)"
+            outcome.done = True
+        log.warning("llm_primary_failed", backend=self.primary.name, started=bool(received), error=str(exc))
 
     def _blocked(self, exc: LlmBlockedError, route: Route, outcome: _Outcome) -> None:
         """Gemini's own filter refused: Gemini is well, and the local brain must not answer what it refused."""

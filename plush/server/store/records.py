@@ -46,6 +46,9 @@ class TurnRecord:
     output_tokens: int = 0
     """Counted by the backend's tokenizer (Gemini reports them; the local model's tokenizer counts the reply)."""
     outcome: Outcome = "answered"
+    ending: str = ""
+    """What stopped an `interrupted` turn: `barge_in` (the plush's Cancel), `superseded` (a newer turn from the
+    same plush), `shutdown`, `client_not_reading` (nothing read for `server.idle_timeout_s`), `client_hung_up`."""
     safety: str = ""
     """Why the child-safety check stopped the turn, `where:category` (`input:self_harm`, `output:weapons`); empty
     when nothing was flagged. Blocked turns never go back into a prompt (window or recall)."""

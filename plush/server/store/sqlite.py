@@ -79,9 +79,11 @@ OUTCOME_MIGRATION = """
 """Turns get their outcome; storing a turn becomes one statement."""
 
 SAFETY_MIGRATION = """
-    ALTER TABLE turns ADD COLUMN safety TEXT NOT NULL DEFAULT ''
+    ALTER TABLE turns ADD COLUMN safety TEXT NOT NULL DEFAULT '';
+    ALTER TABLE turns ADD COLUMN ending TEXT NOT NULL DEFAULT ''
 """
-"""Turns get the child-safety check's verdict (`where:category`, empty when nothing was flagged)."""
+"""Turns get the child-safety check's verdict (`where:category`, empty when nothing was flagged) and what stopped
+an interrupted one (`TurnRecord.ending`)."""
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -149,7 +151,7 @@ MIGRATIONS: tuple[str, ...] = (
 
 _TURN_COLUMNS = (
     "id, conversation_id, device_id, source, started_at, user_text, reply_text, language, backend, backend_reason,"
-    " timings, error, interrupted, prompt_tokens, output_tokens, owner, outcome, safety"
+    " timings, error, interrupted, prompt_tokens, output_tokens, owner, outcome, safety, ending"
 )
 
 
@@ -239,6 +241,7 @@ class SqliteStore(Store):
                 turn.owner,
                 turn.outcome,
                 turn.safety,
+                turn.ending,
             ),
         )
 

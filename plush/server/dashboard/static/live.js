@@ -49,7 +49,7 @@ function row(turn, fresh) {
   if (turn.outcome !== "answered") {
     const badge = document.createElement("span");
     badge.className = "outcome " + turn.outcome;
-    badge.textContent = turn.outcome;
+    badge.textContent = turn.outcome + (turn.ending ? " · " + turn.ending.replaceAll("_", " ") : "");
     brain.append(" ", badge);
   }
   if (turn.safety) {
