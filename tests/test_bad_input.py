@@ -52,8 +52,25 @@ async def still_serves(port: int) -> None:
         ([START, audio(31.0), END], "longer than the 30 s maximum"),
         ([START, END], "empty turn: no audio and no transcript"),
         ([START, pb.TurnRequest(start=pb.TurnStart()), END], "unexpected 'start' message inside a turn"),
+        (
+            [pb.TurnRequest(start=pb.TurnStart(language="x" * 262_144)), END],
+            "TurnStart.language is 262144 characters; at most 16",
+        ),
+        (
+            [START, pb.TurnRequest(transcript=pb.Transcript(text="hi", language="en" * 20)), END],
+            "Transcript.language is 40 characters; at most 16",
+        ),
     ],
-    ids=["empty-stream", "no-start", "sample-rate", "too-long", "empty-turn", "second-start"],
+    ids=[
+        "empty-stream",
+        "no-start",
+        "sample-rate",
+        "too-long",
+        "empty-turn",
+        "second-start",
+        "long-language",
+        "long-transcript-language",
+    ],
 )
 async def test_protocol_mistakes_get_invalid_argument_and_the_server_goes_on(
     running_server: Any, requests: list[pb.TurnRequest], message: str

@@ -25,6 +25,7 @@ from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from plush.server.auth import device_id
 from plush.server.companion import Companion, TurnRequestData
+from plush.server.contract_limits import string_problem
 from plush.server.in_flight import AdmissionError, Slot, StopReason, TurnsInFlight
 from plush.server.refusals import refuse
 from plush.server.store.records import Outcome
@@ -397,6 +398,8 @@ def _chat_problem(text: str, request: pb.ChatRequest) -> str | None:
         return "empty message: send some text"
     if len(text) > MAX_CHAT_CHARS:
         return f"message too long: {len(text)} characters (max {MAX_CHAT_CHARS})"
+    if (problem := string_problem(request)) is not None:
+        return problem
     return output_problem(request.output_sample_rate, request.output_encoding) or conversation_problem(
         request.conversation_id
     )

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import grpc
 
 from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.server.contract_limits import LIMITS, string_problem
 from plush.server.store.records import Outcome
 from plush.voice_models.audio import WHISPER_RATE, PcmResampleStream
 from plush.voice_models.streaming_stt import StreamingTranscription
 
 MIN_RATE, MAX_RATE = 8000, 48000
-MAX_CONVERSATION_ID = 128
+MAX_CONVERSATION_ID = LIMITS["TurnStart.conversation_id"]
 """Characters a client may use to name a conversation (the name is stored with every turn and every prompt)."""
 
 
@@ -90,6 +91,8 @@ class TurnRequests:
                 "MiB limit (server.max_message_mb); send audio in 20-40 ms chunks",
                 "refused",
             )
+        if request is not None and (problem := string_problem(request)) is not None:
+            raise protocol_error(problem)
         return request
 
 
