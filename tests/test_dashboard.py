@@ -106,6 +106,32 @@ async def test_a_wrong_password_is_refused_and_repeated_failures_wait_longer(web
     assert "httponly" in cookie and "samesite=strict" in cookie
 
 
+async def test_parallel_wrong_guesses_never_queue_the_right_password_behind_them(
+    server: Any, web: httpx.AsyncClient
+) -> None:
+    async def guess(n: int) -> httpx.Response:  # each its own browser: its own login form token
+        async with httpx.AsyncClient(base_url=server.dashboard.url, timeout=60) as attacker:
+            return await log_in(attacker, f"guess {n}")
+
+    guesses = [asyncio.ensure_future(guess(n)) for n in range(4)]
+    throttle = server.dashboard.state.throttle
+    for _ in range(400):  # until one guess was checked and failed: the address is blocked now
+        if throttle.blocked_for("127.0.0.1") > 0:
+            break
+        await asyncio.sleep(0.01)
+    right = await log_in(web)
+    waiting = [g for g in guesses if not g.done()]
+    assert right.status_code == 429 and "try again in" in right.text, "told at once, not queued"
+    assert waiting, "answered while a wrong guess still waits out its delay"
+    statuses = sorted(answer.status_code for answer in await asyncio.gather(*guesses))
+    assert statuses.count(401) >= 1 and set(statuses) <= {401, 429}, statuses
+    for _ in range(400):
+        if throttle.blocked_for("127.0.0.1") == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert (await log_in(web)).status_code == 303, "once the wait is over, the owner gets in"
+
+
 async def test_a_login_post_without_its_form_token_is_refused(web: httpx.AsyncClient) -> None:
     answer = await web.post("/login", data={"password": PASSWORD, "csrf_token": "forged"})
     assert answer.status_code == 403

@@ -72,12 +72,17 @@ def csrf_matches(session: Session, offered: str | None) -> bool:
 class LoginThrottle:
     """Slows failed logins from one address: each failure waits `base_delay_s`, doubled for every earlier
     failure in the last 15 minutes (at most 30 s), so guessing a password costs hours instead of seconds.
-    Attempts from one address are also taken one at a time, so parallel guesses queue behind each other."""
+
+    While a failure's wait runs, the address is blocked: any other attempt from it is answered at once with how
+    long is left, without checking the password. So parallel guesses get one check per wait, and the owner's right
+    password is never queued behind them (it once waited 30.3 s behind 4 parallel guesses): it is told to try
+    again in a moment. Checks themselves run one at a time per address (`lock`)."""
 
     def __init__(self, base_delay_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.base_delay_s = base_delay_s
         self._clock = clock
         self._failures: dict[str, list[float]] = {}
+        self._blocked_until: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     def lock(self, client: str) -> asyncio.Lock:
@@ -89,11 +94,19 @@ class LoginThrottle:
         self._failures[client] = kept
         return len(kept)
 
+    def blocked_for(self, client: str) -> float:
+        """Seconds left before `client` may try again (0: it may now)."""
+        return max(0.0, self._blocked_until.get(client, 0.0) - self._clock())
+
     def delay_after_failure(self, client: str) -> float:
-        """Record a failure and return how long its answer waits."""
+        """Record a failure and return how long its answer waits; the address is blocked until then."""
         earlier = self.recent_failures(client)
-        self._failures[client].append(self._clock())
-        return min(MAX_LOGIN_DELAY_S, self.base_delay_s * float(2 ** min(earlier, 16)))
+        now = self._clock()
+        self._failures[client].append(now)
+        delay = min(MAX_LOGIN_DELAY_S, self.base_delay_s * float(2 ** min(earlier, 16)))
+        self._blocked_until[client] = now + delay
+        return delay
 
     def succeeded(self, client: str) -> None:
         self._failures.pop(client, None)
+        self._blocked_until.pop(client, None)

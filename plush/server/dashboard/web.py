@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import secrets
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from plush import __version__
 from plush.server.dashboard import api, pages
 from plush.server.dashboard.guard import Guard, session_of
-from plush.server.dashboard.sessions import COOKIE, CSRF_FIELD
+from plush.server.dashboard.sessions import COOKIE, CSRF_FIELD, LoginThrottle
 from plush.server.dashboard.state import DashboardState
 
 HERE = Path(__file__).parent
@@ -66,7 +67,11 @@ def create_app(state: DashboardState) -> FastAPI:
         if not expected or not secrets.compare_digest(expected, csrf_token):
             return _login(request, next, "The form was too old: try again.", status=403)
         client = request.client.host if request.client else "?"
+        if (blocked := _blocked(state.throttle, client, request, next)) is not None:
+            return blocked
         async with state.throttle.lock(client):
+            if (blocked := _blocked(state.throttle, client, request, next)) is not None:  # failed while we waited
+                return blocked
             if await asyncio.to_thread(state.passwords.verify, password):
                 state.throttle.succeeded(client)
                 session = state.sessions.create()
@@ -77,7 +82,8 @@ def create_app(state: DashboardState) -> FastAPI:
                 )  # fmt: skip
                 response.delete_cookie(LOGIN_COOKIE, path="/login")
                 return response
-            await asyncio.sleep(state.throttle.delay_after_failure(client))
+            delay = state.throttle.delay_after_failure(client)
+        await asyncio.sleep(delay)  # outside the lock: the block, not a queue, holds the others back
         message = "Wrong password." if state.passwords.configured() else "No password is set yet."
         return _login(request, next, message, status=401)
 
@@ -103,6 +109,16 @@ def create_app(state: DashboardState) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(api.router)
     return app
+
+
+def _blocked(throttle: LoginThrottle, client: str, request: Request, next: str) -> Response | None:
+    """429 at once while `client` is blocked after a wrong password (no check, no queue), else None."""
+    if (left := throttle.blocked_for(client)) <= 0:
+        return None
+    message = f"Too many wrong passwords from here: try again in {math.ceil(left)} s."
+    response = _login(request, next, message, status=429)
+    response.headers["retry-after"] = str(math.ceil(left))
+    return response
 
 
 def _login(request: Request, next: str, error: str = "", status: int = 200) -> Response:
