@@ -250,3 +250,30 @@ async def test_health_checks_over_tls_need_no_token(tls_server: PairedServer) ->
     async with grpc.aio.secure_channel(tls_server.code.address, credentials, options=options) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_removing_a_plush_stops_its_turn_in_flight_and_the_turn_says_so(
+    start_gemini_server: Any, fake_gemini: Any, tmp_path: Path
+) -> None:
+    from plush.protos.plush.v1 import companion_pb2 as pb
+
+    server_section = {"port": 0, "database": str(tmp_path / "plush.db"), "tls": "off"}
+    paired = PairedPlushes.for_server(ServerConfig(**server_section))
+    token = paired.add("nursery")
+    server = await start_gemini_server(server=server_section)
+    fake_gemini.reply("One. ", "Two. ", "Three. ", chunk_delay=30)  # a reply that would run on for a minute
+    async with CompanionClient(f"127.0.0.1:{server.port}", "nursery", token=token) as client:
+        call = await client.converse(pb.TurnStart(want_audio=False), transcript="Count for me.")
+        events = call.events()
+        async for event in events:
+            if event.WhichOneof("kind") == "text_delta":
+                break
+        paired.remove("nursery")
+        with pytest.raises(AuthError, match="pairing was removed"):
+            async with asyncio.timeout(10):  # before: it ran on until the reply was done
+                async for _ in events:
+                    pass
+    await server.companion.wait_stored()
+    (turn,) = await server.companion.store.list_turns()
+    assert (turn.outcome, turn.ending) == ("interrupted", "revoked")
+    assert turn.reply_text.startswith("One.")

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 HOUSEKEEPING_S = 3600.0
+REVOCATION_CHECK_S = 0.5
+"""How soon a turn in flight stops once its plush is unpaired (`plush pair remove`)."""
 RECEIVE_HEADROOM = 4
 """gRPC itself refuses only messages this many times over `server.max_message_mb`: below that the service reads
 them and refuses them with a status the client can read (grpc-python's asyncio client gets `INTERNAL` when the
@@ -195,6 +197,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
         streaming = StreamingStt.from_config(transcriber, config.stt) if transcriber and config.stt.streaming else None
         in_flight = TurnsInFlight(cfg.max_turns_in_flight, cfg.max_stt_in_flight)
         limits = Limits(cfg.max_audio_seconds, cfg.idle_timeout_s, int(cfg.max_message_mb * 1024 * 1024))
+        guard = DeviceTokenInterceptor(tokens, paired) if transport.guarded else None
         service = CompanionService(
             companion,
             transcriber,
@@ -203,8 +206,8 @@ async def start_server(config: PlushConfig) -> RunningServer:
             bind_conversations=transport.guarded,
             owners=Owners(config.owners),
             in_flight=in_flight,
+            token_problem=guard.check if guard is not None else None,
         )
-        guard = DeviceTokenInterceptor(tokens, paired) if transport.guarded else None
         presence = Presence()  # the plushes' calls, for the dashboard's devices and metrics
         server, health_servicer = _grpc_server(cfg, service, guard, presence)
         address = f"{cfg.host}:{cfg.port}"
@@ -221,7 +224,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
             cleanup.push_async_callback(dashboard.stop)
         await server.start()
         cleanup.pop_all()
-    housekeeping = asyncio.create_task(_housekeeping(memory), name="plush-housekeeping")
+    housekeeping = asyncio.create_task(_housekeeping(memory, in_flight), name="plush-housekeeping")
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     local_server.announce(cfg.port, "serving")
@@ -260,14 +263,26 @@ def _grpc_server(
     return server, health_servicer
 
 
-async def _housekeeping(memory: Memory, every_s: float = HOUSEKEEPING_S) -> None:
-    """Apply the retention setting at start and then every hour; a failure is logged and tried again later."""
-    while True:
-        try:
-            await memory.prune()
-        except Exception:  # the database may be busy or full; serving turns matters more
-            log.exception("housekeeping_failed")
-        await asyncio.sleep(every_s)
+async def _housekeeping(memory: Memory, in_flight: TurnsInFlight, every_s: float = HOUSEKEEPING_S) -> None:
+    """Apply the retention setting at start and then every hour, and stop the turns of plushes unpaired mid-turn
+    within `REVOCATION_CHECK_S`; a failure is logged and tried again later."""
+
+    async def prune() -> None:
+        while True:
+            try:
+                await memory.prune()
+            except Exception:  # the database may be busy or full; serving turns matters more
+                log.exception("housekeeping_failed")
+            await asyncio.sleep(every_s)
+
+    async def revocations() -> None:
+        while True:  # a stat of the paired file per turn in flight: cheap
+            in_flight.stop_revoked()
+            await asyncio.sleep(REVOCATION_CHECK_S)
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(prune())
+        tasks.create_task(revocations())
 
 
 async def serve_forever(

@@ -37,6 +37,10 @@ class StopReason(Enum):
 
     SHUTDOWN = (grpc.StatusCode.UNAVAILABLE, "the Plush server is shutting down; the turn was stopped")
     SUPERSEDED = (grpc.StatusCode.ABORTED, "a newer turn from this plush replaced this one")
+    REVOKED = (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "this plush's pairing was removed (`plush pair remove`) or its token revoked; the turn was stopped",
+    )
 
     @property
     def code(self) -> grpc.StatusCode:
@@ -58,6 +62,8 @@ class Slot:
     holds_stt: bool = False
     on_stop: Callable[[StopReason], None] | None = None
     """Told why, just before the turn's task is cancelled (so the stored turn can say it)."""
+    allowed: Callable[[], bool] | None = None
+    """Whether the caller's token is still accepted (None: the server checks no tokens)."""
 
     def stop(self, reason: StopReason) -> None:
         """Cancel the turn's task once; its handler reads `stopped` to tell the client why."""
@@ -140,6 +146,14 @@ class TurnsInFlight:
         if slot.holds_stt:
             slot.holds_stt = False
             self._stt_in_use -= 1
+
+    def stop_revoked(self) -> int:
+        """Stop every turn whose caller's token is no longer accepted (a plush unpaired mid-turn); how many."""
+        revoked = [s for s in self._slots if s.stopped is None and s.allowed is not None and not s.allowed()]
+        for slot in revoked:
+            log.warning("turn_revoked", turn_id=slot.turn_id, device_id=slot.device_id)
+            slot.stop(StopReason.REVOKED)
+        return len(revoked)
 
     async def shutdown(self, timeout_s: float) -> None:
         """Refuse new turns, stop every turn in flight and wait (up to `timeout_s`) until each has ended."""

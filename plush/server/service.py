@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -70,8 +70,12 @@ class CompanionService(pb_grpc.CompanionServicer):
         bind_conversations: bool = False,
         owners: Owners | None = None,
         in_flight: TurnsInFlight | None = None,
+        token_problem: Callable[[Any], str | None] | None = None,
     ) -> None:
         self.companion = companion
+        self.token_problem = token_problem
+        """Why a call's metadata is not (or no longer) accepted, or None; None when no tokens are checked. Turns
+        keep it, so a plush unpaired mid-turn is stopped (`TurnsInFlight.stop_revoked`)."""
         self.transcriber = transcriber
         self.limits = limits
         self.streaming = streaming
@@ -150,7 +154,7 @@ class CompanionService(pb_grpc.CompanionServicer):
             start.conversation_id
         ):
             raise protocol_error(problem)
-        slot = progress.slot = self._admit(turn, one_per_device=turn.device_id != UNKNOWN_DEVICE)
+        slot = progress.slot = self._admit(turn, context, one_per_device=turn.device_id != UNKNOWN_DEVICE)
         utterance = progress.utterance = await read_utterance(requests, start, lambda rate: self._start_stt(slot, rate))
         if utterance.cancelled:
             await self.companion.store_unanswered(turn, "abandoned", "cancelled before TurnEnd")
@@ -177,7 +181,7 @@ class CompanionService(pb_grpc.CompanionServicer):
         try:
             if problem := _chat_problem(text, request):
                 raise protocol_error(problem)
-            slot = self._admit(turn, one_per_device=False)
+            slot = self._admit(turn, context, one_per_device=False)
             async with aclosing(self.companion.reply(turn)) as replies:
                 async for event in replies:
                     await self._send(context, event)
@@ -241,12 +245,15 @@ class CompanionService(pb_grpc.CompanionServicer):
             return own
         return f"{own}/{requested}" if self.bind_conversations else requested
 
-    def _admit(self, turn: TurnRequestData, *, one_per_device: bool) -> Slot:
+    def _admit(self, turn: TurnRequestData, context: Context, *, one_per_device: bool) -> Slot:
         try:
             slot = self.in_flight.admit(turn.turn_id, turn.device_id, one_per_device=one_per_device)
         except AdmissionError as exc:
             raise TurnEndedError(exc.code, str(exc), "refused") from exc
         slot.on_stop = lambda reason: setattr(turn, "stopped_because", reason.name.lower())
+        if (check := self.token_problem) is not None:
+            metadata = context.invocation_metadata()
+            slot.allowed = lambda: check(metadata) is None
         return slot
 
     def _start_stt(self, slot: Slot, sample_rate: int) -> StreamingTranscription | None:
