@@ -133,3 +133,27 @@ def test_missing_model_names_the_command_that_fetches_it(tmp_path: Path) -> None
         store.resolve("whisper-base", "stt")
     with pytest.raises(ModelMissingError, match="neither a file nor a known model name"):
         store.resolve(str(tmp_path / "nowhere.gguf"), "llm")
+
+
+async def test_a_request_that_does_not_decode_gets_invalid_argument_and_the_server_goes_on(
+    running_server: Any,
+) -> None:
+    corrupt = b"\xff\xff\xff"
+    start = pb.TurnRequest(start=pb.TurnStart(want_audio=False)).SerializeToString()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running_server.port}") as channel:
+        raw = {"request_serializer": lambda b: b, "response_deserializer": lambda b: b}
+        converse = channel.stream_stream("/plush.v1.Companion/Converse", **raw)
+        chat = channel.unary_stream("/plush.v1.Companion/Chat", **raw)
+        for name, call in (
+            ("first message", converse(iter([corrupt]))),
+            ("after TurnStart", converse(iter([start, corrupt]))),
+            ("chat with bad UTF-8", chat(b"\x0a\x02\xff\xfe")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in call:
+                    pass
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, info.value.details())
+            assert "does not decode" in (info.value.details() or ""), name
+    stored = await running_server.companion.store.list_turns()
+    assert all(t.outcome == "refused" and "Traceback" not in t.error for t in stored), stored
+    await still_serves(running_server.port)

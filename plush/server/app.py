@@ -25,7 +25,6 @@ from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.owners import Owners
 from plush.protos.plush.v1 import companion_pb2 as pb
-from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from plush.server.auth import DeviceTokenInterceptor
 from plush.server.certificate import load_or_create
 from plush.server.companion import Companion
@@ -39,7 +38,7 @@ from plush.server.memory import Memory
 from plush.server.paired_plushes import PairedPlushes
 from plush.server.persona import PersonaSource
 from plush.server.refusals import DRAIN_LIMIT_S
-from plush.server.service import CompanionService, Limits
+from plush.server.service import CompanionService, Limits, add_to_server
 from plush.server.speech import SpeechOut, VoiceSwitch
 from plush.server.store import Store
 from plush.server.transport import choose_transport
@@ -256,7 +255,7 @@ def _grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_CompanionServicer_to_server(service, server)
+    add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -3,11 +3,20 @@
 Whatever a client writes into a string field may end up in the turn log, a prompt or a log line, so none is
 unbounded: a TurnStart whose `language` was 262,144 characters long was once stored whole. Fields without an entry
 here get `DEFAULT_CHARS`. A request over a limit is refused with INVALID_ARGUMENT, naming the field and its limit.
+
+A request that does not decode at all (corrupt wire format, bad UTF-8 in a string) would fail inside grpc's own
+deserializer, which answers UNKNOWN (first message, or any unary call) or breaks the stream mid-turn (INTERNAL,
+with a traceback in the log). So the service is registered with `lenient` deserializers: they hand the handler
+an `Undecodable` instead, and the handler refuses it with INVALID_ARGUMENT like any other contract mistake.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 DEFAULT_CHARS = 256
 LIMITS: dict[str, int] = {
@@ -33,3 +42,27 @@ def string_problem(message: Any) -> str | None:
         elif hasattr(value, "ListFields") and (problem := string_problem(value)):
             return problem
     return None
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A request grpc received but that is not a valid `kind` message; `error` says why."""
+
+    kind: str
+    error: str
+
+    @property
+    def problem(self) -> str:
+        return f"a {self.kind} that does not decode: {self.error}"
+
+
+def lenient(message_type: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that returns an `Undecodable` for bytes that are not a `message_type`."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(message_type.DESCRIPTOR.name, str(exc))
+
+    return deserialize

@@ -25,7 +25,7 @@ from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from plush.server.auth import device_id
 from plush.server.companion import Companion, TurnRequestData
-from plush.server.contract_limits import string_problem
+from plush.server.contract_limits import Undecodable, lenient, string_problem
 from plush.server.in_flight import AdmissionError, Slot, StopReason, TurnsInFlight
 from plush.server.refusals import refuse
 from plush.server.store.records import Outcome
@@ -170,10 +170,13 @@ class CompanionService(pb_grpc.CompanionServicer):
         await self._reply(turn, requests, context)
 
     async def Chat(  # noqa: N802 - gRPC method name
-        self, request: pb.ChatRequest, context: Context
+        self, request: pb.ChatRequest | Undecodable, context: Context
     ) -> None:
         """A text turn: the reply streams back as events (text, audio when asked for, timings, done)."""
         client_id = _device_id(context)
+        if isinstance(request, Undecodable):
+            log.warning("bad_request", device_id=client_id, error=request.problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem)
         text = request.text.strip()
         turn = self._turn(client_id, "chat", request.conversation_id, request)
         turn.user_text = text[:MAX_CHAT_CHARS]
@@ -199,9 +202,11 @@ class CompanionService(pb_grpc.CompanionServicer):
                 self.in_flight.release(slot)
 
     async def Phrases(  # noqa: N802 - gRPC method name
-        self, request: pb.PhrasesRequest, context: Context
+        self, request: pb.PhrasesRequest | Undecodable, context: Context
     ) -> pb.PhrasesReply:
         """The persona's offline line in its voice, for the plush to keep for when the server is unreachable."""
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem)
         if (problem := output_problem(request.output_sample_rate, pb.AUDIO_ENCODING_PCM_S16LE)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         persona = self.companion.persona
@@ -326,6 +331,9 @@ class CompanionService(pb_grpc.CompanionServicer):
 
         async def watch() -> None:
             async for request in requests.stream:
+                if isinstance(request, Undecodable):  # mid-reply: nothing to refuse it with but the log
+                    log.warning("bad_request", turn_id=turn.turn_id, error=request.problem)
+                    continue
                 kind = request.WhichOneof("kind")
                 if kind == "cancel":
                     log.info("turn_cancelled", turn_id=turn.turn_id, device_id=turn.device_id)
@@ -421,3 +429,28 @@ def _uncancel() -> None:
 
 def _device_id(context: Context) -> str:
     return device_id(context.invocation_metadata())
+
+
+def add_to_server(service: CompanionService, server: grpc.aio.Server) -> None:
+    """Register the Companion service as its generated `add_CompanionServicer_to_server` does, but with
+    `lenient` request deserializers, so a request that does not decode gets INVALID_ARGUMENT from the handler."""
+    handlers = {
+        "Converse": grpc.stream_stream_rpc_method_handler(
+            service.Converse,
+            request_deserializer=lenient(pb.TurnRequest),
+            response_serializer=pb.TurnEvent.SerializeToString,
+        ),
+        "Chat": grpc.unary_stream_rpc_method_handler(
+            service.Chat,
+            request_deserializer=lenient(pb.ChatRequest),
+            response_serializer=pb.TurnEvent.SerializeToString,
+        ),
+        "Phrases": grpc.unary_unary_rpc_method_handler(
+            service.Phrases,
+            request_deserializer=lenient(pb.PhrasesRequest),
+            response_serializer=pb.PhrasesReply.SerializeToString,
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["Companion"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)

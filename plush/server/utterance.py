@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import grpc
 
 from plush.protos.plush.v1 import companion_pb2 as pb
-from plush.server.contract_limits import LIMITS, string_problem
+from plush.server.contract_limits import LIMITS, Undecodable, string_problem
 from plush.server.store.records import Outcome
 from plush.voice_models.audio import WHISPER_RATE, PcmResampleStream
 from plush.voice_models.streaming_stt import StreamingTranscription
@@ -84,6 +84,8 @@ class TurnRequests:
                 else f"no TurnEnd within {self._within_s:g} s of TurnStart; the turn was dropped"
             )
             raise TurnEndedError(grpc.StatusCode.DEADLINE_EXCEEDED, message, "abandoned", client_done=True) from None
+        if isinstance(request, Undecodable):
+            raise protocol_error(request.problem)
         if request is not None and (size := request.ByteSize()) > self.limits.max_message_bytes:
             raise TurnEndedError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
