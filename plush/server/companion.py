@@ -121,9 +121,12 @@ class Companion:
         """The persona in use now (reloaded when its file changed)."""
         return self.personas.current()
 
-    async def prompt_for(self, conversation_id: str, user_text: str, *, owner: str) -> Prompt:
-        """System prompt + the conversation's window + the owner's memory note + the new message."""
-        persona = self.persona
+    async def prompt_for(
+        self, conversation_id: str, user_text: str, *, owner: str, persona: Persona | None = None
+    ) -> Prompt:
+        """System prompt + the persona's examples + the conversation's window + the owner's memory note + the new
+        message; `persona` is the one the turn started with (default: the current one)."""
+        persona = persona or self.persona
         prompt, _ = await self.memory.prompt(
             persona.system_prompt,
             conversation_id,
@@ -176,7 +179,7 @@ class Companion:
                     await self._speak(turn, _queue_of(lines), emit, record, trace)
                 return
             await self.memory.learn(turn.conversation_id, turn.user_text, owner=turn.owner)
-            prompt = await self.prompt_for(turn.conversation_id, turn.user_text, owner=turn.owner)
+            prompt = await self.prompt_for(turn.conversation_id, turn.user_text, owner=turn.owner, persona=persona)
             trace.prompt = prompt
             pieces: asyncio.Queue[str | None] = asyncio.Queue()
             speaking = self.speech is not None and turn.want_audio
