@@ -229,3 +229,13 @@ def server_process(config_file: Path) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=20)
         assert proc.returncode == 0, "the server should stop cleanly on SIGTERM"
+
+
+async def chat_reply(port: int, text: str, conversation: str = "room", *, device: str = "chat-test") -> tuple[str, Any]:
+    """One text turn over the real Chat RPC: the reply's text and its TurnDone."""
+    from plush.device.client import CompanionClient
+
+    async with CompanionClient(f"127.0.0.1:{port}", device) as client:
+        events = [e async for e in client.chat(text, conversation_id=conversation)]
+    reply = "".join(e.text_delta.text for e in events if e.WhichOneof("kind") == "text_delta")
+    return reply, events[-1].done

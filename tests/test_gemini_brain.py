@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import GEMINI_TEST_KEY, StartServer
+from conftest import GEMINI_TEST_KEY, StartServer, chat_reply
 from fakes.gemini import FakeGemini
 
 from plush.device.client import CompanionClient
@@ -19,10 +19,8 @@ async def gemini_server(start_gemini_server: StartServer) -> Any:
 
 
 async def chat(port: int, text: str, conversation: str = "room") -> tuple[str, pb.TurnDone]:
-    async with CompanionClient(f"127.0.0.1:{port}", "gemini-test") as client:
-        events = [e async for e in client.chat(text, conversation_id=conversation)]
-    reply = "".join(e.text_delta.text for e in events if e.WhichOneof("kind") == "text_delta")
-    return reply, events[-1].done
+    reply, done = await chat_reply(port, text, conversation, device="gemini-test")
+    return reply, done
 
 
 async def test_gemini_gets_the_persona_as_system_instruction_and_the_recent_history(

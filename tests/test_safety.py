@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import StartServer
+from conftest import StartServer, chat_reply
 from fakes.gemini import FakeGemini
 
-from plush.device.client import CompanionClient
 from plush.errors import ConfigError
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.server.persona import load_persona
@@ -101,11 +100,9 @@ def test_a_persona_cannot_give_an_empty_line(tmp_path: Path) -> None:
         load_persona(str(_persona(tmp_path, 'lines = { drugs = " " }')))
 
 
-async def chat(port: int, text: str, conversation: str = "room") -> tuple[str, pb.TurnDone]:
-    async with CompanionClient(f"127.0.0.1:{port}", "safety-test") as client:
-        events = [e async for e in client.chat(text, conversation_id=conversation)]
-    reply = "".join(e.text_delta.text for e in events if e.WhichOneof("kind") == "text_delta")
-    return reply, events[-1].done
+async def chat(port: int, text: str) -> tuple[str, pb.TurnDone]:
+    reply, done = await chat_reply(port, text, device="safety-test")
+    return reply, done
 
 
 async def test_a_risky_question_never_reaches_a_brain_nor_memory_nor_a_later_prompt(
