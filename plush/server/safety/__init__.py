@@ -77,7 +77,7 @@ def _alternation(patterns: Iterable[str]) -> re.Pattern[str]:
 
 
 def normalize(text: str) -> str:
-    """Case, width and apostrophes folded, runs of spaces made one: "I  WANT to d\u0131e" reads as written."""
+    """Case, width and apostrophes folded, runs of spaces made one: "I  DON\u2019T want" reads "i don't want"."""
     return _SPACES.sub(" ", unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).casefold()).strip()
 
 
