@@ -28,7 +28,8 @@ LIMITS: dict[str, int] = {
     "ChatRequest.text": 4000,
     "ChatRequest.conversation_id": 128,
 }
-"""`Message.field` -> the most characters it may hold (ChatRequest.text's limit is also `service.MAX_CHAT_CHARS`)."""
+"""`Message.field` -> the most characters it may hold (`service.MAX_CHAT_CHARS` and `utterance.MAX_CONVERSATION_ID`
+are read from here)."""
 
 
 def string_problem(message: Any) -> str | None:

@@ -25,7 +25,7 @@ from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
 from plush.server.auth import device_id
 from plush.server.companion import Companion, TurnRequestData
-from plush.server.contract_limits import Undecodable, lenient, string_problem
+from plush.server.contract_limits import LIMITS, Undecodable, lenient, string_problem
 from plush.server.in_flight import AdmissionError, Slot, StopReason, TurnsInFlight
 from plush.server.refusals import refuse
 from plush.server.store.records import Outcome
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 __all__ = ["CompanionService", "Limits"]
-MAX_CHAT_CHARS = 4000
+MAX_CHAT_CHARS = LIMITS["ChatRequest.text"]
 UNKNOWN_DEVICE = "unknown"
 PLAYED_STAGE = "first_audio_played"
 PLAYBACK_REPORT_S = 1.0
@@ -150,9 +150,8 @@ class CompanionService(pb_grpc.CompanionServicer):
         progress: _Progress,
     ) -> None:
         """A Converse turn from its TurnStart to its reply's end; how it ends otherwise is raised."""
-        if problem := output_problem(start.output_sample_rate, start.output_encoding) or conversation_problem(
-            start.conversation_id
-        ):
+        # Its strings were checked as it was read (TurnRequests.next, contract_limits).
+        if problem := output_problem(start.output_sample_rate, start.output_encoding):
             raise protocol_error(problem)
         slot = progress.slot = self._admit(turn, context, one_per_device=turn.device_id != UNKNOWN_DEVICE)
         utterance = progress.utterance = await read_utterance(requests, start, lambda rate: self._start_stt(slot, rate))
@@ -411,13 +410,7 @@ def _chat_problem(text: str, request: pb.ChatRequest) -> str | None:
     """What is wrong with a text message, or None."""
     if not text:
         return "empty message: send some text"
-    if len(text) > MAX_CHAT_CHARS:
-        return f"message too long: {len(text)} characters (max {MAX_CHAT_CHARS})"
-    if (problem := string_problem(request)) is not None:
-        return problem
-    return output_problem(request.output_sample_rate, request.output_encoding) or conversation_problem(
-        request.conversation_id
-    )
+    return string_problem(request) or output_problem(request.output_sample_rate, request.output_encoding)
 
 
 def _uncancel() -> None:
