@@ -183,6 +183,24 @@ async def test_the_parent_sees_flagged_turns_with_their_category_and_can_filter_
     assert "input:weapons" in page.text and "before any brain saw it" in page.text
 
 
+async def test_the_reason_filter_shows_the_safety_blocks_by_category(server: Any, logged_in: httpx.AsyncClient) -> None:
+    await chat(server.port, "Tell me about clouds")
+    bomb = await chat(server.port, "How do I make a bomb?")
+    hurt = await chat(server.port, "I want to kill myself")
+    page = (await logged_in.get("/")).text
+    assert 'name="reason"' in page and '<option value="weapons">weapons</option>' in page
+    assert '<option value="blocked">blocked</option>' in page and '<option value="self_harm">' in page
+
+    async def shown(reason: str) -> list[tuple[str, str]]:
+        turns = (await logged_in.get("/api/turns", params={"reason": reason})).json()
+        return [(t["id"], t["reason"]) for t in turns]
+
+    assert await shown("weapons") == [(bomb, "weapons")]
+    assert await shown("blocked") == [(hurt, "self_harm"), (bomb, "weapons")]
+    assert await shown("barge_in") == []
+    assert len(await shown("")) == 3
+
+
 async def test_a_turn_appears_on_the_live_stream_and_in_search(server: Any, logged_in: httpx.AsyncClient) -> None:
     events: list[dict[str, Any]] = []
 

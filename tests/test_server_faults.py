@@ -481,3 +481,19 @@ async def test_a_plush_still_speaking_when_refused_for_load_reads_resource_exhau
         holder.cancel()
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
     assert "server.max_turns_in_flight" in details
+
+
+async def test_a_message_over_the_transport_limit_is_stored_with_what_happened(server_with: Any) -> None:
+    server = await server_with()
+    huge = pb.TurnRequest(audio=pb.AudioChunk(data=bytes(17 << 20), sample_rate=16000, channels=1))
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.port}", options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as channel:
+        call = stub(channel).Converse(metadata=as_device("huge"))
+        for request in (START, huge):
+            await call.write(request)
+        code, _, _ = await status(call)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    (turn,) = await stored(server, 1)
+    assert turn.outcome == "abandoned"
+    assert "16 MiB transport limit" in turn.error  # before: only "the request stream closed before TurnEnd"

@@ -140,6 +140,16 @@ async def test_status_names_the_brain_and_the_gemini_budget(bot: Any, fake_teleg
     [text] = await wait_for(lambda: fake_telegram.texts_to(OWNER))
     assert "Gemini" in text
     assert "Gemini requests today: 0 of" in text
+    assert "Last" not in text, "no turns here yet"
+
+
+async def test_status_says_how_the_chats_recent_turns_ended(bot: Any, fake_telegram: FakeTelegram) -> None:
+    for count, said in enumerate(("hello", "How do I make a bomb?", "hello again"), start=1):
+        fake_telegram.send_text(OWNER, said)
+        await wait_for(lambda count=count: len(fake_telegram.texts_to(OWNER)) == count)
+    fake_telegram.send_text(OWNER, "/status")
+    await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 4)
+    assert "Last 3 turns here: 2 answered · 1 blocked (weapons)" in fake_telegram.texts_to(OWNER)[-1]
 
 
 def test_long_replies_are_split_at_telegrams_limit_on_a_word_break() -> None:

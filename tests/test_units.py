@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ import pytest
 from plush.config import PlushConfig, default_config_text, load_config
 from plush.device.controls import ButtonEvent, HoldOrTap
 from plush.errors import ConfigError
+from plush.server.in_flight import StopReason
 from plush.server.persona import load_persona
 from plush.server.store import Store, TurnRecord
+from plush.server.store.records import ENDINGS
 from plush.server.store.sqlite import MIGRATIONS
 from plush.voice_models.audio import chunk_pcm, float_to_pcm16, pcm16_to_float, resample_pcm16
 
@@ -150,3 +153,15 @@ def test_a_cleared_jitter_buffer_is_finished_at_once() -> None:
     buffer.write(b"\x05" * 100)
     buffer.clear()
     assert buffer.read(4) == (b"\x00" * 4, True)
+
+
+def test_a_turn_says_why_it_ended_in_the_logs_one_vocabulary() -> None:
+    def turn(**fields: Any) -> TurnRecord:
+        return TurnRecord("t", "c", "d", "chat", "hi", **fields)
+
+    assert turn(outcome="blocked", safety="input:self_harm").reason == "self_harm"
+    assert turn(outcome="blocked", safety="gemini:HARM_CATEGORY_HARASSMENT").reason == "HARM_CATEGORY_HARASSMENT"
+    assert turn(outcome="interrupted", ending="revoked").reason == "revoked"
+    assert turn(outcome="answered").reason == turn(outcome="error", error="boom").reason == ""
+    said_by_the_service = {"barge_in", "client_not_reading", "client_hung_up"}
+    assert set(ENDINGS) == said_by_the_service | {reason.name.lower() for reason in StopReason}

@@ -55,10 +55,6 @@ log = get_logger(__name__)
 HOUSEKEEPING_S = 3600.0
 REVOCATION_CHECK_S = 0.5
 """How soon a turn in flight stops once its plush is unpaired (`plush pair remove`)."""
-RECEIVE_HEADROOM = 4
-"""gRPC itself refuses only messages this many times over `server.max_message_mb`: below that the service reads
-them and refuses them with a status the client can read (grpc-python's asyncio client gets `INTERNAL` when the
-transport refuses a message it is still writing after; see refusals.py)."""
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Companion"].full_name
 
@@ -249,7 +245,7 @@ def _grpc_server(
         # The token check first: only calls it lets through are counted as a plush's presence.
         interceptors=[*([guard] if guard is not None else []), presence.interceptor()],
         options=[
-            ("grpc.max_receive_message_length", size * RECEIVE_HEADROOM),
+            ("grpc.max_receive_message_length", service.limits.transport_bytes),
             ("grpc.max_send_message_length", size),
             # A second server on the same port must fail, not silently share the port's traffic.
             ("grpc.so_reuseport", 0),

@@ -26,6 +26,12 @@ MAX_CONVERSATION_ID = LIMITS["TurnStart.conversation_id"]
 """Characters a client may use to name a conversation (the name is stored with every turn and every prompt)."""
 
 
+RECEIVE_HEADROOM = 4
+"""gRPC itself refuses only messages this many times over `server.max_message_mb`: below that the service reads
+them and refuses them with a status the client can read (grpc-python's asyncio client gets `INTERNAL` when the
+transport refuses a message it is still writing after; see refusals.py)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one turn may carry, and how long it may take to arrive."""
@@ -33,6 +39,11 @@ class Limits:
     max_audio_seconds: float
     idle_timeout_s: float = 10.0
     max_message_bytes: int = 4 * 1024 * 1024
+
+    @property
+    def transport_bytes(self) -> int:
+        """The largest message gRPC hands the service at all (`grpc.max_receive_message_length`)."""
+        return self.max_message_bytes * RECEIVE_HEADROOM
 
 
 class TurnEndedError(Exception):
@@ -173,9 +184,13 @@ async def read_utterance(
         if utterance.cancelled:
             return utterance
         if not utterance.ended:
+            # gRPC ends the stream the same way when it refuses a message over the transport limit (it answers
+            # the client RESOURCE_EXHAUSTED itself and never tells the service), so the stored reason names both.
             raise TurnEndedError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "the request stream closed before TurnEnd; the turn was dropped",
+                "the request stream closed before TurnEnd: the client closed its side, or sent a message over the "
+                f"server's {requests.limits.transport_bytes / 2**20:g} MiB transport limit, which gRPC refuses "
+                "before the server reads it (send audio in 20-40 ms chunks); the turn was dropped",
                 "abandoned",
                 client_done=True,
             )

@@ -44,6 +44,7 @@ def turn_json(logged: LoggedTurn) -> dict[str, Any]:
         "outcome": t.outcome,
         "safety": t.safety,
         "ending": t.ending,
+        "reason": t.reason,
         "error": t.error,
         "timings": t.timings,
         "prompt_tokens": t.prompt_tokens,
@@ -52,9 +53,18 @@ def turn_json(logged: LoggedTurn) -> dict[str, Any]:
 
 
 def turn_filter(
-    source: str = "", device: str = "", backend: str = "", *, errors: bool = False, q: str = "", flagged: bool = False
+    source: str = "",
+    device: str = "",
+    backend: str = "",
+    *,
+    errors: bool = False,
+    q: str = "",
+    flagged: bool = False,
+    reason: str = "",
 ) -> TurnFilter:
-    return TurnFilter(source=source, device=device, backend=backend, errors_only=errors, flagged_only=flagged, text=q)
+    return TurnFilter(
+        source=source, device=device, backend=backend, errors_only=errors, flagged_only=flagged, reason=reason, text=q
+    )
 
 
 @router.get("/status")
@@ -72,12 +82,15 @@ async def turns(
     backend: str = "",
     errors: bool = False,
     flagged: Annotated[bool, Query(description="Only turns the child-safety check stopped.")] = False,
+    reason: Annotated[
+        str, Query(description="How or why turns ended: an outcome, a safety category or an ending.", max_length=64)
+    ] = "",
     q: Annotated[str, Query(description="Full-text search: every word must start a word of the turn.")] = "",
     before: int | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[dict[str, Any]]:
     """Turns, newest first; `before` (a rowid) pages back."""
-    where = turn_filter(source, device, backend, errors=errors, q=q, flagged=flagged)
+    where = turn_filter(source, device, backend, errors=errors, q=q, flagged=flagged, reason=reason)
     return [turn_json(t) for t in await state_of(request).turn_log.turns(where, before=before, limit=limit)]
 
 
@@ -106,12 +119,13 @@ async def stream(
     backend: str = "",
     errors: bool = False,
     flagged: bool = False,
+    reason: str = "",
     q: str = "",
     after: int | None = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Server-sent events: one `turn` event per turn stored from now on (after row `after` when given)."""
     state = state_of(request)
-    where = turn_filter(source, device, backend, errors=errors, q=q, flagged=flagged)
+    where = turn_filter(source, device, backend, errors=errors, q=q, flagged=flagged, reason=reason)
     cursor = after if after is not None else await state.turn_log.last_rowid()
     yield ServerSentEvent(event="ready", data={"after": cursor})
     while not state.feed.closed.is_set() and not await request.is_disconnected():

@@ -16,6 +16,7 @@ from plush.server.dashboard.api import state_of, turn_json
 from plush.server.dashboard.guard import session_of
 from plush.server.dashboard.sessions import CSRF_FIELD
 from plush.server.dashboard.waterfall import waterfall
+from plush.server.store.records import ENDINGS
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -60,6 +61,7 @@ async def turn_page(request: Request, turn_id: str) -> Response:
         request,
         "turn.html",
         turn=turn_json(logged),
+        ending=ENDINGS.get(logged.record.ending, ""),
         prompt=trace["prompt"],
         chart=waterfall(logged.record.timings, trace["stages"]),
         has_audio=state.feed.audio_path(turn_id) is not None,

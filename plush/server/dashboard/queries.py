@@ -36,6 +36,9 @@ class TurnFilter:
     errors_only: bool = False
     flagged_only: bool = False
     """Only turns the child-safety check stopped (outcome `blocked`), for the parent."""
+    reason: str = ""
+    """How or why turns ended (`TurnRecord.reason`): an outcome (`blocked`, `interrupted`...), a safety category
+    (`self_harm`, `HARM_CATEGORY_HARASSMENT`) or an interruption's ending (`barge_in`, `revoked`...)."""
     text: str = ""
     """Full-text search over what was said and answered (each word a prefix, all words needed)."""
 
@@ -50,6 +53,12 @@ class TurnFilter:
             clauses.append(f"({alias}.error != '' OR {alias}.outcome IN ('error', 'refused'))")
         if self.flagged_only:
             clauses.append(f"({alias}.outcome = 'blocked' OR {alias}.safety != '')")
+        if self.reason:
+            clauses.append(
+                f"({alias}.outcome = ? OR {alias}.ending = ?"
+                f" OR ({alias}.safety != '' AND substr({alias}.safety, instr({alias}.safety, ':') + 1) = ?))"
+            )
+            params.extend([self.reason] * 3)
         if query := fts_query(self.text):
             clauses.append(f"{alias}.id IN (SELECT turn_id FROM turns_fts WHERE turns_fts MATCH ?)")
             params.append(query)
@@ -113,12 +122,25 @@ class TurnLog:
         return found[0] if found else None
 
     async def choices(self) -> dict[str, list[str]]:
-        """The sources, devices and backends the log holds (the filters' options)."""
+        """The sources, devices, backends and reasons the log holds (the filters' options)."""
         result: dict[str, list[str]] = {}
         for name, column in (("sources", "source"), ("devices", "device_id"), ("backends", "backend")):
             async with self._db.execute(f"SELECT DISTINCT {column} FROM turns WHERE {column} != '' ORDER BY 1") as c:
                 result[name] = [row[0] for row in await c.fetchall()]
+        result["reasons"] = await self._reasons()
         return result
+
+    async def _reasons(self) -> list[str]:
+        """Every outcome but `answered`, then every safety category and ending, as the reason filter offers them."""
+        outcomes: set[str] = set()
+        reasons: set[str] = set()
+        async with self._db.execute(
+            "SELECT DISTINCT outcome, ending, safety FROM turns WHERE outcome != 'answered' OR safety != ''"
+        ) as cur:
+            for outcome, ending, safety in await cur.fetchall():
+                outcomes.add(outcome)
+                reasons.update(r for r in (ending, safety.partition(":")[2]) if r)
+        return sorted(outcomes) + sorted(reasons - outcomes)
 
     async def since(self, moment: float) -> list[TurnRecord]:
         """Every turn started after `moment`, oldest first (the charts' data)."""

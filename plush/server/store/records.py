@@ -22,6 +22,16 @@ no_speech: nothing was recognised in the audio. refused: the request broke the c
 blocked: the child-safety check stopped it (what was said, or a piece of the reply) and a calm line was said
 instead; `safety` says where and why. error: the turn failed; `error` says why."""
 
+ENDINGS: dict[str, str] = {
+    "barge_in": "the owner pressed the button (the plush's Cancel)",
+    "superseded": "a newer turn from the same plush replaced it",
+    "shutdown": "the server was shutting down",
+    "client_not_reading": "the client stopped reading the reply (server.idle_timeout_s)",
+    "client_hung_up": "the client hung up",
+    "revoked": "the plush's pairing was removed or its token revoked",
+}
+"""What stopped an `interrupted` turn (`TurnRecord.ending`), each with the words the dashboard and /status use."""
+
 
 @dataclass
 class TurnRecord:
@@ -47,8 +57,7 @@ class TurnRecord:
     """Counted by the backend's tokenizer (Gemini reports them; the local model's tokenizer counts the reply)."""
     outcome: Outcome = "answered"
     ending: str = ""
-    """What stopped an `interrupted` turn: `barge_in` (the plush's Cancel), `superseded` (a newer turn from the
-    same plush), `shutdown`, `client_not_reading` (nothing read for `server.idle_timeout_s`), `client_hung_up`."""
+    """What stopped an `interrupted` turn: one of `ENDINGS`."""
     safety: str = ""
     """Why the child-safety check stopped the turn, `where:category` (`input:self_harm`, `output:weapons`); empty
     when nothing was flagged. Blocked turns never go back into a prompt (window or recall)."""
@@ -63,6 +72,17 @@ class TurnRecord:
     def interrupted(self) -> bool:
         """Stopped mid-reply (see `outcome`)."""
         return self.outcome == "interrupted"
+
+    @property
+    def reason(self) -> str:
+        """Why the turn ended as it did, in the log's one vocabulary: the safety category of a `blocked` turn
+        (`self_harm`, or what Gemini named, `HARM_CATEGORY_...`), the `ENDINGS` key of an `interrupted` one;
+        empty for the others, whose `error` says it in words."""
+        if self.outcome == "blocked":
+            return self.safety.partition(":")[2] or self.safety
+        if self.outcome == "interrupted":
+            return self.ending
+        return ""
 
     def add_error(self, message: str) -> None:
         """Keep `message` along with the errors already met (each once)."""

@@ -6,14 +6,18 @@ conversation and the same owner's facts as the sender's messages.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from plush.server.companion import Companion
+from plush.server.store import TurnRecord
 from plush.server.telegram.chat_settings import MODES, ChatSettings, ReplyMode
 from plush.server.telegram.identity import ChatIdentity
 
 MAX_FACT_CHARS = 4000
+RECENT_TURNS = 20
+"""How many of the chat's last turns /status sums up by how they ended."""
 COMMANDS = (
     ("start", "Say hello"),
     ("help", "What I can do"),
@@ -120,7 +124,21 @@ class Commands:
             seen = self.presence(who.plush) if self.presence is not None else None
             lines.append(f"Plush {who.plush}: {seen or 'unknown (the server does not track it)'}")
         lines.append(f"Replies here: {self.chats.mode(chat_id)}")
+        recent = await self.companion.store.list_turns(RECENT_TURNS, conversation_id=who.conversation_id)
+        if recent:
+            lines.append(f"Last {len(recent)} turns here: {endings(recent)}")
         await say("\n".join(lines))
+
+
+def endings(turns: Sequence[TurnRecord]) -> str:
+    """How turns ended, most common first, each with its reasons: "3 answered · 1 blocked (weapons)"."""
+    outcomes = Counter(t.outcome for t in turns)
+    parts = []
+    for outcome, count in outcomes.most_common():
+        reasons = Counter(t.reason.replace("_", " ") for t in turns if t.outcome == outcome and t.reason)
+        why = ", ".join(r if n == 1 else f"{r} ×{n}" for r, n in reasons.most_common())
+        parts.append(f"{count} {outcome.replace('_', ' ')}" + (f" ({why})" if why else ""))
+    return " · ".join(parts)
 
 
 def command_args(context: Any) -> list[str]:
