@@ -59,7 +59,9 @@ def disallow(user_id: UserId, config: ConfigOption = None) -> None:
 def _change(config: Path | None, user_id: int, *, add: bool) -> Path:
     path = find_config_file(config)
 
-    def change(users: list[int]) -> list[int]:
+    def change(users: list[int] | None) -> list[int]:
+        """The new list; a file without the key (or the table) has nobody allowed yet."""
+        users = list(users or [])
         return sorted({*users, user_id}) if add else [u for u in users if u != user_id]
 
     return edit_config(path, "telegram", "allowed_users", change)

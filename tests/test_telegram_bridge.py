@@ -16,6 +16,7 @@ from test_telegram import OWNER, REPLY, STRANGER, wait_for
 from typer.testing import CliRunner
 
 from plush.cli import app
+from plush.config import load_config
 from plush.device.client import CompanionClient
 from plush.server.telegram.bridge import SLOW_DOWN, TelegramBridge
 from plush.server.telegram.chat_settings import ChatSettings
@@ -223,6 +224,32 @@ def test_plush_telegram_allow_adds_the_user_and_keeps_the_files_comments(tmp_pat
     result = runner.invoke(app, ["telegram", "disallow", "5", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "allowed_users = [42]" in config.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("before", "after_allow"),
+    [
+        ("", "allowed_users = [42]"),
+        ("[telegram]\nenabled = true\n", "allowed_users = [42]"),
+        ("[server]\nport = 50051\n", "allowed_users = [42]"),
+        ("[telegram]\nallowed_users = []\n", "allowed_users = [42]"),
+        ("telegram.allowed_users = [7]\n", "allowed_users = [7, 42]"),
+    ],
+    ids=["empty-file", "table-without-the-key", "no-table", "empty-list", "dotted-key"],
+)
+def test_plush_telegram_allow_and_disallow_work_on_any_valid_config(
+    tmp_path: Path, before: str, after_allow: str
+) -> None:
+    config = tmp_path / "plush.toml"
+    config.write_text(before, encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["telegram", "allow", "42", "--config", str(config)])
+    assert result.exit_code == 0, result.output  # before: TypeError 'NoneType' object is not iterable
+    assert after_allow in config.read_text(encoding="utf-8")
+    assert list(load_config(config).telegram.allowed_users) == sorted({42, *((7,) if "7" in before else ())})
+    result = runner.invoke(app, ["telegram", "disallow", "42", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert 42 not in load_config(config).telegram.allowed_users
 
 
 async def test_with_a_webhook_url_telegram_pushes_updates_and_a_wrong_secret_is_refused(
