@@ -201,6 +201,36 @@ async def test_status_says_which_brain_answers_now_and_why(running: Any, fake_te
     assert "Plush livingroom: online" in fake_telegram.texts_to(OWNER)[1]
 
 
+@pytest.mark.parametrize("retry_delay", ["60s", "1s", None])
+async def test_status_after_geminis_429_names_the_brain_the_turns_get(
+    running: Any, fake_telegram: FakeTelegram, fake_gemini: Any, retry_delay: str | None
+) -> None:
+    await running()
+    fake_gemini.fail(429, retry_delay=retry_delay)
+    fake_telegram.send_text(OWNER, "hello")
+    await wait_for(lambda: fake_telegram.texts_to(OWNER))
+    fake_telegram.send_text(OWNER, "/status")
+    await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 2)
+    status = fake_telegram.texts_to(OWNER)[1]
+    assert "Brain now: llama (Gemini asked us to wait a little)" in status, status
+
+
+async def test_status_names_the_local_brain_while_this_minutes_gemini_budget_is_spent(
+    start_gemini_server: Any, make_config: Any, fake_telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    settings = {"allowed_users": [OWNER], "api_url": fake_telegram.base_url}
+    server = await start_gemini_server(telegram=settings, gemini={"requests_per_minute": 1})
+    config = make_config(telegram=settings)
+    bridge = TelegramBridge(server.companion, config.telegram, config.owners, state_dir=tmp_path)
+    async with bridge.polling(fake_telegram.token, poll_timeout=1):
+        fake_telegram.send_text(OWNER, "hello")
+        await wait_for(lambda: fake_telegram.texts_to(OWNER))
+        fake_telegram.send_text(OWNER, "/status")
+        await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 2)
+    # before: "Brain now: gemini (Gemini answers)", while the next turn went to the local brain
+    assert "Brain now: llama (this minute's Gemini budget is used up" in fake_telegram.texts_to(OWNER)[1]
+
+
 async def test_voice_choice_is_kept_for_the_chat(running: Any, fake_telegram: FakeTelegram, tmp_path: Path) -> None:
     await running()
     fake_telegram.send_text(OWNER, "/voice both")

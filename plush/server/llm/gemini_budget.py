@@ -39,6 +39,10 @@ def estimate_tokens(prompt: Prompt, max_output_tokens: int) -> int:
     return prompt.approx_tokens() + max_output_tokens
 
 
+_PROBE = Prompt(system="", history=(), user="")
+"""The smallest prompt: what a question about "now" costs against the token budget (its output at most)."""
+
+
 class GeminiBudget:
     """Budgets, Retry-After pause and circuit breaker in front of one Gemini API key."""
 
@@ -83,6 +87,12 @@ class GeminiBudget:
             await self._store.add_usage(day, REQUESTS_KEY)
             await self._store.add_usage(day, f"{REQUESTS_KEY}:{client_id}")
         return None
+
+    async def refusal(self, client_id: str = "", prompt: Prompt | None = None) -> str | None:
+        """Why Gemini would not take a request from `client_id` now, or None: the checks `admit` makes, nothing
+        counted (for /status, which must name the brain a turn would really get)."""
+        day = pacific_day(self._wall_clock())
+        return await self._refusal(day, client_id, self._minute_checks(client_id, prompt or _PROBE))
 
     def _minute_checks(self, client_id: str, prompt: Prompt) -> list[tuple[int, tuple[str, ...], int, str]]:
         """(budget, limiter keys, cost, refusal reason) for each per-minute budget; a budget of 0 is no limit."""

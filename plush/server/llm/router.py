@@ -84,24 +84,15 @@ class LlmRouter:
     def backends(self) -> list[str]:
         return [b.name for b in (self.primary, self.fallback) if b is not None]
 
-    async def now(self) -> Route:
-        """Which backend would answer a turn now, and why (no request is counted): for /status and the dashboard.
-
-        The reasons are those of `Route.reason`; a per-minute budget is not foreseen (it refills within the
-        minute), a daily one is.
-        """
+    async def now(self, client_id: str = "") -> Route:
+        """Which backend would answer a turn from `client_id` now, and why (no request is counted): for /status
+        and the dashboard. The budget's own checks decide it, as they do for a turn (`GeminiBudget.refusal`)."""
         reason = self._no_primary_reason
         if self.primary is not None:
-            reason = "primary"
-            if self.budget is not None:
-                if self.budget.paused_for() > 0:
-                    reason = "retry_after"
-                elif self.budget.breaker.seconds_left() > 0:
-                    reason = "circuit_open"
-                elif 0 < self.budget.config.requests_per_day <= await self.budget.requests_today():
-                    reason = "daily_budget_spent"
-            if reason == "primary":
-                return Route(self.primary.name, reason)
+            refusal = await self.budget.refusal(client_id) if self.budget is not None else None
+            if refusal is None:
+                return Route(self.primary.name, "primary")
+            reason = refusal
         if self.fallback is not None and (down := self.fallback.down_reason()):
             return Route("fallback_line", down)
         return Route(self.fallback.name if self.fallback is not None else "fallback_line", reason)

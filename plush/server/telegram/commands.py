@@ -35,6 +35,10 @@ BRAIN_REASONS = {
     "retry_after": "Gemini asked us to wait a little",
     "circuit_open": "Gemini has been failing; trying it again soon",
     "daily_budget_spent": "today's free Gemini budget is used up",
+    "client_daily_budget_spent": "this chat's share of today's Gemini budget is used up",
+    "minute_budget_spent": "this minute's Gemini budget is used up; back within the minute",
+    "client_minute_budget_spent": "this chat's share of this minute's Gemini budget is used up",
+    "token_budget_spent": "this minute's Gemini token budget is used up; back within the minute",
     "local_llm_down": "the local brain keeps crashing and is paused; see the server's log",
 }
 Say = Callable[[str], Awaitable[None]]
@@ -110,7 +114,7 @@ class Commands:
     async def _status(self, _: str, who: ChatIdentity, chat_id: int, say: Say) -> None:
         """Which brain answers now and why, today's Gemini use, and whether the chat's plush is online."""
         router = self.companion.router
-        route = await router.now()
+        route = await router.now(who.device_id)
         why = BRAIN_REASONS.get(route.reason, route.reason)
         lines = [
             f"Persona: {self.companion.persona.name}",
