@@ -93,6 +93,11 @@ class Store(ABC):
         """Add one stage to a stored turn's timings (a milestone reported after the turn was stored, such as the
         plush's first audio played); False when there is no such turn."""
 
+    @abstractmethod
+    async def mark_failed(self, turn_id: str, error: str) -> bool:
+        """Turn a stored turn into an `error` with `error` added to its errors (its reply, already stored as
+        answered, never reached the person: Telegram refused every try); False when there is no such turn."""
+
     # -- conversations -------------------------------------------------------------------------------------------
 
     @abstractmethod

@@ -300,6 +300,14 @@ class SqliteStore(Store):
     async def delete_turns_before(self, moment: float) -> int:
         return await self._change("DELETE FROM turns WHERE started_at < ?", (moment,))
 
+    async def mark_failed(self, turn_id: str, error: str) -> bool:
+        changed = await self._change(
+            "UPDATE turns SET outcome = 'error',"
+            " error = CASE WHEN error = '' THEN ?1 ELSE error || '; ' || ?1 END WHERE id = ?2",
+            (error, turn_id),
+        )
+        return changed > 0
+
     # -- conversations -------------------------------------------------------------------------------------------
 
     async def add_timing(self, turn_id: str, stage: str, duration_ms: float) -> bool:
