@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from plush.errors import ConfigError, PlushError
 from plush.server.dashboard.charts import HOUR_S, chart_data
+from plush.server.dashboard.guard import session_of
 from plush.server.dashboard.queries import LoggedTurn, TurnFilter
 from plush.server.dashboard.state import DashboardState
 
@@ -123,18 +124,27 @@ async def stream(
     q: str = "",
     after: int | None = None,
 ) -> AsyncIterable[ServerSentEvent]:
-    """Server-sent events: one `turn` event per turn stored from now on (after row `after` when given)."""
+    """Server-sent events: one `turn` event per turn stored from now on (after row `after` when given).
+
+    The session is checked again before every event and at every poll: once it ends (logout, a new password,
+    expiry) the stream sends `end` and closes, so an open live log never outlives its login."""
     state = state_of(request)
+    session = session_of(request.scope)
     where = turn_filter(source, device, backend, errors=errors, q=q, flagged=flagged, reason=reason)
     cursor = after if after is not None else await state.turn_log.last_rowid()
     yield ServerSentEvent(event="ready", data={"after": cursor})
     while not state.feed.closed.is_set() and not await request.is_disconnected():
+        if state.sessions.get(session.id) is None:
+            yield ServerSentEvent(event="end", data={"reason": "the session ended: log in again"})
+            return
         for logged in await state.turn_log.turns_after(cursor, where):
+            if state.sessions.get(session.id) is None:
+                break  # ended mid-batch: the check above says so at once
             cursor = logged.rowid
             yield ServerSentEvent(event="turn", id=str(cursor), data=turn_json(logged))
-        # Rows skipped by the filter still move the cursor on.
-        cursor = max(cursor, await state.turn_log.last_rowid())
-        await state.feed.wait(POLL_S)
+        else:
+            cursor = max(cursor, await state.turn_log.last_rowid())  # rows the filter skips move it on too
+            await state.feed.wait(min(POLL_S, state.sessions.seconds_left(session)))
 
 
 @router.get("/charts")

@@ -6,6 +6,7 @@ The file is read again at each login, so `plush dashboard set-password` takes ef
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -53,6 +54,15 @@ class Passwords:
     def configured(self) -> bool:
         """Whether any password is set (else nobody can log in, and the login page says how to set one)."""
         return self._env_hash is not None or self._file_hash() is not None
+
+    def stamp(self) -> str:
+        """A short fingerprint of the current password's hash: it changes whenever the password does, so the
+        sessions opened under the old one end (an unreadable file gives a stamp no session has)."""
+        try:
+            stored = self._env_hash or self._file_hash() or ""
+        except PasswordError:
+            return "unreadable"
+        return hashlib.sha256(stored.encode()).hexdigest()[:16]
 
     def verify(self, password: str) -> bool:
         """Whether `password` is the dashboard's password (argon2 verification: constant time, deliberately slow)."""

@@ -84,7 +84,7 @@ async def start_dashboard(
         feed=feed,
         presence=presence,
         passwords=passwords,
-        sessions=Sessions(cfg.session_hours * 3600),
+        sessions=Sessions(cfg.session_hours * 3600, stamp=passwords.stamp),
         throttle=LoginThrottle(cfg.login_delay_s),
         metrics=feed.metrics,
         in_flight=in_flight,

@@ -2,8 +2,10 @@
 failed logins slowed down per client address.
 
 Sessions live in this process only (a restart logs everyone out) and the cookie carries nothing but a random
-id, so logging out really ends a session. Every state-changing request must echo the session's CSRF token (a
-form field or the `X-CSRF-Token` header): the synchronizer-token pattern, checked in constant time.
+id, so logging out really ends a session. A session also ends when the password changes (`plush dashboard
+set-password` on a running server): each one remembers the password it was opened with, as `stamp` says it.
+Every state-changing request must echo the session's CSRF token (a form field or the `X-CSRF-Token` header): the
+synchronizer-token pattern, checked in constant time.
 """
 
 from __future__ import annotations
@@ -29,31 +31,45 @@ class Session:
     csrf: str
     created: float
     expires: float
+    password: str = ""
+    """The password's stamp when the session opened: another stamp now means the password changed."""
 
 
 class Sessions:
-    """Open sessions by id; expired ones are dropped when looked up."""
+    """Open sessions by id; expired ones, and those opened under another password, are dropped when looked up.
 
-    def __init__(self, lifetime_s: float, clock: Callable[[], float] = time.time) -> None:
+    `stamp` says which password is current (any string that changes when it does; see `Passwords.stamp`)."""
+
+    def __init__(
+        self, lifetime_s: float, clock: Callable[[], float] = time.time, stamp: Callable[[], str] = lambda: ""
+    ) -> None:
         self.lifetime_s = lifetime_s
         self._clock = clock
+        self._stamp = stamp
         self._open: dict[str, Session] = {}
 
     def create(self) -> Session:
         now = self._clock()
-        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now + self.lifetime_s)
+        session = Session(
+            secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now + self.lifetime_s, self._stamp()
+        )
         self._open[session.id] = session
         self._drop_expired(now)
         return session
 
     def get(self, session_id: str | None) -> Session | None:
+        """The open session `session_id` names, or None (never opened, logged out, expired, password changed)."""
         if not session_id:
             return None
         session = self._open.get(session_id)
-        if session is None or session.expires <= self._clock():
+        if session is None or session.expires <= self._clock() or session.password != self._stamp():
             self._open.pop(session_id, None)
             return None
         return session
+
+    def seconds_left(self, session: Session) -> float:
+        """How long `session` has before it expires (0 once it has)."""
+        return max(0.0, session.expires - self._clock())
 
     def end(self, session_id: str | None) -> None:
         if session_id:

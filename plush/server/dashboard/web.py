@@ -90,6 +90,7 @@ def create_app(state: DashboardState) -> FastAPI:
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
         state.sessions.end(session_of(request.scope).id)
+        state.feed.notify()  # its open live logs see at once that it ended
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response

@@ -88,6 +88,7 @@ function listen(after) {
     body.prepend(row(turn, true));
     empty.hidden = true;
   });
+  source.addEventListener("end", () => { source.close(); window.location.href = "/login"; });
   source.onerror = () => { badge.textContent = "reconnecting…"; badge.className = "live off"; };
 }
 
