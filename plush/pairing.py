@@ -1,5 +1,6 @@
 """What the server and the plush agree on when they pair: the one-line pairing code, how a certificate's
-fingerprint is written, the name every Plush server certificate carries, and how secrets are written to disk.
+fingerprint is written, the name every Plush server certificate carries, and how secrets are compared and
+written to disk.
 
 The code carries the server's address, the plush's name and token, and the SHA-256 fingerprint of the server's
 certificate, so the plush can check that the certificate it fetches is the one the owner saw on the server
@@ -9,6 +10,7 @@ certificate, so the plush can check that the certificate it fetches is the one t
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 import tempfile
@@ -82,6 +84,14 @@ class PairingCode:
             raise PairingError("the pairing code's fingerprint is cut or altered: copy the whole line again")
         split_address(address)
         return cls(address=address, name=check_plush_name(name), token=token, fingerprint=fingerprint)
+
+
+def same_secret(expected: str, offered: str) -> bool:
+    """Whether `offered` is `expected` (a token, a CSRF token, a fingerprint), in constant time.
+
+    Compared as UTF-8 bytes: `hmac.compare_digest` on `str` raises TypeError for anything outside ASCII, which
+    once turned a stray `é` in a form's token into a 500. As bytes, any text is simply right or wrong."""
+    return hmac.compare_digest(expected.encode("utf-8", "surrogatepass"), offered.encode("utf-8", "surrogatepass"))
 
 
 def write_private(path: Path, data: bytes) -> None:

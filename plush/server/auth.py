@@ -6,13 +6,13 @@ needs no token.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from plush.logs import get_logger
+from plush.pairing import same_secret
 from plush.server.paired_plushes import PairedPlushes
 from plush.server.refusals import refuse
 
@@ -55,7 +55,7 @@ class DeviceTokenInterceptor(grpc.aio.ServerInterceptor):
                 f"this server needs a device token: set PLUSH_DEVICE_TOKEN on the plush '{device or '?'}', or pair "
                 "it (`plush pair add NAME` on the server, then `plush pair join CODE` on the plush)"
             )
-        if expected is not None and hmac.compare_digest(expected.encode(), token.encode()):
+        if expected is not None and same_secret(expected, token):
             return None
         if self._paired is not None and device and self._paired.accepts(device, token):
             return None

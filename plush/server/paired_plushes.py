@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -19,7 +18,7 @@ from typing import Any
 
 from plush.config import ServerConfig
 from plush.logs import get_logger
-from plush.pairing import PairingError, check_plush_name, write_private
+from plush.pairing import PairingError, check_plush_name, same_secret, write_private
 
 log = get_logger(__name__)
 PAIRED_FILE = "paired_plushes.json"
@@ -83,7 +82,7 @@ class PairedPlushes:
         except PairingError as exc:  # a damaged file refuses everyone until fixed; the server keeps running
             log.error("paired_plushes_unreadable", error=str(exc))
             return False
-        return entry is not None and hmac.compare_digest(entry.get("token_sha256", ""), _hash(token))
+        return entry is not None and same_secret(str(entry.get("token_sha256", "")), _hash(token))
 
     def _current(self) -> dict[str, dict[str, str]]:
         try:
@@ -103,7 +102,7 @@ class PairedPlushes:
 
 
 def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _parse(path: Path) -> dict[str, dict[str, str]]:

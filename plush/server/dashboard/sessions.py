@@ -11,11 +11,12 @@ synchronizer-token pattern, checked in constant time.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from plush.pairing import same_secret
 
 COOKIE = "plush_session"
 CSRF_HEADER = "x-csrf-token"
@@ -82,7 +83,7 @@ class Sessions:
 
 def csrf_matches(session: Session, offered: str | None) -> bool:
     """Whether `offered` is the session's CSRF token."""
-    return bool(offered) and hmac.compare_digest(session.csrf.encode(), (offered or "").encode())
+    return bool(offered) and same_secret(session.csrf, offered or "")
 
 
 class LoginThrottle:

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from plush import __version__
+from plush.pairing import same_secret
 from plush.server.dashboard import api, pages
 from plush.server.dashboard.guard import Guard, session_of
 from plush.server.dashboard.sessions import COOKIE, CSRF_FIELD, LoginThrottle
@@ -64,7 +65,7 @@ def create_app(state: DashboardState) -> FastAPI:
         next: Annotated[str, Form()] = "/",
     ) -> Response:
         expected = request.cookies.get(LOGIN_COOKIE, "")
-        if not expected or not secrets.compare_digest(expected, csrf_token):
+        if not expected or not same_secret(expected, csrf_token):
             return _login(request, next, "The form was too old: try again.", status=403)
         client = request.client.host if request.client else "?"
         if (blocked := _blocked(state.throttle, client, request, next)) is not None:
@@ -100,7 +101,7 @@ def create_app(state: DashboardState) -> FastAPI:
         token = state.config.dashboard_metrics_token
         offered = request.headers.get("authorization", "")
         if token is not None:
-            if not secrets.compare_digest(offered, f"Bearer {token.get_secret_value()}"):
+            if not same_secret(f"Bearer {token.get_secret_value()}", offered):
                 return Response("metrics need the token: Authorization: Bearer $PLUSH_DASHBOARD_METRICS_TOKEN\n", 401)
         elif not _loopback(request.client.host if request.client else ""):
             return Response("metrics are served to this computer only (or set PLUSH_DASHBOARD_METRICS_TOKEN)\n", 403)
