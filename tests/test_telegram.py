@@ -4,6 +4,7 @@ and a real Plush server whose brain is the fake Gemini."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -39,10 +40,26 @@ async def bot(start_gemini_server: Any, make_config: Any, fake_telegram: FakeTel
         yield server
 
 
+def _stored(server: Any, said: str, *, outcome: str) -> Any:
+    """The stored turn for `said` once it has `outcome` (for wait_for), else None."""
+
+    async def find() -> Any:
+        for turn in await server.companion.store.list_turns(limit=50):
+            if turn.user_text == said and turn.outcome == outcome:
+                return turn
+        return None
+
+    return find()
+
+
 async def wait_for(condition: Callable[[], Any], within_s: float = 15.0) -> Any:
+    """The first truthy value of `condition()` (awaited when it is a coroutine), polled until `within_s`."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if value := condition():
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
             return value
         await asyncio.sleep(0.05)
     raise AssertionError("timed out waiting for the bot")
@@ -216,15 +233,17 @@ async def test_a_reply_longer_than_one_message_continues_in_a_second(
     assert " ".join(texts) == long_reply.strip()
 
 
-async def test_a_reply_telegram_keeps_refusing_is_logged_and_the_bot_keeps_answering(
+async def test_a_reply_telegram_keeps_refusing_is_stored_as_an_error_and_the_bot_keeps_answering(
     bot: Any, fake_telegram: FakeTelegram
 ) -> None:
-    for _ in range(4):  # every attempt of the first reply
-        fake_telegram.fail_next("sendMessage", 502)
+    fake_telegram.fail_for("sendMessage", 502)
     with capture_logs() as logs:
         fake_telegram.send_text(OWNER, "hello")
-        await wait_for(lambda: len(fake_telegram.calls_to("sendMessage", OWNER)) == 4)
-        fake_telegram.send_text(OWNER, "/help")
-        [help_text] = await wait_for(lambda: fake_telegram.texts_to(OWNER))
+        turn = await wait_for(lambda: _stored(bot, "hello", outcome="error"), within_s=30)
+    # before: nothing delivered, yet the turn was stored `answered`
+    assert "Telegram did not take the reply at any try" in turn.error
+    assert "telegram_reply_undelivered" in [entry["event"] for entry in logs]
+    fake_telegram.recover("sendMessage")
+    fake_telegram.send_text(OWNER, "/help")
+    [help_text] = await wait_for(lambda: fake_telegram.texts_to(OWNER))
     assert help_text.startswith("/start")
-    assert [entry["event"] for entry in logs].count("telegram_update_failed") == 1

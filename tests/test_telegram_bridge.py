@@ -5,19 +5,25 @@ to the fake Bot API server (fakes/telegram.py); the brain is a real Plush server
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
+from conftest import GEMINI_TEST_KEY, config_sections
 from fakes.telegram import FakeTelegram
 from structlog.testing import capture_logs
+from test_server_faults import _start_process
 from test_telegram import OWNER, REPLY, STRANGER, wait_for
+from tiny_models import TinyModels
 from typer.testing import CliRunner
 
 from plush.cli import app
 from plush.config import load_config
 from plush.device.client import CompanionClient
+from plush.server.store import Store
 from plush.server.telegram.bridge import SLOW_DOWN, TelegramBridge
 from plush.server.telegram.chat_settings import ChatSettings
 from plush.server.telegram.runner import plush_presence
@@ -74,14 +80,47 @@ async def running(start_bot: Any, fake_telegram: FakeTelegram) -> AsyncIterator[
 async def test_a_flood_gets_one_slow_down_and_no_extra_llm_calls(
     running: Any, fake_telegram: FakeTelegram, fake_gemini: Any
 ) -> None:
-    await running(rate_limit="2/minute")
+    server = await running(rate_limit="2/minute")
     for n in range(6):
         fake_telegram.send_text(OWNER, f"message {n}")
     await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 3)
-    await asyncio.sleep(0.5)  # anything more (a second "slow down", a late answer) would show here
+    turns = await wait_for(lambda: _all_stored(server, 6))  # before: the 4 over the limit left no turn
     texts = fake_telegram.texts_to(OWNER)
-    assert sorted(texts) == sorted([REPLY, REPLY, SLOW_DOWN])
+    assert sorted(texts) == sorted([REPLY, REPLY, SLOW_DOWN]), "one slow down, no late answer"
     assert len(fake_gemini.requests) == 2
+    assert sorted(t.outcome for t in turns) == ["answered"] * 2 + ["refused"] * 4
+    assert all("rate limit" in t.error for t in turns if t.outcome == "refused")
+
+
+async def _all_stored(server: Any, count: int) -> Any:
+    """The stored turns once there are `count` of them (for wait_for), else None."""
+    turns = await server.companion.store.list_turns(limit=100)
+    return turns if len(turns) >= count else None
+
+
+async def test_a_typing_indicator_telegram_refuses_never_costs_the_answer(
+    running: Any, fake_telegram: FakeTelegram
+) -> None:
+    server = await running()
+    fake_telegram.fail_for("sendChatAction", 502)
+    fake_telegram.send_text(OWNER, "hello")
+    # before: the update failed (telegram_update_failed): no LLM call, no reply, nothing stored
+    assert await wait_for(lambda: fake_telegram.texts_to(OWNER), within_s=30) == [REPLY]
+    [turn] = await wait_for(lambda: _all_stored(server, 1))
+    assert turn.outcome == "answered"
+
+
+async def test_edits_telegram_refuses_on_the_way_still_end_in_the_whole_reply(
+    running: Any, fake_telegram: FakeTelegram, fake_gemini: Any
+) -> None:
+    await running()
+    fake_gemini.reply("Once upon a time, ", "there was a rabbit. ", "The end.", chunk_delay=0.6)
+    for _ in range(4):  # every try of the edit on the way
+        fake_telegram.fail_next("editMessageText", 502)
+    fake_telegram.send_text(OWNER, "a story please")
+    whole = ["Once upon a time, there was a rabbit. The end."]
+    assert await wait_for(lambda: fake_telegram.texts_to(OWNER) == whole and whole, within_s=30) == whole
+    assert len(fake_telegram.calls_to("editMessageText", OWNER)) == 5, "4 refused on the way, then the last"
 
 
 async def test_messages_sent_while_a_reply_is_slow_are_answered_in_order(
@@ -312,3 +351,45 @@ async def test_with_a_webhook_url_telegram_pushes_updates_and_a_wrong_secret_is_
         assert pushed.status_code == 200
         [greeting] = await wait_for(lambda: fake_telegram.texts_to(OWNER))
     assert greeting.startswith("Hello! I'm")
+
+
+async def test_a_message_whose_reply_sigkill_cut_is_answered_once_after_the_restart(
+    models: TinyModels, tmp_path: Path, fake_gemini: Any, fake_telegram: FakeTelegram
+) -> None:
+    fake_gemini.reply(*[f"Sentence number {i}. " for i in range(12)], chunk_delay=0.5)
+    sections = config_sections(models, tmp_path)
+    gemini = {"base_url": fake_gemini.base_url, "timeout_s": 5, "client_share": 1.0}
+    sections["llm"] = {"backend": "auto", "gemini": gemini, "llama": sections["llm"]["llama"]}
+    sections["telegram"] = {"allowed_users": [OWNER], "api_url": fake_telegram.base_url}
+    config = tmp_path / "plush.toml"
+    config.write_text(tomli_w.dumps(sections), encoding="utf-8")
+    env = {
+        **os.environ,
+        "GEMINI_API_KEY": GEMINI_TEST_KEY,
+        "TELEGRAM_BOT_TOKEN": fake_telegram.token,
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
+    first, _, output = _start_process(config, env)
+    try:
+        fake_telegram.send_text(OWNER, "Tell me a long story.")
+        await wait_for(lambda: fake_telegram.texts_to(OWNER), within_s=60)  # the reply has begun
+        await wait_for(lambda: not fake_telegram.updates)  # and Telegram has forgotten the message
+    finally:
+        first.kill()
+        await asyncio.to_thread(first.wait, 20)
+    fake_gemini.reply("Here is the whole story.")
+    second, _, output = _start_process(config, env)
+    try:
+        await wait_for(lambda: "Here is the whole story." in fake_telegram.texts_to(OWNER), within_s=60)
+        async with await Store.open(tmp_path / "plush.db") as store:
+            turns = await wait_for(store.list_turns, within_s=15)
+    finally:
+        second.terminate()
+        await asyncio.to_thread(second.wait, 20)
+    # before: the message was never answered after the restart
+    assert [(t.user_text, t.reply_text, t.outcome) for t in turns] == [
+        ("Tell me a long story.", "Here is the whole story.", "answered")
+    ], "".join(output)
+    assert "telegram_replaying" in "".join(output)
+    assert len(fake_gemini.requests) == 2
+    assert list((tmp_path / "data" / "plush" / "telegram" / "inbox").glob("*.json")) == [], "handled, let go"

@@ -5,7 +5,6 @@ answer and no crash. The real python-telegram-bot Application talks to the fake 
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -122,15 +121,35 @@ async def test_a_bad_voice_note_gets_a_clear_answer_and_no_crash(
     assert fake_gemini.requests == []
     if data is None:
         assert fake_telegram.downloads == []  # refused from what Telegram said, before downloading
+    await voice_bot.companion.wait_stored()
+    [turn] = await voice_bot.companion.store.list_turns()  # before: no turn was stored
+    assert (turn.source, turn.outcome) == ("telegram", "refused") and expected in turn.error
     fake_telegram.send_text(OWNER, "/help")  # and the bot goes on
     await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 2)
 
 
-async def test_a_silent_voice_note_is_not_a_turn(voice_bot: Any, fake_telegram: FakeTelegram, fake_gemini: Any) -> None:
+async def test_a_voice_note_telegram_will_not_hand_over_is_stored_as_an_error_and_the_owner_told(
+    voice_bot: Any, fake_telegram: FakeTelegram, fake_gemini: Any, spoken_question: bytes
+) -> None:
+    fake_telegram.fail_for("getFile", 502)
+    fake_telegram.send_voice(OWNER, spoken_question)
+    [answer] = await wait_for(lambda: fake_telegram.texts_to(OWNER), within_s=30)
+    assert answer == "I couldn't get that voice note from Telegram. Send it again?"
+    await voice_bot.companion.wait_stored()
+    [turn] = await voice_bot.companion.store.list_turns()  # before: no reply and no row
+    assert turn.outcome == "error" and "could not fetch the voice note from Telegram" in turn.error
+    assert fake_gemini.requests == []
+
+
+async def test_a_silent_voice_note_is_stored_as_no_speech_and_not_answered_by_a_brain(
+    voice_bot: Any, fake_telegram: FakeTelegram, fake_gemini: Any
+) -> None:
     hiss = np.random.default_rng(7).normal(0, 100, 48000 * 3).astype(np.int16)  # a quiet room, no words
     silence = encode_voice_note(hiss, 48000).data
     fake_telegram.send_voice(OWNER, silence)
     [answer] = await wait_for(lambda: fake_telegram.texts_to(OWNER), within_s=30)
     assert answer == "I couldn't hear any words in that. Try again?"
     assert fake_gemini.requests == []
-    await asyncio.sleep(0)
+    await voice_bot.companion.wait_stored()
+    [turn] = await voice_bot.companion.store.list_turns()  # before: no `no_speech` row
+    assert turn.outcome == "no_speech"

@@ -5,15 +5,18 @@ Private by default: only the user ids in `[telegram] allowed_users` get an answe
 `allow_groups` is on. Anyone else gets nothing (no reply, no typing indicator, no LLM call), and their id is
 logged once so an owner can add themselves (`plush telegram allow ID`).
 
-Updates are handled concurrently across chats and in order within a chat (turns.ChatLine). Starting without
-network is not fatal: the bot keeps trying with backoff (said once in the log) while the server serves plushes.
+Updates are handled concurrently across chats and in order within a chat (turns.ChatLine). Each is kept on
+disk from its arrival until it is handled (inbox.py), so a server killed mid-reply answers it after the restart,
+once. Every message from an allowed user is stored as a turn, whatever became of it: answered, refused (a voice
+note it will not hear, the rate limit), no speech, or an error (Telegram refused the reply at every try).
+Starting without network is not fatal: the bot keeps trying with backoff (said once in the log) while the server
+serves plushes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -22,7 +25,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
-from telegram.error import InvalidToken, NetworkError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from plush.config import HouseholdConfig, TelegramConfig, data_home
@@ -31,8 +34,9 @@ from plush.logs import get_logger
 from plush.server.companion import Companion, Stopwatch, TurnRequestData
 from plush.server.telegram.chat_settings import ChatSettings, answers_with
 from plush.server.telegram.commands import COMMANDS, Commands, Presence
-from plush.server.telegram.delivery import deliver
+from plush.server.telegram.delivery import best_effort, deliver
 from plush.server.telegram.identity import ChatIdentity, Identities
+from plush.server.telegram.inbox import Inbox, InboxApplication, InboxQueue, turn_id
 from plush.server.telegram.listening import Listener, VoiceNoteError
 from plush.server.telegram.turns import ChatLine, FloodGuard, answer
 from plush.voice_models.stt import Transcriber
@@ -41,6 +45,8 @@ log = get_logger(__name__)
 MAX_TEXT_CHARS = 4000
 """The longest message taken as one turn (a Telegram message holds 4,096 characters)."""
 CONCURRENT_UPDATES = 32
+MAX_REMEMBERED = 10_000
+"""Strangers and refused groups remembered (each is logged once); past that the memory starts afresh."""
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
 SLOW_DOWN = "That's a lot of messages at once! Let me catch my breath; try again in a minute."
 App = Application[Any, Any, Any, Any, Any, Any]
@@ -75,7 +81,9 @@ class TelegramBridge:
         self.settings = settings
         self.allowed = frozenset(settings.allowed_users)
         self.identities = Identities(settings, households or {})
-        self.chats = ChatSettings((state_dir or data_home()) / "telegram" / "chats.json", settings.replies)
+        state = (state_dir or data_home()) / "telegram"
+        self.chats = ChatSettings(state / "chats.json", settings.replies)
+        self.inbox = Inbox(state / "inbox")
         self.commands = Commands(companion, self.chats, presence)
         self.listener = Listener(transcriber, max_seconds=settings.max_voice_seconds, keep=settings.keep_voice_notes)
         self.line = ChatLine()
@@ -89,6 +97,8 @@ class TelegramBridge:
         self._token = token
         app: App = (
             Application.builder()
+            .application_class(InboxApplication)
+            .update_queue(InboxQueue(self.inbox))
             .token(token)
             .base_url(self.settings.api_url)
             .base_file_url(file_url(self.settings.api_url))
@@ -116,6 +126,7 @@ class TelegramBridge:
                 lambda: app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS]), what="setMyCommands"
             )
             await app.start()
+            await self._replay(app)
             await self._receive(app)
             log.info("telegram_started", bot=app.bot.username, token=mask_token(token), allowed=len(self.allowed))
             if started is not None:
@@ -167,6 +178,16 @@ class TelegramBridge:
             delay = min(delay * 2, RETRY_MAX_S)
         return False
 
+    async def _replay(self, app: App) -> None:
+        """Handle again what the last run received and never finished (it was killed mid-reply)."""
+        left = self.inbox.left()
+        if left:
+            log.warning("telegram_replaying", updates=len(left), hint="the last run stopped before answering them")
+        for payload in left:
+            update = Update.de_json(payload, app.bot)
+            if update is not None:
+                await app.update_queue.put(update)
+
     async def _receive(self, app: App) -> None:
         assert app.updater is not None
         if not self.settings.webhook_url:
@@ -198,6 +219,8 @@ class TelegramBridge:
             return None
         if user.id not in self.allowed:
             if user.id not in self._strangers:
+                if len(self._strangers) >= MAX_REMEMBERED:  # a crowd of strangers cannot grow memory for ever
+                    self._strangers.clear()
                 self._strangers.add(user.id)
                 log.warning("telegram_stranger", user_id=user.id, hint=f"to allow them: plush telegram allow {user.id}")
             return None
@@ -206,22 +229,37 @@ class TelegramBridge:
         if chat.type in ("group", "supergroup") and self.settings.allow_groups:
             return self.identities.group(user.id, chat.id)
         if chat.id not in self._groups_refused:
+            if len(self._groups_refused) >= MAX_REMEMBERED:
+                self._groups_refused.clear()
             self._groups_refused.add(chat.id)
             log.warning("telegram_group_ignored", chat_id=chat.id, hint="set [telegram] allow_groups = true")
         return None
 
     def _admitted(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
-        """Within the sender's rate limit; the first message over it gets one "slow down" (sent in the background,
-        so the check itself never waits)."""
+        """Within the sender's rate limit, checked as the message arrives; the first one over it gets a single
+        "slow down" (sent in the background, so the check itself never waits on Telegram)."""
         assert update.effective_user is not None and update.effective_chat is not None
         verdict = self.flood.admit(update.effective_user.id)
+        if verdict is True:
+            return True
+        log.warning("telegram_rate_limited", user_id=update.effective_user.id)
         if verdict is False:
-            log.warning("telegram_rate_limited", user_id=update.effective_user.id)
             chat_id = update.effective_chat.id
             context.application.create_task(
-                deliver(lambda: context.bot.send_message(chat_id, SLOW_DOWN), what="sendMessage")
+                best_effort(lambda: context.bot.send_message(chat_id, SLOW_DOWN), what="sendMessage")
             )
-        return verdict is True
+        return False
+
+    async def _handled(self, turn: TurnRequestData, admitted: bool) -> bool:
+        """True when this message needs no answer: its turn is stored already (handled by a run that died before
+        it let go of the update), or it is over the rate limit (stored `refused` here)."""
+        if await self.companion.store.get_turn(turn.turn_id) is not None:
+            log.info("telegram_already_answered", turn_id=turn.turn_id)
+            return True
+        if not admitted:
+            limit = f"over the sender's rate limit ([telegram] rate_limit = {self.settings.rate_limit!r})"
+            await self.companion.store_unanswered(turn, "refused", limit)
+        return not admitted
 
     async def _command(self, name: str, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if (who := self._who(update)) is None or update.effective_chat is None:
@@ -238,12 +276,15 @@ class TelegramBridge:
         """A text message: one companion turn."""
         if (who := self._who(update)) is None or update.message is None or update.effective_chat is None:
             return
-        if not (text := (update.message.text or "").strip()) or not self._admitted(update, context):
+        if not (text := (update.message.text or "").strip()):
             return
         chat_id = update.effective_chat.id
+        turn = self._turn(who, context, update.message.message_id, chat_id, text[:MAX_TEXT_CHARS])
+        admitted = self._admitted(update, context)
         async with self.line.turn(chat_id):
+            if await self._handled(turn, admitted):
+                return
             text_out, voice_out = answers_with(self.chats.mode(chat_id), voice_in=False)
-            turn = self._turn(who, chat_id, text[:MAX_TEXT_CHARS])
             await answer(self.companion, context.bot, chat_id, turn, text_out=text_out, voice_out=voice_out)
 
     async def _voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -251,27 +292,40 @@ class TelegramBridge:
         message = update.message
         if (who := self._who(update)) is None or message is None or update.effective_chat is None:
             return
-        if not self._admitted(update, context):
-            return
         assert update.effective_user is not None
-        media = message.voice or message.audio or message.document
         chat_id = update.effective_chat.id
+        turn = self._turn(who, context, message.message_id, chat_id, "")
+        admitted = self._admitted(update, context)
+        media = message.voice or message.audio or message.document
         async with self.line.turn(chat_id):
+            if await self._handled(turn, admitted):
+                return
             clock = Stopwatch()
             try:
                 heard = await self.listener.hear(context.bot, update.effective_user.id, message.message_id, media)
             except VoiceNoteError as exc:
                 reason = str(exc)
                 log.info("telegram_voice_refused", chat_id=chat_id, reason=reason)
-                await deliver(lambda: message.reply_text(reason), what="sendMessage")
+                await self.companion.store_unanswered(turn, "refused", reason)
+                await best_effort(lambda: message.reply_text(reason), what="sendMessage")
+                return
+            except TelegramError as exc:  # getFile or the download failed at every try
+                problem = f"could not fetch the voice note from Telegram: {self._masked(exc)}"
+                log.error("telegram_voice_unfetched", chat_id=chat_id, error=problem)
+                await self.companion.store_unanswered(turn, "error", problem)
+                await best_effort(
+                    lambda: message.reply_text("I couldn't get that voice note from Telegram. Send it again?"),
+                    what="sendMessage",
+                )
                 return
             if not heard.text:
-                await deliver(
+                await self.companion.store_unanswered(turn, "no_speech", "no words were heard in the voice note")
+                await best_effort(
                     lambda: message.reply_text("I couldn't hear any words in that. Try again?"), what="sendMessage"
                 )
                 return
             text_out, voice_out = answers_with(self.chats.mode(chat_id), voice_in=True)
-            turn = self._turn(who, chat_id, heard.text, language=heard.language)
+            turn.user_text, turn.language = heard.text[:MAX_TEXT_CHARS], heard.language
             heard_at = clock.now_ms()
             clock.record("voice_note", 0.0, heard_at - heard.stt_ms)  # fetched and decoded
             clock.record("stt", heard_at - heard.stt_ms, heard_at)
@@ -284,16 +338,17 @@ class TelegramBridge:
         if self._who(update) is None or update.message is None:
             return
         message = update.message
-        await deliver(lambda: message.reply_text("I can read text and listen to voice notes."), what="sendMessage")
+        await best_effort(lambda: message.reply_text("I can read text and listen to voice notes."), what="sendMessage")
 
-    def _turn(self, who: ChatIdentity, chat_id: int, text: str, *, language: str = "") -> TurnRequestData:
+    def _turn(
+        self, who: ChatIdentity, context: ContextTypes.DEFAULT_TYPE, message_id: int, chat_id: int, text: str
+    ) -> TurnRequestData:
         return TurnRequestData(
-            turn_id=uuid.uuid4().hex[:12],
+            turn_id=turn_id(context.bot.id, chat_id, message_id),
             conversation_id=who.conversation_id,
             device_id=who.device_id,
             source="telegram",
             user_text=text,
-            language=language,
             want_audio=False,
             owner=who.owner,
         )

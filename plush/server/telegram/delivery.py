@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from telegram.error import NetworkError, RetryAfter, TimedOut
+from telegram.error import NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.warnings import PTBDeprecationWarning
 
 from plush.logs import get_logger
@@ -43,6 +43,16 @@ async def deliver(call: Callable[[], Awaitable[T]], *, what: str, attempts: int 
             log.warning("telegram_unavailable", call=what, error=str(exc), attempt=attempt)
         await asyncio.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+async def best_effort(call: Callable[[], Awaitable[T]], *, what: str) -> T | None:
+    """`deliver(call)` for a side call (typing, an edit mid-reply, a "slow down"): when Telegram refuses it at
+    every try, that is logged and None returned, and the message it was for is still answered."""
+    try:
+        return await deliver(call, what=what)
+    except TelegramError as exc:
+        log.warning("telegram_side_call_failed", call=what, error=str(exc))
+        return None
 
 
 def _retry_after_s(exc: RetryAfter) -> float:

@@ -2,6 +2,8 @@
 
 Telegram limits edits (about one a second per chat), so the message is edited at most every `edit_every_s`,
 and once more at the end with the whole text. A reply longer than one message continues in new messages.
+The edits on the way are side calls (a refused one is logged and made good by the next); only `finish`, which
+must show the whole reply, raises when Telegram refuses it at every try.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from telegram.error import TelegramError
+
+from plush.logs import get_logger
 from plush.server.telegram.delivery import deliver
 from plush.server.telegram.messages import MAX_MESSAGE_CHARS, split_message
 
+log = get_logger(__name__)
 EDIT_EVERY_S = 1.0
 
 
@@ -32,10 +38,13 @@ class StreamedReply:
         """More of the reply; the chat shows it when the edit limit allows."""
         self.text += delta
         if time.monotonic() - self._last_edit >= self.edit_every_s:
-            await self._show(split_message(self.text, MAX_MESSAGE_CHARS))
+            try:
+                await self._show(split_message(self.text, MAX_MESSAGE_CHARS))
+            except TelegramError as exc:
+                log.warning("telegram_edit_failed", chat_id=self.chat_id, error=str(exc), hint="the next shows it")
 
     async def finish(self, *, fallback: str) -> None:
-        """Show the whole reply (or `fallback` when there was none)."""
+        """Show the whole reply (or `fallback` when there was none); TelegramError when Telegram would not."""
         pieces = split_message(self.text) or ([] if self._message_ids else [fallback])
         await self._show(pieces)
 

@@ -20,11 +20,12 @@ from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from telegram.constants import ChatAction
+from telegram.error import TelegramError
 
 from plush.logs import get_logger
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.server.companion import Companion, TurnRequestData
-from plush.server.telegram.delivery import deliver
+from plush.server.telegram.delivery import best_effort, deliver
 from plush.server.telegram.replies import StreamedReply
 
 log = get_logger(__name__)
@@ -76,14 +77,18 @@ class FloodGuard:
 async def answer(
     companion: Companion, bot: Any, chat_id: int, turn: TurnRequestData, *, text_out: bool, voice_out: bool
 ) -> None:
-    """Run `turn` and deliver its reply: text streamed by edits, and/or one voice note of the whole reply."""
-    from plush.voice_models.ogg_opus import encode_voice_note
+    """Run `turn` and deliver its reply: text streamed by edits, and/or one voice note of the whole reply.
 
+    The typing indicator and the edits on the way never decide whether the message is answered. When the reply
+    itself cannot be delivered (Telegram refused it at every try), the stored turn says so (`error`) and the
+    reply is dropped with a log line: sending it minutes later, out of the conversation, would confuse more
+    than it helps.
+    """
     if voice_out:
         turn.want_audio, turn.output_sample_rate = True, VOICE_RATE
         turn.output_encoding = pb.AUDIO_ENCODING_PCM_S16LE
     action = ChatAction.TYPING if text_out else ChatAction.RECORD_VOICE
-    await deliver(lambda: bot.send_chat_action(chat_id, action), what="sendChatAction")
+    await best_effort(lambda: bot.send_chat_action(chat_id, action), what="sendChatAction")
     reply = StreamedReply(bot, chat_id) if text_out else None
     audio, said, problem = bytearray(), "", ""
     async with aclosing(companion.reply(turn)) as events:
@@ -97,15 +102,31 @@ async def answer(
             elif event.HasField("error"):
                 problem = event.error.message
     fallback = f"I could not answer just now ({problem})." if problem else "…"
+    try:
+        await _deliver_reply(bot, chat_id, turn, reply, audio=bytes(audio), text=said or fallback, voice_out=voice_out)
+    except TelegramError as exc:
+        error = f"Telegram did not take the reply at any try: {exc}"
+        log.error("telegram_reply_undelivered", turn_id=turn.turn_id, chat_id=chat_id, error=str(exc))
+        await companion.wait_stored()
+        await companion.store.mark_failed(turn.turn_id, error)
+
+
+async def _deliver_reply(
+    bot: Any, chat_id: int, turn: TurnRequestData, reply: StreamedReply | None, *, audio: bytes, text: str,
+    voice_out: bool,
+) -> None:  # fmt: skip
+    """The reply's last text edit and its voice note; TelegramError when either cannot be delivered."""
+    from plush.voice_models.ogg_opus import encode_voice_note
+
     if reply is not None:
-        await reply.finish(fallback=fallback)
+        await reply.finish(fallback=text)
     if not voice_out:
         return
     if not audio:  # nothing to say aloud (an error before any speech): say it in words instead
         if reply is None:
-            await deliver(lambda: bot.send_message(chat_id, said or fallback), what="sendMessage")
+            await deliver(lambda: bot.send_message(chat_id, text), what="sendMessage")
         return
-    samples = np.frombuffer(bytes(audio), dtype=np.int16)
+    samples = np.frombuffer(audio, dtype=np.int16)
     note = await asyncio.to_thread(encode_voice_note, samples, VOICE_RATE)
     await deliver(
         lambda: bot.send_voice(chat_id, voice=note.data, duration=note.duration_s, filename="reply.ogg"),
