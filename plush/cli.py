@@ -1,7 +1,9 @@
 """The `plush` command: run the server, the plush, a text chat; manage models and configuration.
 
 Every subcommand takes `--config FILE` (else $PLUSH_CONFIG, ./plush.toml, ~/.config/plush/plush.toml). Errors
-Plush raises on purpose are printed as one clear line with exit status 1, never as a traceback.
+Plush raises on purpose are printed as one clear line with exit status 1, never as a traceback. A side's
+packages (the server's, the bot's, the dashboard's) are imported only inside the subcommand that runs, so a plush
+with `plush[device]` alone has every command it uses; another one names the extra to install (plush/extras.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from plush.config import PlushConfig, default_config_text, find_config_file, loa
 from plush.console import ConfigOption, err, out
 from plush.dashboard_cli import dashboard_app
 from plush.errors import PlushError
+from plush.extras import missing_extra
 from plush.logs import setup_logging
 from plush.memory_cli import memory_app, persona_app
 from plush.models_cli import models_app
@@ -197,11 +200,21 @@ def _drop_none(data: Any) -> Any:
 
 
 def main() -> None:
-    """Entry point: run the app, turning Plush errors into one readable line."""
+    """Entry point: run the app, turning Plush errors (and a package of an extra this machine lacks, such as
+    the server's on a plush) into one readable line."""
     try:
         app()
     except PlushError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(1)
+        _fail(exc)
+    except ModuleNotFoundError as exc:
+        readable = missing_extra(exc)
+        if readable is None:
+            raise
+        _fail(readable)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _fail(exc: PlushError) -> None:
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    sys.exit(1)

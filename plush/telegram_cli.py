@@ -13,7 +13,6 @@ from typing import Annotated
 import typer
 
 from plush.config import find_config_file, load_config
-from plush.config_edit import edit_config
 from plush.console import ConfigOption, out
 from plush.logs import setup_logging
 
@@ -57,6 +56,8 @@ def disallow(user_id: UserId, config: ConfigOption = None) -> None:
 
 
 def _change(config: Path | None, user_id: int, *, add: bool) -> Path:
+    from plush.config_edit import edit_config  # tomlkit is the telegram extra's: a plush without it still runs
+
     path = find_config_file(config)
 
     def change(users: list[int] | None) -> list[int]:
