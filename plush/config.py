@@ -167,7 +167,7 @@ class MemoryConfig(Section):
     remember_phrases: bool = True
     """Store a fact when the owner says "remember that ..." / "... 기억해 줘"."""
     retention_days: int = Field(default=0, ge=0)
-    """Delete turns older than this many days (facts stay); 0 keeps every turn."""
+    """Delete turns older than this many days, with their kept audio (facts stay); 0 keeps every turn."""
 
 
 class ServerConfig(Section):
@@ -320,7 +320,8 @@ class DashboardConfig(Section):
     online_window_s: float = Field(default=300.0, gt=0)
     """A plush counts as online while a call is open or for this long after its last one."""
     keep_audio: bool = False
-    """Keep each reply's audio (WAV files beside the database, turn-audio/) to play back in the turn's detail."""
+    """Keep each reply's audio (WAV files beside the database, turn-audio/) to play back in the turn's detail;
+    deleted with its turn (`[memory] retention_days`)."""
 
 
 class PlushConfig(BaseSettings):

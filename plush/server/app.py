@@ -38,6 +38,7 @@ from plush.server.memory import Memory
 from plush.server.paired_plushes import PairedPlushes
 from plush.server.persona import PersonaSource
 from plush.server.refusals import DRAIN_LIMIT_S
+from plush.server.retention import Retention, audio_dir
 from plush.server.service import CompanionService, Limits, add_to_server
 from plush.server.speech import SpeechOut, VoiceSwitch
 from plush.server.store import Store
@@ -146,6 +147,8 @@ class RunningServer:
     """Which plushes have called lately (the dashboard's devices, the Telegram bot's /status)."""
     configured_port: int = 0
     """`server.port` as configured (0: any free port), the port of this computer's note (`local_server`)."""
+    retention: Retention | None = None
+    """`retention_days` for turns and their kept audio; the housekeeping applies it every hour."""
 
     async def stop(self, grace: float = 2.0) -> None:
         """Refuse new turns, stop every turn in flight (each is stored, as interrupted, with what was already
@@ -219,7 +222,8 @@ async def start_server(config: PlushConfig) -> RunningServer:
             cleanup.push_async_callback(dashboard.stop)
         await server.start()
         cleanup.pop_all()
-    housekeeping = asyncio.create_task(_housekeeping(memory, in_flight), name="plush-housekeeping")
+    retention = Retention(memory, audio_dir(cfg))
+    housekeeping = asyncio.create_task(_housekeeping(retention, in_flight), name="plush-housekeeping")
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     local_server.announce(cfg.port, "serving")
@@ -231,8 +235,9 @@ async def start_server(config: PlushConfig) -> RunningServer:
         brain=router.description,
     )
     return RunningServer(
-        server, port, companion, health_servicer, housekeeping, in_flight, transcriber, dashboard, presence, cfg.port
-    )
+        server, port, companion, health_servicer, housekeeping, in_flight, transcriber, dashboard, presence, cfg.port,
+        retention,
+    )  # fmt: skip
 
 
 def _grpc_server(
@@ -258,14 +263,14 @@ def _grpc_server(
     return server, health_servicer
 
 
-async def _housekeeping(memory: Memory, in_flight: TurnsInFlight, every_s: float = HOUSEKEEPING_S) -> None:
-    """Apply the retention setting at start and then every hour, and stop the turns of plushes unpaired mid-turn
-    within `REVOCATION_CHECK_S`; a failure is logged and tried again later."""
+async def _housekeeping(retention: Retention, in_flight: TurnsInFlight, every_s: float = HOUSEKEEPING_S) -> None:
+    """Apply the retention setting (turns and their audio) at start and then every hour, and stop the turns of
+    plushes unpaired mid-turn within `REVOCATION_CHECK_S`; a failure is logged and tried again later."""
 
     async def prune() -> None:
         while True:
             try:
-                await memory.prune()
+                await retention.apply()
             except Exception:  # the database may be busy or full; serving turns matters more
                 log.exception("housekeeping_failed")
             await asyncio.sleep(every_s)

@@ -4,7 +4,7 @@ does not (the prompt it was answered from, its stage start times) and, when the 
 The companion calls `on_turn` right after the turn is in the database; it only records and schedules, so the
 reply is never held up. Prompts and start times are kept in memory for the last `KEPT_TRACES` turns (they hold
 what the owner said and what memory added, so they are not written anywhere new); audio goes to WAV files
-beside the database, one per turn, and is deleted with its turn.
+beside the database, one per turn, and is deleted with its turn (plush/server/retention.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from plush.voice_models.opus import OpusDecoder
 
 log = get_logger(__name__)
 KEPT_TRACES = 1000
-AUDIO_DIR = "turn-audio"
 
 
 class TurnFeed:
@@ -75,19 +74,14 @@ class TurnFeed:
         path = self.audio_dir / f"{turn_id}.wav"
         return path if path.is_file() else None
 
-    def prune_audio(self, known: set[str]) -> int:
-        """Delete the audio of turns no longer in the log (retention); returns how many files went."""
-        if self.audio_dir is None or not self.audio_dir.is_dir():
-            return 0
-        gone = [p for p in self.audio_dir.glob("*.wav") if p.stem not in known]
-        for path in gone:
-            path.unlink(missing_ok=True)
-        return len(gone)
+    async def flush(self) -> None:
+        """Wait until the audio of every turn stored so far is written."""
+        await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def close(self) -> None:
         self.closed.set()
         self.notify()
-        await asyncio.gather(*self._writes, return_exceptions=True)
+        await self.flush()
 
     def _save_audio(self, turn_id: str, chunks: list[bytes], trace: TurnTrace) -> None:
         assert self.audio_dir is not None

@@ -19,7 +19,7 @@ from plush.config import PlushConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.server.companion import Companion
-from plush.server.dashboard.live import AUDIO_DIR, TurnFeed
+from plush.server.dashboard.live import TurnFeed
 from plush.server.dashboard.metrics import Metrics
 from plush.server.dashboard.passwords import Passwords, password_file
 from plush.server.dashboard.presence import Presence
@@ -27,6 +27,7 @@ from plush.server.dashboard.queries import TurnLog
 from plush.server.dashboard.sessions import LoginThrottle, Sessions
 from plush.server.dashboard.state import DashboardState
 from plush.server.in_flight import TurnsInFlight
+from plush.server.retention import audio_dir
 
 log = get_logger(__name__)
 
@@ -76,7 +77,7 @@ async def start_dashboard(
     env_password = config.dashboard_password.get_secret_value() if config.dashboard_password else None
     passwords = Passwords(password_file(config), env_password)
     database = config.server.database_path()
-    feed = TurnFeed(Metrics(), database.parent / AUDIO_DIR if cfg.keep_audio else None)
+    feed = TurnFeed(Metrics(), audio_dir(config.server) if cfg.keep_audio else None)
     state = DashboardState(
         config=config,
         companion=companion,
