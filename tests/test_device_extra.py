@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 from device_only import BLOCKER, write_blocked_files
 
+from plush.config import load_config
 from plush.extras import extra_for
+from plush.models_cli import default_side, models_for
+from plush.voice_models.model_catalog import AUTO
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,3 +141,19 @@ def test_the_extras_table_agrees_with_pyproject() -> None:
             givers = {name for name in user_facing if any(r.startswith(distribution) for r in extras[name])}
             modules = _modules_of(distribution)
             assert any(extra_for(m) in givers for m in modules), (extra, distribution, sorted(modules))
+
+
+def test_a_plush_only_install_downloads_the_plush_models_by_default(device_only_env: dict[str, str]) -> None:
+    result = _run("from plush.models_cli import default_side\nprint(default_side())", device_only_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "device"
+    assert default_side() == "all"  # this venv has the server's side
+
+
+def test_models_for_each_side_follow_the_config() -> None:
+    cfg = load_config(None, stt={"model": "whisper-base"}, server={"stt_model": "whisper-small"})
+    assert models_for(cfg, "device") == ["whisper-base"]
+    assert models_for(cfg, "server") == ["whisper-small", cfg.tts.voice, AUTO]
+    assert models_for(cfg, "all") == ["whisper-base", "whisper-small", cfg.tts.voice, AUTO]
+    pi4 = load_config(None, device={"stt": "server"})
+    assert models_for(pi4, "device") == []  # a Pi 4 lets the server transcribe: nothing to fetch
