@@ -17,6 +17,7 @@ from fakes.dashboard_client import PASSWORD, chat, log_in, session_csrf
 
 from plush.server.app import start_server
 from plush.server.dashboard.passwords import password_file, set_password
+from plush.server.dashboard.sessions import FAILURE_MEMORY_S, MAX_LOGIN_DELAY_S, LoginThrottle
 
 
 async def serve(make_config: ConfigFactory, tmp_path: Path, **dashboard: Any) -> Any:
@@ -106,3 +107,26 @@ async def test_a_live_log_ends_when_its_login_expires(make_config: ConfigFactory
             assert (await client.get("/api/status")).status_code == 401
     finally:
         await running.stop(grace=0.5)
+
+
+async def test_the_login_throttle_forgets_old_addresses_and_keeps_no_idle_lock() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(0.5, clock=lambda: now[0])
+    for n in range(5000):  # one wrong guess from each of 5,000 addresses, as a spread-out attack would
+        client = f"10.0.{n // 250}.{n % 250}"
+        async with throttle.lock(client):
+            throttle.delay_after_failure(client)
+    assert throttle.tracked() == 5000  # each still counts, so each one's next guess waits longer
+    assert throttle.delay_after_failure("10.0.0.0") == 1.0
+    now[0] += FAILURE_MEMORY_S + MAX_LOGIN_DELAY_S
+    throttle.delay_after_failure("192.168.0.1")  # a later guess sweeps the forgotten addresses away
+    assert throttle.tracked() == 1
+    assert throttle.delay_after_failure("10.0.0.0") == 0.5  # forgotten: the delay starts small again
+    waiting = [asyncio.create_task(_hold(throttle, "203.0.113.9")) for _ in range(3)]
+    await asyncio.gather(*waiting)
+    assert throttle.tracked() == 2  # the three checks' lock went with them
+
+
+async def _hold(throttle: LoginThrottle, client: str) -> None:
+    async with throttle.lock(client):
+        await asyncio.sleep(0)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from plush.pairing import same_secret
 
@@ -24,6 +25,8 @@ CSRF_FIELD = "csrf_token"
 MAX_LOGIN_DELAY_S = 30.0
 FAILURE_MEMORY_S = 900.0
 """Failed logins older than this are forgotten: the delay starts small again."""
+SWEEP_EVERY_S = 60.0
+"""How often (at most, as failures come in) the throttle looks for addresses to forget."""
 
 
 @dataclass
@@ -93,22 +96,45 @@ class LoginThrottle:
     While a failure's wait runs, the address is blocked: any other attempt from it is answered at once with how
     long is left, without checking the password. So parallel guesses get one check per wait, and the owner's right
     password is never queued behind them (it once waited 30.3 s behind 4 parallel guesses): it is told to try
-    again in a moment. Checks themselves run one at a time per address (`lock`)."""
+    again in a moment. Checks themselves run one at a time per address (`lock`).
+
+    What it keeps is bounded by time, whatever the number of addresses: a lock lives only while a check holds or
+    awaits it, and an address is forgotten once its failures are older than `FAILURE_MEMORY_S` and its block has
+    passed (swept at most every `SWEEP_EVERY_S`, as failures come in). Each failure costs an argon2 check, so
+    only so many can arrive in that window."""
 
     def __init__(self, base_delay_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.base_delay_s = base_delay_s
         self._clock = clock
         self._failures: dict[str, list[float]] = {}
         self._blocked_until: dict[str, float] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _ClientLock] = {}
+        self._swept_at = clock()
 
-    def lock(self, client: str) -> asyncio.Lock:
-        return self._locks.setdefault(client, asyncio.Lock())
+    @asynccontextmanager
+    async def lock(self, client: str) -> AsyncIterator[None]:
+        """Hold `client`'s check lock; the lock is dropped once nobody holds or awaits it."""
+        held = self._locks.setdefault(client, _ClientLock())
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if not held.users:
+                del self._locks[client]
+
+    def tracked(self) -> int:
+        """How many addresses the throttle holds anything for (failures, a block, a lock)."""
+        return len(self._failures.keys() | self._blocked_until.keys() | self._locks.keys())
 
     def recent_failures(self, client: str) -> int:
         now = self._clock()
         kept = [t for t in self._failures.get(client, []) if now - t < FAILURE_MEMORY_S]
-        self._failures[client] = kept
+        if kept:
+            self._failures[client] = kept
+        else:
+            self._failures.pop(client, None)
         return len(kept)
 
     def blocked_for(self, client: str) -> float:
@@ -119,11 +145,27 @@ class LoginThrottle:
         """Record a failure and return how long its answer waits; the address is blocked until then."""
         earlier = self.recent_failures(client)
         now = self._clock()
-        self._failures[client].append(now)
+        self._failures.setdefault(client, []).append(now)
         delay = min(MAX_LOGIN_DELAY_S, self.base_delay_s * float(2 ** min(earlier, 16)))
         self._blocked_until[client] = now + delay
+        if now - self._swept_at >= SWEEP_EVERY_S:
+            self._forget_old(now)
         return delay
 
     def succeeded(self, client: str) -> None:
         self._failures.pop(client, None)
         self._blocked_until.pop(client, None)
+
+    def _forget_old(self, now: float) -> None:
+        """Drop the addresses whose failures are all forgotten and whose block has passed."""
+        for client in [c for c, times in self._failures.items() if now - times[-1] >= FAILURE_MEMORY_S]:
+            del self._failures[client]
+        for client in [c for c, until in self._blocked_until.items() if until <= now and c not in self._failures]:
+            del self._blocked_until[client]
+        self._swept_at = now
+
+
+@dataclass
+class _ClientLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
