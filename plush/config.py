@@ -163,7 +163,8 @@ class MemoryConfig(Section):
     recall_scope: Literal["conversation", "all"] = "conversation"
     """Recall from the same conversation only, or from every conversation of the same owner (see [owners])."""
     max_tokens: int = Field(default=600, ge=0)
-    """Prompt budget for long-term facts and recalled turns together; facts come first."""
+    """Prompt budget for each of: the window (the newest of its turns that fit), and long-term facts with recalled
+    turns together (facts first)."""
     remember_phrases: bool = True
     """Store a fact when the owner says "remember that ..." / "... 기억해 줘"."""
     retention_days: int = Field(default=0, ge=0)

@@ -15,6 +15,7 @@ from plush.device.runtime import Plush, WavSink
 from plush.errors import AudioFormatError, ConfigError, ModelMissingError
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
+from plush.server.contract_limits import MAX_INPUT_CHARS
 from plush.voice_models.model_store import ModelStore
 from plush.voice_models.stt import Transcriber
 
@@ -60,6 +61,14 @@ async def still_serves(port: int) -> None:
             [START, pb.TurnRequest(transcript=pb.Transcript(text="hi", language="en" * 20)), END],
             "Transcript.language is 40 characters; at most 16",
         ),
+        (
+            [START, pb.TurnRequest(audio=pb.AudioChunk(data=b"\0\0", sample_rate=16000, encoding=99)), END],  # type: ignore[arg-type]
+            "unknown audio encoding 99; send PCM_S16LE",
+        ),
+        (
+            [START, pb.TurnRequest(transcript=pb.Transcript(text="word " * 20_000)), END],
+            f"Transcript.text is 100000 characters; at most {MAX_INPUT_CHARS}",
+        ),
     ],
     ids=[
         "empty-stream",
@@ -70,6 +79,8 @@ async def still_serves(port: int) -> None:
         "second-start",
         "long-language",
         "long-transcript-language",
+        "unknown-audio-encoding",
+        "long-transcript",
     ],
 )
 async def test_protocol_mistakes_get_invalid_argument_and_the_server_goes_on(

@@ -19,13 +19,18 @@ from typing import Any
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 DEFAULT_CHARS = 256
+MAX_INPUT_CHARS = 4000
+"""The most characters of text any face may hand the brain as one message: a Chat's text and a Converse transcript
+here, and what other faces (the Telegram bridge) pass to the companion. One limit, so no path stores a message a
+later prompt cannot carry (a 100,000-character transcript once broke every turn of its conversation after it);
+`Memory.prompt` cuts a longer one as the last guard."""
 LIMITS: dict[str, int] = {
     "TurnStart.conversation_id": 128,
     "TurnStart.language": 16,
-    "Transcript.text": 4000,
+    "Transcript.text": MAX_INPUT_CHARS,
     "Transcript.language": 16,
     "Cancel.reason": 200,
-    "ChatRequest.text": 4000,
+    "ChatRequest.text": MAX_INPUT_CHARS,
     "ChatRequest.conversation_id": 128,
 }
 """`Message.field` -> the most characters it may hold (`service.MAX_CHAT_CHARS` and `utterance.MAX_CONVERSATION_ID`

@@ -1,6 +1,8 @@
 """Conversation memory: the window of recent turns, long-term facts, and recall of older turns by their words.
 
-Per conversation (a plush, a Telegram chat) the last `history_turns` answered turns become the prompt's history.
+Per conversation (a plush, a Telegram chat) the last `history_turns` answered turns become the prompt's history,
+as many of the newest as fit in `max_tokens`: a turn too long for it (stored before every face held text to
+`MAX_INPUT_CHARS`) ends the window there, so no stored turn can push the prompts after it past the model's context.
 Facts the owner asked to keep ("remember that ...", "... 기억해 줘", or `plush memory remember`) and older turns
 that share words with the new message (SQLite FTS5) go into a short memory note placed with the new message,
 within a token budget: facts first (newest first), then the best-matching older turns.
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 from plush.config import MemoryConfig
 from plush.logs import get_logger
+from plush.server.contract_limits import MAX_INPUT_CHARS
 from plush.server.llm.base import Message, Prompt, approx_tokens
 from plush.server.store import Fact, Store, TurnRecord
 
@@ -93,6 +96,18 @@ def search_terms(text: str) -> list[str]:
     return terms[:_MAX_TERMS]
 
 
+def _within(window: list[TurnRecord], budget: int) -> list[TurnRecord]:
+    """The newest turns of `window` (oldest first) whose texts fit in `budget` tokens together."""
+    kept: list[TurnRecord] = []
+    for turn in reversed(window):
+        cost = approx_tokens(turn.user_text) + approx_tokens(turn.reply_text) + 8
+        if cost > budget:
+            break
+        kept.append(turn)
+        budget -= cost
+    return kept[::-1]
+
+
 def _strip_particle(word: str) -> str:
     for particle in _KO_PARTICLES:
         if word.endswith(particle) and len(word) - len(particle) >= 2:
@@ -144,7 +159,7 @@ class Memory:
     async def recollect(self, conversation_id: str, user_text: str, *, owner: str) -> Recollection:
         """The owner's window, facts and recalled turns for a new message, within the token budget."""
         cfg = self.config
-        window = await self.store.recent_turns(conversation_id, cfg.history_turns, owner=owner)
+        window = _within(await self.store.recent_turns(conversation_id, cfg.history_turns, owner=owner), cfg.max_tokens)
         history: list[Message] = []
         for turn in window:
             history.append(Message("user", turn.user_text))
@@ -187,8 +202,12 @@ class Memory:
     ) -> tuple[Prompt, Recollection]:
         """The whole prompt for `owner`'s new message; `speaker` is the persona's name (see `Prompt.speaker`).
 
+        The message is cut at `MAX_INPUT_CHARS`, the limit every face already refuses longer text by: the last
+        guard, so a path that forgot its check still cannot hand the model more.
+
         `examples` (the persona's example exchanges) open the history, before the conversation's window: constant
         per persona, they stay part of the cacheable prefix."""
+        user_text = user_text[:MAX_INPUT_CHARS]
         recollection = await self.recollect(conversation_id, user_text, owner=owner)
         history = (*examples, *recollection.history)
         prompt = Prompt(system, history, user_text, recollection.note(), speaker=speaker)

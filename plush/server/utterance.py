@@ -137,6 +137,8 @@ class Utterance:
 
     def add_audio(self, chunk: pb.AudioChunk, limits: Limits, start_transcription: StartTranscription) -> None:
         """Check and keep an audio chunk, feeding it to streaming STT; TurnEndedError when it breaks the contract."""
+        if chunk.encoding not in pb.AudioEncoding.values():  # proto3 enums are open: any number arrives
+            raise protocol_error(f"unknown audio encoding {chunk.encoding}; send PCM_S16LE")
         if chunk.encoding not in (pb.AUDIO_ENCODING_UNSPECIFIED, pb.AUDIO_ENCODING_PCM_S16LE):
             raise protocol_error(f"unsupported audio encoding {pb.AudioEncoding.Name(chunk.encoding)}; send PCM_S16LE")
         if chunk.channels not in (0, 1):
