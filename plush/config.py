@@ -1,9 +1,10 @@
 """Configuration: one TOML file with commented defaults, environment overrides, secrets kept out of it.
 
-Precedence, highest first: environment (`PLUSH_<SECTION>__<KEY>`, e.g. `PLUSH_SERVER__PORT=50052`), a `.env` file
-in the working directory (untracked), the TOML file, the defaults in `default_config.toml` (which mirrors the
-models below; a test keeps the two equal). Secrets (`GEMINI_API_KEY`) come only from the environment or `.env`:
-a secret in the TOML file is refused, so a config file can be shared or committed safely.
+Precedence, highest first: command-line flags (`plush server --host`), the environment (`PLUSH_<SECTION>__<KEY>`,
+e.g. `PLUSH_SERVER__PORT=50052`), a `.env` file in the working directory (untracked), the TOML file, the defaults
+in `default_config.toml` (which mirrors the models below; a test keeps the two equal). Secrets (`GEMINI_API_KEY`)
+come only from the environment or `.env`: a secret in the TOML file is refused, so a config file can be shared or
+committed safely.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
+from contextvars import ContextVar
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from plush.errors import ConfigError
@@ -410,8 +413,22 @@ class PlushConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init kwargs; the environment must win over it.
-        return env_settings, dotenv_settings, init_settings
+        # Flags arrive as init kwargs and win; the TOML file comes last, under the environment.
+        return init_settings, env_settings, dotenv_settings, _FileSource(settings_cls)
+
+
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("plush_config_file", default=None)
+"""The TOML file's values while `load_config` builds a config from them."""
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The config file, as the lowest source above the defaults."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
 
 
 def default_config_text() -> str:
@@ -472,18 +489,17 @@ def load_config(path: Path | None = None, *, search: bool = True, **overrides: A
     """Load the effective configuration.
 
     `path` is an explicit file; with `search` the usual places are tried when it is None. `overrides` are
-    top-level sections given as dicts (used by tests and CLI flags); the environment still wins over them.
+    top-level sections given as dicts (command-line flags, tests): they win over the environment, which wins over
+    the file (a flag the environment silently beat was once ignored without a word).
     """
     file = find_config_file(path) if (path is not None or search) else None
-    data: dict[str, Any] = _read_toml(file) if file else {}
-    for section, values in overrides.items():
-        merged = dict(data.get(section, {}))
-        merged.update(values)
-        data[section] = merged
+    reset = _FILE_VALUES.set(_read_toml(file) if file else {})
     try:
-        return PlushConfig(**data)
+        return PlushConfig(**overrides)
     except ValidationError as exc:
         raise _describe(exc, str(file) if file else "configuration") from exc
+    finally:
+        _FILE_VALUES.reset(reset)
 
 
 def masked(config: PlushConfig) -> dict[str, Any]:
