@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from plush.errors import ConfigError, PlushError
 from plush.server.dashboard.api import state_of, turn_json
 from plush.server.dashboard.guard import session_of
+from plush.server.dashboard.plotly_bundle import inline_style_ids
 from plush.server.dashboard.sessions import CSRF_FIELD
 from plush.server.dashboard.waterfall import waterfall
 from plush.server.store.records import ENDINGS
@@ -79,7 +80,7 @@ async def turn_audio(request: Request, turn_id: str) -> FileResponse:
 
 @router.get("/charts")
 async def charts_page(request: Request) -> Response:
-    return render(request, "charts.html", gemini=await state_of(request).gemini())
+    return render(request, "charts.html", gemini=await state_of(request).gemini(), plotly_styles=inline_style_ids())
 
 
 @router.get("/devices")

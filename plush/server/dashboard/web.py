@@ -11,7 +11,6 @@ import asyncio
 import ipaddress
 import math
 import secrets
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,17 +23,14 @@ from plush import __version__
 from plush.pairing import same_secret
 from plush.server.dashboard import api, pages
 from plush.server.dashboard.guard import Guard, session_of
+from plush.server.dashboard.headers import SecurityHeaders
+from plush.server.dashboard.plotly_bundle import plotly_script
 from plush.server.dashboard.sessions import COOKIE, CSRF_FIELD, LoginThrottle
 from plush.server.dashboard.state import DashboardState
 
 HERE = Path(__file__).parent
 LOGIN_COOKIE = "plush_login_csrf"
 templates = Jinja2Templates(directory=HERE / "templates")
-
-
-def plotly_script() -> Path:
-    """plotly.min.js as the installed `plotly` package ships it (no CDN, no copy in this repository)."""
-    return Path(str(resources.files("plotly").joinpath("package_data", "plotly.min.js")))
 
 
 def create_app(state: DashboardState) -> FastAPI:
@@ -45,6 +41,7 @@ def create_app(state: DashboardState) -> FastAPI:
     )
     app.state.dashboard = state
     app.add_middleware(Guard, sessions=state.sessions)
+    app.add_middleware(SecurityHeaders)  # outermost: the guard's refusals get the headers too
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.get("/static-vendor/plotly.min.js", include_in_schema=False)
