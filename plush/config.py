@@ -326,6 +326,11 @@ class DashboardConfig(Section):
     keep_audio: bool = False
     """Keep each reply's audio (WAV files beside the database, turn-audio/) to play back in the turn's detail;
     deleted with its turn (`[memory] retention_days`)."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses of the reverse proxies in front (e.g. ["127.0.0.1"]): their X-Forwarded-For and -Proto name the
+    real client, for the login throttle, /metrics' this-computer rule and `cookie_secure`. Empty: none."""
+    cookie_secure: Literal["auto", "on", "off"] = "auto"
+    """The login cookie's Secure flag. auto: when the request came over HTTPS (as a trusted proxy says)."""
 
 
 class PlushConfig(BaseSettings):

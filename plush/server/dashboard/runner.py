@@ -96,7 +96,8 @@ async def start_dashboard(
     server = _Server(
         uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2,
-            proxy_headers=False,
+            # Forwarded headers only from the proxies the owner named: anyone else could claim any address.
+            proxy_headers=bool(cfg.trusted_proxies), forwarded_allow_ips=cfg.trusted_proxies or None,
         )
     )  # fmt: skip
     companion.keep_audio = companion.keep_audio or cfg.keep_audio

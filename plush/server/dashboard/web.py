@@ -76,7 +76,7 @@ def create_app(state: DashboardState) -> FastAPI:
                 response = RedirectResponse(_safe_next(next), status_code=303)
                 response.set_cookie(
                     COOKIE, session.id, max_age=int(state.sessions.lifetime_s), httponly=True, samesite="strict",
-                    secure=request.url.scheme == "https", path="/",
+                    secure=_secure(request), path="/",
                 )  # fmt: skip
                 response.delete_cookie(LOGIN_COOKIE, path="/login")
                 return response
@@ -131,10 +131,15 @@ def _login(request: Request, next: str, error: str = "", status: int = 200) -> R
         "configured": state.passwords.configured(),
     }
     response = templates.TemplateResponse(request, "login.html", context, status_code=status)
-    response.set_cookie(
-        LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/login"
-    )
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request), path="/login")
     return response
+
+
+def _secure(request: Request) -> bool:
+    """Whether the login cookies get the Secure flag (`[dashboard] cookie_secure`)."""
+    state: DashboardState = request.app.state.dashboard
+    setting = state.config.dashboard.cookie_secure
+    return setting == "on" or (setting == "auto" and request.url.scheme == "https")
 
 
 def _safe_next(target: str) -> str:
