@@ -20,11 +20,15 @@ from rich.table import Table
 
 from plush.config import PlushConfig, load_config
 from plush.console import ConfigOption, out
+from plush.errors import PlushError
 from plush.logs import command_level, setup_logging
 from plush.voice_models.cloning.voice_store import DEFAULT, VoiceStore, check_voice_name
 from plush.voice_models.model_store import ModelStore
 
 TRAINING_FOLDER = "voice-training"
+MAX_CER_ABOVE_BASE = 0.2
+"""How much worse than its base a voice may be heard (round-trip CER) before `use` refuses it: joe scores 0.02,
+a voice that learned mumbling 0.9."""
 LANGUAGES = {"en": "en-us", "ko": "ko"}
 NameArg = Annotated[str, typer.Argument(help="The voice's name (lower-case letters, digits, '-', '_').")]
 
@@ -69,13 +73,18 @@ def train(  # noqa: PLR0917 - a command's options
     ),
     language: Annotated[str | None, typer.Option(help="en, ko or an espeak-ng voice (default: the dataset's).")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default: by dataset size).")] = None,
-    frozen_steps: Annotated[int | None, typer.Option(min=0, help="First steps with the base frozen.")] = None,
+    frozen_steps: Annotated[
+        int | None, typer.Option(min=0, help="First steps with the base frozen (default: a tenth of the steps).")
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Clips per step (default: 16 on a GPU, 2 on CPU).")
     ] = None,
     segment_size: Annotated[
         int, typer.Option(min=1024, help="Samples per training slice (smaller: smoke runs).")
     ] = 8192,
+    learning_rate: Annotated[
+        float, typer.Option(min=1e-7, max=1.0, help="The optimizers' learning rate (Piper's default).")
+    ] = 2e-4,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on this CPU although it takes days (smoke runs).")] = False,
     job: Annotated[Path | None, typer.Option(help="Write a self-contained job folder for a CUDA machine.")] = None,
     restart: Annotated[
@@ -117,15 +126,20 @@ def train(  # noqa: PLR0917 - a command's options
         else:
             warm_start_from_checkpoint(chosen.path, base_config, warm)
     defaults = tr.plan_for(info, on_gpu=accelerator == "gpu")
+    max_steps = steps or defaults.max_steps
+    if frozen_steps is None:  # the plan's share of whatever number of steps was asked for
+        frozen_steps = min(max_steps, max_steps * defaults.frozen_steps // defaults.max_steps)
     plan = tr.TrainPlan(
-        max_steps=steps or defaults.max_steps,
-        frozen_steps=defaults.frozen_steps if frozen_steps is None else frozen_steps,
+        max_steps=max_steps,
+        frozen_steps=frozen_steps,
         batch_size=min(batch_size or defaults.batch_size, info.clips),
         checkpoint_every=defaults.checkpoint_every,
         validation_split=defaults.validation_split,
         segment_size=segment_size,
+        learning_rate=learning_rate,
     )
     tr.write_run_file(run_dir, **settings, plan=plan, clips=info.clips, minutes=round(info.minutes, 2))
+    _warn_if_short(dataset, info.minutes)
     out.print(
         f"dataset: {info.clips} clips, {info.minutes:.1f} min ({espeak}); {plan.max_steps} steps of batch "
         f"{plan.batch_size}, the first {plan.frozen_steps} with the base frozen",
@@ -155,6 +169,27 @@ def train(  # noqa: PLR0917 - a command's options
     _export(name, result.checkpoint, voices, espeak, {"steps": result.steps, "base": str(chosen.path)})
 
 
+def _warn_if_short(dataset: Path, minutes: float) -> None:
+    """Say so when the dataset is under the minimum `prepare` named for it (its report.json), or under 10 min."""
+    from plush.voice_models.cloning.dataset import PrepareOptions
+
+    report = dataset / "report.json"
+    minimum = PrepareOptions().min_minutes
+    if report.is_file():
+        try:
+            thresholds = json.loads(report.read_text(encoding="utf-8")).get("thresholds", {})
+            minimum = float(thresholds.get("min_minutes", minimum))
+        except (ValueError, TypeError, AttributeError):
+            pass
+    if minutes < minimum:
+        out.print(
+            f"[yellow]warning:[/] {minutes:.1f} minutes of speech is under the {minimum:g} minutes `plush voice "
+            "prepare` asks for: the voice will sound less like you and may mumble. Record more if you can "
+            "(plush voice record), and check the result (plush voice check) before using it.",
+            highlight=False,
+        )
+
+
 def _train_with_progress(tr: Any, run_dir: Path, info: Any, *, warm: Path, espeak: str, plan: Any, accel: str) -> Any:
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[losses]}"), TimeRemainingColumn())  # fmt: skip
@@ -179,6 +214,8 @@ def _export(name: str, checkpoint: Path, voices: VoiceStore, espeak: str | None,
     from plush.voice_models.cloning.export import ExportError, export_voice, read_checkpoint_record
 
     record = read_checkpoint_record(checkpoint)
+    if "steps" not in info and isinstance(record.get("trained_steps"), int):
+        info = {**info, "steps": record["trained_steps"]}  # an imported checkpoint: its own count
     config = record.get("voice_config")
     if not config:
         raise ExportError(f"{checkpoint} does not say which voice it was trained from: export it from its run")
@@ -224,25 +261,21 @@ def export(
     _export(name, chosen, voices, read_run_file(run_dir).get("espeak_voice"), {"exported_from": str(chosen)})
 
 
+WhisperOption = Annotated[
+    str | None, typer.Option(help="Whisper model that listens (name or folder; default: the config's [stt] model).")
+]
+
+
 def check(
     name: NameArg,
-    whisper: Annotated[str, typer.Option(help="Whisper model that listens (name or folder).")] = "whisper-base",
+    whisper: WhisperOption = None,
     language: Annotated[str | None, typer.Option(help="en or ko (default: the voice's).")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Score a voice: real-time factor and round-trip CER (Whisper hears test sentences), beside its base's."""
-    from plush.voice_models.cloning.checking import check_voice
-    from plush.voice_models.stt import SttOptions, Transcriber
-
-    _, models, voices = _setup(config)
-    voice = voices.get(name)
-    espeak = json.loads(voice.config.read_text(encoding="utf-8")).get("espeak", {}).get("voice", "en-us")
-    lang = language or ("ko" if espeak.startswith("ko") else "en")
-    base = Path(str(voice.info["base"])) if str(voice.info.get("base", "")).endswith(".onnx") else None
-    with out.status("speaking the test sentences and listening ..."):
-        transcriber = Transcriber(models.resolve(whisper, "stt"), options=SttOptions(language=lang))
-        report = check_voice(voice.onnx, transcriber, lang, base=base)
-    table = Table(title=f"{name} ({lang}, heard by {whisper})")
+    cfg, models, voices = _setup(config)
+    report = _check(cfg, models, voices, name, whisper=whisper, language=language)
+    table = Table(title=f"{name} ({report.language}, heard by {whisper or cfg.stt.model})")
     for column in ("voice", "real-time factor", "CER"):
         table.add_column(column)
     for score in (report.voice, report.base):
@@ -251,18 +284,69 @@ def check(
     out.print(table)
     for heard in report.voice.sentences:
         out.print(f"  {escape(heard.text)} -> {escape(heard.heard)} (CER {heard.cer:.2f})", highlight=False)
-    voices.update_info(name, check=report.as_dict())
+
+
+def _check(
+    cfg: PlushConfig, models: ModelStore, voices: VoiceStore, name: str, *, whisper: str | None, language: str | None
+) -> Any:
+    """Score the voice (and its base) with `whisper` or the config's STT model, and keep the scores with it."""
+    from plush.voice_models.cloning.checking import check_voice
+    from plush.voice_models.stt import SttOptions, Transcriber
+
+    voice = voices.get(name)
+    espeak = json.loads(voice.config.read_text(encoding="utf-8")).get("espeak", {}).get("voice", "en-us")
+    lang = language or ("ko" if espeak.startswith("ko") else "en")
+    base = Path(str(voice.info["base"])) if str(voice.info.get("base", "")).endswith(".onnx") else None
+    with out.status("speaking the test sentences and listening ..."):
+        transcriber = Transcriber(models.resolve(whisper or cfg.stt.model, "stt"), options=SttOptions(language=lang))
+        report = check_voice(voice.onnx, transcriber, lang, base=base)
+    voices.update_info(name, check={**report.as_dict(), "checked": time.strftime("%F %T")})
+    return report
 
 
 def use(
     name: Annotated[str, typer.Argument(help="A voice from `plush voice list`, or `default` for [tts] voice.")],
+    force: Annotated[bool, typer.Option("--force", help="Use it even if its check says Whisper cannot follow it.")] = (
+        False
+    ),
+    max_cer_above_base: Annotated[
+        float, typer.Option(min=0.0, help="Refuse a voice heard this much worse than its base (round-trip CER).")
+    ] = MAX_CER_ABOVE_BASE,
+    whisper: WhisperOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Make the server speak with this voice; a running server switches at its next turn, no restart."""
-    cfg, _, voices = _setup(config)
+    """Make the server speak with this voice; a running server switches at its next turn, no restart.
+
+    The voice is checked first (its last `plush voice check`, or a new one when it has none or was exported
+    since): one that Whisper hears far worse than its base voice is refused, with its scores, unless --force.
+    """
+    cfg, models, voices = _setup(config)
+    if name != DEFAULT and not force:
+        voice = voices.get(name)
+        checked = voice.info.get("check") or {}
+        if not checked or str(checked.get("checked", "")) < str(voice.info.get("exported", "")):
+            out.print(f"checking {name} first (plush voice check; --force skips it) ...", highlight=False)
+            checked = _check(cfg, models, voices, name, whisper=whisper, language=None).as_dict()
+        if (problem := _unfit(name, checked, max_cer_above_base)) is not None:
+            raise PlushError(problem)
     chosen = voices.use(name)
     spoken = f"{chosen.name} ({chosen.onnx})" if chosen else f"the config's voice ({cfg.tts.voice})"
     out.print(f"the server speaks with {spoken} from its next turn on", highlight=False)
+
+
+def _unfit(name: str, checked: dict[str, Any], max_above: float) -> str | None:
+    """Why the checked voice must not be used (heard far worse than its base), or None."""
+    cer = float(checked["voice"]["cer"])
+    base = checked.get("base")
+    yardstick = float(base["cer"]) if base else 0.0
+    if cer <= yardstick + max_above:
+        return None
+    beside = f"its base {base['voice']} scores {yardstick:.2f}" if base else "no base voice was at hand to compare"
+    return (
+        f"{name} is not used: Whisper heard its test sentences with a character error rate of {cer:.2f} and "
+        f"{beside} (at most {max_above:g} worse is accepted): it mumbles or babbles. Train longer, with more "
+        "recordings or more frozen steps, then check again; or use it anyway with --force"
+    )
 
 
 def list_voices(config: ConfigOption = None) -> None:

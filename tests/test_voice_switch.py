@@ -76,7 +76,7 @@ async def test_use_switches_a_running_servers_voice_without_restart(
     before, rate = await spoken_samples(server.port)
     assert rate == 22050
 
-    assert "speaks with slow" in voice_in_another_process("use", "slow", "--config", str(config))
+    assert "speaks with slow" in voice_in_another_process("use", "slow", "--force", "--config", str(config))
     switched, rate_then = await spoken_samples(server.port)
     assert rate_then == 22050  # the turn's rate was chosen at its start; the new voice is resampled to it
     assert switched == pytest.approx(2 * before, rel=0.02)
@@ -94,7 +94,7 @@ def test_list_and_remove_keep_the_marker_consistent(tmp_path: Path) -> None:
     config = tmp_path / "plush.toml"
     config.write_text(f'[models]\ndir = "{models}"\n', encoding="utf-8")
 
-    voice("use", "mina", "--config", str(config))
+    voice("use", "mina", "--force", "--config", str(config))
     listing = voice("list", "--config", str(config))
     assert "mina" in listing and "papa" in listing and "yes" in listing
     assert "was in use" in voice("remove", "mina", "--yes", "--config", str(config))
@@ -104,3 +104,37 @@ def test_list_and_remove_keep_the_marker_consistent(tmp_path: Path) -> None:
     with pytest.raises(VoiceStoreError, match="cannot name a voice"):
         store.onnx_path("../escape")
     assert store.use("papa") is not None and store.active() == "papa"
+
+
+def checked(cer: float, base_cer: float | None) -> dict[str, object]:
+    """A stored `plush voice check` result, as `check` writes it."""
+
+    def score(name: str, value: float) -> dict[str, object]:
+        return {"voice": name, "real_time_factor": 0.1, "cer": value, "audio_seconds": 9.0, "sentences": []}
+
+    base = score("en_US-joe-medium", base_cer) if base_cer is not None else None
+    return {"voice": score("mina", cer), "base": base, "language": "en", "checked": "2026-12-03 10:00:00"}
+
+
+def test_use_refuses_a_voice_its_check_heard_far_worse_than_its_base(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    store = VoiceStore.in_models(models)
+    for name in ("mina", "papa"):
+        build_piper_voice(store.onnx_path(name).parent, name=name)
+    store.update_info("mina", exported="2026-12-03 09:00:00", check=checked(0.91, 0.02))
+    store.update_info("papa", exported="2026-12-03 09:00:00", check=checked(0.05, 0.02))
+    config = tmp_path / "plush.toml"
+    config.write_text(f'[models]\ndir = "{models}"\n', encoding="utf-8")
+    app = typer.Typer()
+    add_train_commands(app)
+
+    refused = CliRunner().invoke(app, ["use", "mina", "--config", str(config)])
+    assert refused.exit_code != 0  # before: taken without a word
+    assert "character error rate of 0.91" in str(refused.exception) and "base en_US-joe-medium scores 0.02" in str(
+        refused.exception
+    )
+    assert store.active() is None, "the server keeps its voice"
+    assert "speaks with papa" in voice("use", "papa", "--config", str(config)), "a voice Whisper follows is used"
+    assert "speaks with mina" in voice("use", "mina", "--max-cer-above-base", "1", "--config", str(config))
+    assert "speaks with mina" in voice("use", "mina", "--force", "--config", str(config))
+    assert store.active() == "mina"

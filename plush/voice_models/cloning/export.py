@@ -23,7 +23,7 @@ from typing import Any
 
 from plush.errors import PlushError
 from plush.logs import get_logger
-from plush.voice_models.cloning.warm_start import WARM_START_KEY, import_training
+from plush.voice_models.cloning.warm_start import WARM_START_KEY, import_training, read_checkpoint
 
 log = get_logger(__name__)
 
@@ -40,14 +40,13 @@ class ExportedVoice:
 
 
 def read_checkpoint_record(checkpoint: Path) -> dict[str, Any]:
-    """What Plush recorded in a checkpoint (base voice, its config, training settings); {} for a foreign one."""
-    torch = import_training()
-    try:
-        data = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as exc:  # pickle, zip and torch errors vary
-        raise ExportError(f"{checkpoint} is not a readable trainer checkpoint: {exc}") from exc
-    record = data.get(WARM_START_KEY, {}) if isinstance(data, dict) else {}
-    return dict(record)
+    """What Plush recorded in a checkpoint (base voice, its config, training settings), and `trained_steps` (the
+    batches it was trained for, from Lightning's own count); {} for a foreign one."""
+    data = read_checkpoint(checkpoint)
+    record = dict(data.get(WARM_START_KEY, {}))
+    if isinstance(data.get("global_step"), int):
+        record["trained_steps"] = data["global_step"] // 2  # Lightning counts both optimizers' steps
+    return record
 
 
 def export_voice(

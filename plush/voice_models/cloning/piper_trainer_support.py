@@ -63,16 +63,28 @@ def install_alignment() -> None:
 
 
 class FreezeWarmStartedParts(lightning.Callback):
-    """Freeze the parameters a warm start took from an ONNX voice until `frozen_steps` optimizer steps."""
+    """Freeze the parameters a warm start took from an ONNX voice until `frozen_steps` optimizer steps.
 
-    def __init__(self, warm_start_checkpoint: str, frozen_steps: int = 1000) -> None:
+    With `report_every` (a job's run.sh), it also prints a progress line every that many batches, and when the
+    frozen phase ends: Lightning's own bar counts epochs, and with only steps set it reads "Epoch 0/-2".
+    """
+
+    def __init__(self, warm_start_checkpoint: str, frozen_steps: int = 1000, report_every: int = 0) -> None:
         super().__init__()
         install_alignment()
         self.frozen_steps = frozen_steps
-        data = torch.load(warm_start_checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        self.report_every = report_every
+        # Tensors and plain values only: the job's checkpoint cannot run code on the machine that trains it.
+        data = torch.load(warm_start_checkpoint, map_location="cpu", weights_only=True, mmap=True)
         self.record: dict[str, Any] = dict(data.get(WARM_START_KEY, {}))
         self.frozen_names = {k.removeprefix("model_g.") for k in self.record.get("from_onnx", [])}
         self.frozen = False
+
+    def _say(self, message: str, *args: Any) -> None:
+        if self.report_every:
+            print(message % args, flush=True)
+        else:
+            _LOGGER.info(message, *args)
 
     def _set(self, module: lightning.LightningModule, frozen: bool) -> None:
         generator: torch.nn.Module = module.model_g  # type: ignore[assignment]
@@ -84,8 +96,8 @@ class FreezeWarmStartedParts(lightning.Callback):
     def on_train_start(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule) -> None:
         if trainer.global_step < self.frozen_steps and self.frozen_names:
             self._set(pl_module, True)
-            _LOGGER.info(
-                "warm start: %s base parameters frozen for %s steps", len(self.frozen_names), self.frozen_steps
+            self._say(
+                "warm start: %s base parameters frozen for %s steps", len(self.frozen_names), self.frozen_steps // 2
             )
 
     def on_train_batch_start(
@@ -93,7 +105,16 @@ class FreezeWarmStartedParts(lightning.Callback):
     ) -> None:
         if self.frozen and trainer.global_step >= self.frozen_steps:
             self._set(pl_module, False)
-            _LOGGER.info("warm start: step %s, the whole generator learns now", trainer.global_step)
+            self._say("warm start: step %s, the whole generator learns now", trainer.global_step // 2)
+
+    def on_train_batch_end(self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, *args: Any) -> None:
+        step, total = trainer.global_step // 2, trainer.max_steps // 2  # two optimizers: generator, discriminator
+        if not self.report_every or (step % self.report_every and step != total):
+            return
+        metrics = trainer.callback_metrics
+        losses = " ".join(f"{k} {float(metrics[k]):.2f}" for k in ("loss_g", "loss_d") if k in metrics)
+        phase = "base frozen" if self.frozen else "every part learning"
+        self._say("step %s/%s (%s) %s", step, total, phase, losses)
 
     def on_save_checkpoint(
         self, trainer: lightning.Trainer, pl_module: lightning.LightningModule, checkpoint: dict[str, Any]

@@ -266,9 +266,9 @@ def _optimizer_steps_per_batch() -> int:
 
 
 def _checkpoint_hparams(checkpoint: Path) -> dict[str, Any]:
-    torch = import_training()
-    data = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    return dict(data["hyper_parameters"])
+    from plush.voice_models.cloning.warm_start import read_checkpoint
+
+    return dict(read_checkpoint(checkpoint)["hyper_parameters"])
 
 
 def _write_phoneme_map(warm_checkpoint: Path, path: Path) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 from plush.errors import PlushError
 from plush.voice_models.cloning.training import METADATA, DatasetInfo, TrainPlan
 
+MANIFEST = "checkpoints.sha256"
+"""Written by run.sh when training ends: the SHA-256 of every checkpoint it saved (`sha256sum` form)."""
 SUPPORT = "piper_trainer_support.py"
 """Copied into the job: Piper's CLI loads its callback (and the alignment extension) from there."""
 PINNED = (
@@ -29,6 +31,10 @@ PINNED = (
     "monotonic-alignment-search==0.2.1",
     "onnx==1.23.2",
 )
+CPU_BATCH = 2
+"""Clips per step on a CPU (`ACCELERATOR=cpu`): a GPU's batch would take minutes a step there."""
+REPORT_EVERY = 25
+"""A progress line every this many steps (Lightning's own bar counts epochs, "Epoch 0/-2", when steps are set)."""
 SHAPE_KEYS = (
     "sample_rate", "num_speakers", "hidden_channels", "inter_channels", "filter_channels", "n_heads", "n_layers",
     "kernel_size", "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates",
@@ -74,7 +80,8 @@ def write_job(
 
 
 def newest_checkpoint(path: Path) -> Path:
-    """`path` itself when it is a checkpoint; in a job folder, its newest `last.ckpt` (else any newest .ckpt)."""
+    """`path` itself when it is a checkpoint; in a job folder, its newest `last.ckpt` (else any newest .ckpt),
+    once it matches the SHA-256 the job's run.sh recorded for it when it finished (`checkpoints.sha256`)."""
     if path.is_file():
         return path
     if not path.is_dir():
@@ -84,13 +91,42 @@ def newest_checkpoint(path: Path) -> Path:
     )
     if not found:
         raise JobError(f"{path} holds no trained checkpoint yet: run its run.sh on a CUDA machine first")
+    verify_checkpoint(path, found[-1])
     return found[-1]
+
+
+def verify_checkpoint(job_dir: Path, checkpoint: Path) -> None:
+    """JobError unless `checkpoint` is one the job's run.sh saved and recorded, unchanged since."""
+    import hashlib
+
+    manifest = job_dir / MANIFEST
+    relative = checkpoint.relative_to(job_dir).as_posix()
+    if not manifest.is_file():
+        raise JobError(
+            f"{job_dir} has no {MANIFEST}: its run.sh did not finish (go on with RESUME=... ./run.sh there), or "
+            f"the folder was not made by `plush voice train --job`. To take {relative} anyway, import that file "
+            "itself"
+        )
+    recorded: dict[str, str] = {}
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        value, _, name = line.partition("  ")
+        recorded[name.strip().removeprefix("./")] = value.strip()
+    digest = hashlib.sha256()
+    with checkpoint.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if recorded.get(relative) != digest.hexdigest():
+        what = "is not in" if relative not in recorded else "does not match"
+        raise JobError(
+            f"{relative} {what} the job's {MANIFEST}: it changed after the job finished (or came from elsewhere), "
+            "so it is not imported. Run the job again, or import a checkpoint file you trust by its path"
+        )
 
 
 def _run_script(name: str, hparams: dict[str, Any], espeak_voice: str, plan: TrainPlan) -> str:
     model_args = []
     for key in SHAPE_KEYS:
-        value = hparams.get(key)
+        value = plan.segment_size if key == "segment_size" else hparams.get(key)
         if value is None:
             continue
         text = json.dumps(value).replace("[", "(").replace("]", ")") if isinstance(value, list | tuple) else value
@@ -104,30 +140,44 @@ def _run_script(name: str, hparams: dict[str, Any], espeak_voice: str, plan: Tra
         f"--data.espeak_voice {shlex.quote(espeak_voice)}",
         "--data.phonemes_path phonemes.json",
         f"--data.num_symbols {hparams['num_symbols']}",
-        f'--data.batch_size "${{BATCH_SIZE:-{plan.batch_size}}}"',
+        '--data.batch_size "$BATCH"',
         f"--data.validation_split {plan.validation_split}",
         "--data.num_test_examples 0",
         *model_args,
         f"--model.learning_rate {plan.learning_rate}",
         "--model.mos_metric none",
-        '--trainer.accelerator "${ACCELERATOR:-gpu}"',
+        '--trainer.accelerator "$ACCELERATOR"',
         "--trainer.devices 1",
-        f'--trainer.max_steps "$(( ${{MAX_STEPS:-{plan.max_steps}}} * 2 ))"',
+        '--trainer.max_steps "$(( STEPS * 2 ))"',
         "--trainer.default_root_dir runs",
+        "--trainer.enable_progress_bar false",
         "--trainer.callbacks+=piper_trainer_support.FreezeWarmStartedParts",
         "--trainer.callbacks.warm_start_checkpoint base.ckpt",
-        f"--trainer.callbacks.frozen_steps {plan.frozen_steps * 2}",
+        '--trainer.callbacks.frozen_steps "$(( FROZEN * 2 ))"',
+        '--trainer.callbacks.report_every "$REPORT_EVERY"',
         '--ckpt_path "${RESUME:-base.ckpt}"',
     ]
+    cpu_batch = max(1, min(CPU_BATCH, plan.batch_size))
     pins = " ".join(shlex.quote(p) for p in PINNED)
     joined = " \\\n  ".join(args)
     return f"""#!/usr/bin/env bash
 # Fine-tune the Plush voice '{name}' with Piper's own trainer on a CUDA machine (Python 3.11, NVIDIA driver).
 # Steps count batches; Lightning counts the generator's and the discriminator's updates, hence the "* 2".
 # Overrides: PYTHON=/path/python (skip the virtualenv), ACCELERATOR=cpu, MAX_STEPS=N, BATCH_SIZE=N,
-# RESUME=runs/lightning_logs/version_0/checkpoints/last.ckpt (go on after an interruption).
+# FROZEN_STEPS=N, RESUME=runs/lightning_logs/version_0/checkpoints/last.ckpt (go on after an interruption).
 set -euo pipefail
 cd "$(dirname "$0")"
+ACCELERATOR="${{ACCELERATOR:-gpu}}"
+STEPS="${{MAX_STEPS:-{plan.max_steps}}}"
+# The frozen first phase keeps the plan's share of the steps ({plan.frozen_steps} of {plan.max_steps}), whatever
+# MAX_STEPS asks for: a short job must not spend all its steps frozen and hand back the base voice unchanged.
+FROZEN="${{FROZEN_STEPS:-$(( STEPS * {plan.frozen_steps} / {plan.max_steps} ))}}"
+if [ "$FROZEN" -gt "$STEPS" ]; then FROZEN="$STEPS"; fi
+BATCH="${{BATCH_SIZE:-{plan.batch_size}}}"
+if [ "$ACCELERATOR" = cpu ]; then BATCH="${{BATCH_SIZE:-{cpu_batch}}}"; fi
+REPORT_EVERY="${{REPORT_EVERY:-{REPORT_EVERY}}}"
+echo "training {name}: $STEPS steps of batch $BATCH on $ACCELERATOR; the first $FROZEN with the base frozen," \
+  "then $(( STEPS - FROZEN )) with every part learning"
 if [ -z "${{PYTHON:-}}" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -m pip install --quiet {pins}
@@ -135,6 +185,7 @@ if [ -z "${{PYTHON:-}}" ]; then
 fi
 PYTHONPATH=. "$PYTHON" -m piper.train fit \\
   {joined}
+if [ -d runs ]; then find runs -name '*.ckpt' -exec sha256sum {{}} + > {MANIFEST}; fi
 echo "done: bring the voice home with  plush voice import-checkpoint $(pwd) --name {name}"
 """
 
@@ -147,7 +198,9 @@ def _readme(name: str, dataset: DatasetInfo, plan: TrainPlan) -> str:
 1. Copy this folder to a machine with a CUDA GPU (any recent NVIDIA card with 8 GB or more; Python 3.11).
 2. Run `./run.sh`. It makes a virtualenv with pinned versions (torch 2.13.0, piper-tts 1.8.0, lightning
    2.6.6) and runs Piper's own trainer: {plan.max_steps} steps of batch {plan.batch_size}, the first
-   {plan.frozen_steps} with the base voice frozen while the parts its ONNX lacked learn. Checkpoints land in
+   {plan.frozen_steps} with the base voice frozen while the parts its ONNX lacked learn. `MAX_STEPS=N` keeps
+   the same share frozen (`FROZEN_STEPS=N` sets it), `ACCELERATOR=cpu` takes batch {CPU_BATCH} (`BATCH_SIZE=N`),
+   and the first line it prints says what it will do. Checkpoints land in
    `runs/lightning_logs/version_*/checkpoints/` (`last.ckpt` every epoch); `RESUME=<that last.ckpt> ./run.sh`
    goes on after an interruption.
 3. Copy the folder (or just the newest `last.ckpt`) back and run

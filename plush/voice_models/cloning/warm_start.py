@@ -66,6 +66,40 @@ def import_training() -> Any:
     return torch
 
 
+class CheckpointError(PlushError):
+    """A trainer checkpoint that cannot be read, or that asks to unpickle more than weights and settings."""
+
+
+CHECKPOINT_GLOBALS = ("pathlib.PosixPath", "pathlib.PurePosixPath", "pathlib.WindowsPath", "pathlib.PureWindowsPath")
+"""What a checkpoint may name besides tensors and plain values: the paths Piper's older trainer kept in its
+hyper-parameters (the dataset's). Nothing else is ever unpickled, so no checkpoint can run code."""
+
+
+def read_checkpoint(path: Path, *, mmap: bool = True) -> dict[str, Any]:
+    """A trainer checkpoint's contents, read with `weights_only=True` (tensors, plain values and
+    `CHECKPOINT_GLOBALS` only): one fetched from the Hub or brought back from a job on another machine cannot
+    run code here. A file that asks for more is refused with what it asked for."""
+    import pathlib
+    import pickle
+
+    torch = import_training()
+    allowed = [getattr(pathlib, name.split(".")[1]) for name in CHECKPOINT_GLOBALS]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        asked = str(exc).split("\n", 1)[0]
+        raise CheckpointError(
+            f"{path} is refused: it holds more than weights and settings ({asked}), and Plush never runs code from "
+            "a checkpoint. Use a checkpoint Piper's trainer saved, or retrain it"
+        ) from exc
+    except (OSError, RuntimeError, ValueError, EOFError) as exc:  # not a torch file, cut short, not a zip
+        raise CheckpointError(f"{path} is not a readable trainer checkpoint: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a trainer checkpoint (it holds a {type(data).__name__})")
+    return data
+
+
 def _quiet_library_warnings(torch: Any) -> None:
     """Piper's trainer was written for older torch: its deprecation notices (weight_norm, the TorchScript ONNX
     exporter's shape inference) say nothing an owner can act on, so `plush voice` does not print them."""
@@ -138,10 +172,10 @@ def warm_start_from_checkpoint(source: Path, config: dict[str, Any], checkpoint:
     from lightning import __version__ as lightning_version
     from piper.train.vits.lightning import VitsModel
 
+    data = read_checkpoint(source, mmap=False)
     try:
-        data = torch.load(source, map_location="cpu", weights_only=False)
         old_state, old_hparams = data["state_dict"], dict(data.get("hyper_parameters", {}))
-    except Exception as exc:  # pickle and key errors vary
+    except (KeyError, TypeError, ValueError) as exc:
         raise OnnxVoiceError(f"{source} is not a Piper training checkpoint: {exc}") from exc
     defaults = VitsModel.__init__.__code__.co_varnames
     hparams = {k: v for k, v in old_hparams.items() if k in defaults and k not in ("dataset", "self")}
