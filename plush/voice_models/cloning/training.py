@@ -212,7 +212,7 @@ def train(
         num_workers=0,
         phonemes_path=phonemes,
     )
-    timer = _step_timer(plan, on_progress)
+    timer = _step_timer(plan, on_progress, set_learning_rate=not resumed)
     trainer = lightning.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -284,14 +284,26 @@ def _write_phoneme_map(warm_checkpoint: Path, path: Path) -> None:
     path.write_text(json.dumps(id_map, ensure_ascii=False), encoding="utf-8")
 
 
-def _step_timer(plan: TrainPlan, on_progress: Callable[[TrainProgress], None] | None) -> Any:
-    """A Lightning callback that times each step and reports progress (made here: lightning loads lazily)."""
+def _step_timer(
+    plan: TrainPlan, on_progress: Callable[[TrainProgress], None] | None, *, set_learning_rate: bool
+) -> Any:
+    """A Lightning callback that times each step and reports progress (made here: lightning loads lazily).
+
+    With `set_learning_rate` (a new run) it also gives the optimizers the plan's learning rate: the warm-start
+    checkpoint's optimizer states, restored with it, would otherwise keep the rate they were saved with.
+    """
     import lightning
 
     class StepTimer(lightning.Callback):
         def __init__(self) -> None:
             self.durations: list[float] = []
             self._started = 0.0
+
+        def on_train_start(self, trainer: Any, *args: Any) -> None:
+            if set_learning_rate:
+                for optimizer in trainer.optimizers:
+                    for group in optimizer.param_groups:
+                        group["lr"] = plan.learning_rate
 
         def on_train_batch_start(self, trainer: Any, *args: Any) -> None:
             self._started = time.perf_counter()
