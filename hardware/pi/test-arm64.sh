@@ -12,8 +12,9 @@
 #
 # Needs: this checkout's .venv with the server's extras (scripts/setup --test), the real-weight models of the
 # quality tests (~/.cache/plush-test-models, or $PLUSH_TEST_MODELS: piper-en-joe-medium, whisper-base,
-# qwen2.5-coder-0.5b-instruct-q4_k_m), the network to Debian's mirror and PyPI. Takes ~15 minutes on 2 cores,
-# so it is not in CI: run it before a change to the Pi path, and put its result in hardware/pi/README.md.
+# qwen2.5-coder-0.5b-instruct-q4_k_m), the network to Debian's mirror and PyPI. Takes ~7 minutes on 2 cores
+# (~6.5 more to build the base root the first time), so it is not in CI: run it before a change to the Pi path,
+# and put its result in hardware/pi/README.md.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=${PLUSH_ARM64_DIR:-/var/tmp/plush-arm64}
