@@ -5,9 +5,13 @@ a GPU job folder that carries everything; and the alignment Piper's wheel lacks,
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +23,8 @@ from voice_training_helpers import joe_warm_start, owner_dataset
 from plush.logs import setup_logging
 from plush.voice_models.cloning.piper_trainer_support import maximum_path_c
 from plush.voice_models.cloning.training import TrainingError, inspect_dataset, require_accelerator
+from plush.voice_models.cloning.voice_store import VoiceStore
+from plush.voice_models.cloning.warm_start import CheckpointError, read_checkpoint
 from plush.voice_train_cli import add_train_commands
 
 pytestmark = pytest.mark.real_weights
@@ -39,7 +45,8 @@ def voice_cli() -> typer.Typer:
 
 def write_config(tmp_path: Path, models: Path, whisper: Path | None = None) -> Path:
     config = tmp_path / "plush.toml"
-    config.write_text(f'[models]\ndir = "{models}"\n', encoding="utf-8")
+    stt = f'[stt]\nmodel = "{whisper}"\n' if whisper is not None else ""
+    config.write_text(f'[models]\ndir = "{models}"\n{stt}', encoding="utf-8")
     return config
 
 
@@ -54,7 +61,7 @@ def test_a_few_cpu_steps_from_the_warm_start_give_a_voice_piper_speaks_and_check
     run_dir.mkdir(parents=True)
     (run_dir / "warm.ckpt").symlink_to(warm.checkpoint)  # the session's warm start, instead of making it again
     dataset = owner_dataset(real_joe_voice, tmp_path / "dataset")
-    config = write_config(tmp_path, models)
+    config = write_config(tmp_path, models, whisper=real_whisper_base)
     runner = CliRunner()
 
     result = runner.invoke(
@@ -72,9 +79,8 @@ def test_a_few_cpu_steps_from_the_warm_start_give_a_voice_piper_speaks_and_check
     assert len(audio) > 2 * 22050 * 0.5, "half a second of speech or more"
     assert voice.config.espeak_voice == "en-us"
 
-    checked = runner.invoke(
-        voice_cli(), ["check", "mina", "--whisper", str(real_whisper_base), "--config", str(config)]
-    )
+    # Heard by the config's [stt] model, a path (before: "stt model 'whisper-base' is not downloaded")
+    checked = runner.invoke(voice_cli(), ["check", "mina", "--config", str(config)])
     assert checked.exit_code == 0, checked.output + repr(checked.exception)
     info = json.loads((onnx.parent / "voice.json").read_text(encoding="utf-8"))
     scores = info["check"]
@@ -83,6 +89,25 @@ def test_a_few_cpu_steps_from_the_warm_start_give_a_voice_piper_speaks_and_check
     assert scores["base"]["cer"] < 0.25, "Whisper understands the real base voice"
     assert 0 <= scores["voice"]["cer"] <= 1.5
     assert "real-time factor" in checked.output
+    assert "speaks with mina" in runner.invoke(voice_cli(), ["use", "mina", "--config", str(config)]).output
+
+    # A fine-tune that wrecks the voice (every part learning at once, at a rate 50 times Piper's): `use` checks it
+    # itself, with the config's Whisper, and refuses it. Before: taken without a word.
+    (models / "voice-training" / "babble").mkdir()
+    (models / "voice-training" / "babble" / "warm.ckpt").symlink_to(warm.checkpoint)
+    result = runner.invoke(
+        voice_cli(),
+        ["train", "babble", "--dataset", str(dataset), "--base", str(real_joe_voice), "--cpu", "--steps", "2",
+         "--frozen-steps", "0", "--learning-rate", "0.01", "--batch-size", "1", "--segment-size", "2048",
+         "--config", str(config)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    refused = runner.invoke(voice_cli(), ["use", "babble", "--config", str(config)])
+    assert refused.exit_code != 0, refused.output
+    assert "babble is not used" in str(refused.exception) and "its base en_US-joe-medium scores" in str(
+        refused.exception
+    )
+    assert VoiceStore.in_models(models).active() == "mina", "the server keeps the voice it had"
 
 
 def test_without_a_gpu_train_refuses_and_points_to_a_job(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,6 +147,97 @@ def test_a_job_folder_carries_dataset_checkpoint_and_pinned_command(
         voice_cli(), ["import-checkpoint", str(job), "--name", "mina", "--config", str(tmp_path / "plush.toml")]
     )
     assert missing.exit_code != 0 and "no trained checkpoint yet" in str(missing.exception)
+
+
+class RunsCode:
+    """What a tampered checkpoint could carry: unpickling it would run a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    checkpoint = tmp_path / "tampered.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "extra": RunsCode(marker)}, checkpoint)
+    with pytest.raises(CheckpointError, match="Plush never runs code from a checkpoint"):
+        read_checkpoint(checkpoint)
+    result = CliRunner().invoke(
+        voice_cli(),
+        ["import-checkpoint", str(checkpoint), "--name", "x", "--config", str(write_config(tmp_path, tmp_path))],
+    )
+    assert result.exit_code != 0 and "is refused" in str(result.exception)
+    assert not marker.exists(), "nothing in it ran"  # before: torch.load(weights_only=False) ran it
+
+
+@pytest.mark.timeout(900)
+def test_a_job_says_its_plan_trains_the_unfrozen_part_it_reports_and_comes_back_with_its_steps(
+    real_joe_voice: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    warm = joe_warm_start(real_joe_voice, tmp_path_factory.mktemp("warm"))
+    run_dir = models / "voice-training" / "mina"
+    run_dir.mkdir(parents=True)
+    (run_dir / "warm.ckpt").symlink_to(warm.checkpoint)
+    dataset = owner_dataset(real_joe_voice, tmp_path / "dataset")
+    job = tmp_path / "job"
+    config = write_config(tmp_path, models)
+    result = CliRunner().invoke(
+        voice_cli(),
+        ["train", "mina", "--dataset", str(dataset), "--base", str(real_joe_voice), "--steps", "20",
+         "--segment-size", "2048", "--job", str(job), "--config", str(config)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "the first 2 with the base frozen" in result.output, "a tenth of the steps asked for"
+    assert "is under the 10 minutes `plush voice prepare` asks for" in result.output
+
+    def run(**env: str) -> str:
+        done = subprocess.run(
+            ["bash", str(job / "run.sh")], env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def plan(**env: str) -> str:  # PYTHON=true: the plan line only, no trainer started
+        return run(PYTHON="true", **env).splitlines()[0]
+
+    assert plan() == "training mina: 20 steps of batch 3 on gpu; the first 2 with the base frozen, then 18 with every part learning"  # fmt: skip  # noqa: E501
+    # before: 600 frozen steps whatever MAX_STEPS said, and a GPU's batch on a CPU
+    assert plan(MAX_STEPS="300", ACCELERATOR="cpu") == (
+        "training mina: 300 steps of batch 2 on cpu; the first 30 with the base frozen, then 270 with every part learning"  # noqa: E501
+    )
+
+    trained = run(PYTHON=sys.executable, ACCELERATOR="cpu", MAX_STEPS="2", FROZEN_STEPS="1", REPORT_EVERY="1")
+    assert "warm start: step 1, the whole generator learns now" in trained
+    assert "step 2/2 (every part learning)" in trained and "Epoch 0/-2" not in trained
+    [checkpoint] = job.glob("runs/**/last.ckpt")
+    before = read_checkpoint(job / "base.ckpt")["state_dict"]
+    after = read_checkpoint(checkpoint)["state_dict"]
+    assert any(not torch.equal(before[k], after[k]) for k in warm.from_onnx), "the base's own weights learned"
+
+    def import_job() -> Any:
+        return CliRunner().invoke(
+            voice_cli(), ["import-checkpoint", str(job), "--name", "mina", "--config", str(config)]
+        )
+
+    imported = import_job()
+    assert imported.exit_code == 0, imported.output + repr(imported.exception)
+    info = json.loads((models / "voices" / "mina" / "voice.json").read_text(encoding="utf-8"))
+    assert info["steps"] == 2  # before: "-" in `plush voice list`
+    listing = CliRunner().invoke(voice_cli(), ["list", "--config", str(config)])
+    assert re.search(r"mina .* 2 ", listing.output), listing.output
+
+    with checkpoint.open("r+b") as file:  # a checkpoint changed after the job finished
+        file.seek(-1, 2)
+        last = file.read(1)
+        file.seek(-1, 2)
+        file.write(bytes([last[0] ^ 1]))
+    refused = import_job()
+    assert refused.exit_code != 0 and "does not match the job's checkpoints.sha256" in str(refused.exception)
 
 
 def test_a_dataset_that_is_not_in_piper_form_is_refused_with_the_line(tmp_path: Path) -> None:
