@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from plush.cli import app
 from plush.config import load_config
-from plush.device.client import CompanionClient
+from plush.device.client import CompanionClient, ServerError
 from plush.server.store import Store
-from plush.server.telegram.bridge import SLOW_DOWN, TelegramBridge
+from plush.server.telegram.bridge import BUSY, SLOW_DOWN, TelegramBridge
 from plush.server.telegram.chat_settings import ChatSettings
 from plush.server.telegram.runner import plush_presence
 
@@ -54,6 +54,7 @@ def start_bot(
             transcriber=server.transcriber,
             presence=plush_presence(server.presence, config.dashboard.online_window_s),
             state_dir=tmp_path,
+            in_flight=server.in_flight,
         )
         return server, bridge
 
@@ -393,3 +394,38 @@ async def test_a_message_whose_reply_sigkill_cut_is_answered_once_after_the_rest
     assert "telegram_replaying" in "".join(output)
     assert len(fake_gemini.requests) == 2
     assert list((tmp_path / "data" / "plush" / "telegram" / "inbox").glob("*.json")) == [], "handled, let go"
+
+
+async def test_telegram_turns_take_their_place_among_the_servers_turns_in_flight(
+    start_gemini_server: Any, make_config: Any, fake_telegram: FakeTelegram, fake_gemini: Any, tmp_path: Path
+) -> None:
+    settings = {"allowed_users": [OWNER], "api_url": fake_telegram.base_url}
+    server_section = {"port": 0, "database": str(tmp_path / "plush.db"), "max_turns_in_flight": 1}
+    server = await start_gemini_server(telegram=settings, server=server_section)
+    config = make_config(telegram=settings)
+    bridge = TelegramBridge(
+        server.companion, config.telegram, config.owners, state_dir=tmp_path, in_flight=server.in_flight
+    )
+    async with bridge.polling(fake_telegram.token, poll_timeout=1):
+        fake_gemini.reply("A slow answer.", delay=2.0)
+        fake_telegram.send_text(OWNER, "one")
+        await wait_for(lambda: server.in_flight.count == 1)  # before: the gauge never saw a Telegram turn
+        async with CompanionClient(f"127.0.0.1:{server.port}", "plush-a") as plush:
+            with pytest.raises(ServerError, match=r"RESOURCE_EXHAUSTED.*max_turns_in_flight"):
+                [e async for e in plush.chat("Hello?")]
+        await wait_for(lambda: fake_telegram.texts_to(OWNER) == ["A slow answer."])
+
+        fake_gemini.reply("The plush's slow answer.", delay=2.0)
+        async with CompanionClient(f"127.0.0.1:{server.port}", "plush-a") as plush:
+            talking = asyncio.create_task(_drain(plush.chat("Tell me something.")))
+            await wait_for(lambda: server.in_flight.count == 1)
+            fake_telegram.send_text(OWNER, "two")
+            await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 2)
+            await talking
+    assert fake_telegram.texts_to(OWNER)[1] == BUSY
+    refused = [t for t in await server.companion.store.list_turns() if t.user_text == "two"]
+    assert [(t.outcome, "max_turns_in_flight" in t.error) for t in refused] == [("refused", True)]
+
+
+async def _drain(events: Any) -> list[Any]:
+    return [e async for e in events]

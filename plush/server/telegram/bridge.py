@@ -28,10 +28,11 @@ from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
-from plush.config import HouseholdConfig, TelegramConfig, data_home
+from plush.config import HouseholdConfig, ServerConfig, TelegramConfig, data_home
 from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.server.companion import Companion, Stopwatch, TurnRequestData
+from plush.server.in_flight import AdmissionError, Slot, TurnsInFlight
 from plush.server.telegram.chat_settings import ChatSettings, answers_with
 from plush.server.telegram.commands import COMMANDS, Commands, Presence
 from plush.server.telegram.delivery import best_effort, deliver
@@ -49,6 +50,7 @@ MAX_REMEMBERED = 10_000
 """Strangers and refused groups remembered (each is logged once); past that the memory starts afresh."""
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
 SLOW_DOWN = "That's a lot of messages at once! Let me catch my breath; try again in a minute."
+BUSY = "I'm talking with a lot of friends right now! Send that again in a moment, please."
 App = Application[Any, Any, Any, Any, Any, Any]
 MESSAGES = filters.UpdateType.MESSAGE
 """New messages only: an edited message is not a new turn."""
@@ -76,8 +78,14 @@ class TelegramBridge:
         transcriber: Transcriber | None = None,
         presence: Presence | None = None,
         state_dir: Path | None = None,
+        in_flight: TurnsInFlight | None = None,
     ) -> None:
         self.companion = companion
+        if in_flight is None:  # a bridge of its own (tools, tests): the server's defaults
+            defaults = ServerConfig()
+            in_flight = TurnsInFlight(defaults.max_turns_in_flight, defaults.max_stt_in_flight)
+        self.in_flight = in_flight
+        """The server's admission (the same as a plush's turns pass): its limits and gauge count these turns."""
         self.settings = settings
         self.allowed = frozenset(settings.allowed_users)
         self.identities = Identities(settings, households or {})
@@ -261,6 +269,30 @@ class TelegramBridge:
             await self.companion.store_unanswered(turn, "refused", limit)
         return not admitted
 
+    async def _admit(self, turn: TurnRequestData, bot: Any, chat_id: int, *, stt: bool = False) -> Slot | None:
+        """A place among the server's turns in flight (and in its speech recognition, for a voice note), as a
+        plush's turn takes one; None (stored `refused`, the sender told) when the server is full."""
+        try:
+            slot = self.in_flight.admit(turn.turn_id, turn.device_id, one_per_device=False)
+        except AdmissionError as exc:
+            await self._busy(turn, bot, chat_id, str(exc))
+            return None
+        slot.on_stop = lambda reason: setattr(turn, "stopped_because", reason.name.lower())
+        if stt:
+            try:
+                self.in_flight.take_stt(slot)
+            except AdmissionError as exc:
+                self.in_flight.release(slot)
+                await self._busy(turn, bot, chat_id, str(exc))
+                return None
+        return slot
+
+    async def _busy(self, turn: TurnRequestData, bot: Any, chat_id: int, why: str) -> None:
+        """The server is full: the turn is stored `refused` with why, and the sender asked to try again."""
+        log.warning("telegram_turn_refused", turn_id=turn.turn_id, chat_id=chat_id, reason=why)
+        await self.companion.store_unanswered(turn, "refused", why)
+        await best_effort(lambda: bot.send_message(chat_id, BUSY), what="sendMessage")
+
     async def _command(self, name: str, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if (who := self._who(update)) is None or update.effective_chat is None:
             return
@@ -282,10 +314,13 @@ class TelegramBridge:
         turn = self._turn(who, context, update.message.message_id, chat_id, text[:MAX_TEXT_CHARS])
         admitted = self._admitted(update, context)
         async with self.line.turn(chat_id):
-            if await self._handled(turn, admitted):
+            if await self._handled(turn, admitted) or (slot := await self._admit(turn, context.bot, chat_id)) is None:
                 return
             text_out, voice_out = answers_with(self.chats.mode(chat_id), voice_in=False)
-            await answer(self.companion, context.bot, chat_id, turn, text_out=text_out, voice_out=voice_out)
+            try:
+                await answer(self.companion, context.bot, chat_id, turn, text_out=text_out, voice_out=voice_out)
+            finally:
+                self.in_flight.release(slot)
 
     async def _voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A voice note (or audio file): heard with Whisper, then one companion turn."""
@@ -300,38 +335,54 @@ class TelegramBridge:
         async with self.line.turn(chat_id):
             if await self._handled(turn, admitted):
                 return
-            clock = Stopwatch()
+            if (slot := await self._admit(turn, context.bot, chat_id, stt=True)) is None:
+                return
             try:
-                heard = await self.listener.hear(context.bot, update.effective_user.id, message.message_id, media)
-            except VoiceNoteError as exc:
-                reason = str(exc)
-                log.info("telegram_voice_refused", chat_id=chat_id, reason=reason)
-                await self.companion.store_unanswered(turn, "refused", reason)
-                await best_effort(lambda: message.reply_text(reason), what="sendMessage")
-                return
-            except TelegramError as exc:  # getFile or the download failed at every try
-                problem = f"could not fetch the voice note from Telegram: {self._masked(exc)}"
-                log.error("telegram_voice_unfetched", chat_id=chat_id, error=problem)
-                await self.companion.store_unanswered(turn, "error", problem)
-                await best_effort(
-                    lambda: message.reply_text("I couldn't get that voice note from Telegram. Send it again?"),
-                    what="sendMessage",
-                )
-                return
-            if not heard.text:
-                await self.companion.store_unanswered(turn, "no_speech", "no words were heard in the voice note")
-                await best_effort(
-                    lambda: message.reply_text("I couldn't hear any words in that. Try again?"), what="sendMessage"
-                )
-                return
-            text_out, voice_out = answers_with(self.chats.mode(chat_id), voice_in=True)
-            turn.user_text, turn.language = heard.text[:MAX_TEXT_CHARS], heard.language
-            heard_at = clock.now_ms()
-            clock.record("voice_note", 0.0, heard_at - heard.stt_ms)  # fetched and decoded
-            clock.record("stt", heard_at - heard.stt_ms, heard_at)
-            turn.clock = clock
-            log.info("telegram_voice_heard", chat_id=chat_id, seconds=round(heard.seconds, 1), language=heard.language)
-            await answer(self.companion, context.bot, chat_id, turn, text_out=text_out, voice_out=voice_out)
+                await self._hear_and_answer(update, context, turn, media, slot)
+            finally:
+                self.in_flight.release(slot)
+
+    async def _hear_and_answer(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, turn: TurnRequestData, media: Any, slot: Slot
+    ) -> None:
+        """The voice note heard (stored as refused, an error or no speech when it cannot be), then answered."""
+        message, chat = update.message, update.effective_chat
+        assert message is not None and update.effective_user is not None and chat is not None
+        chat_id = chat.id
+        clock = Stopwatch()
+        try:
+            heard = await self.listener.hear(context.bot, update.effective_user.id, message.message_id, media)
+        except VoiceNoteError as exc:
+            reason = str(exc)
+            log.info("telegram_voice_refused", chat_id=chat_id, reason=reason)
+            await self.companion.store_unanswered(turn, "refused", reason)
+            await best_effort(lambda: message.reply_text(reason), what="sendMessage")
+            return
+        except TelegramError as exc:  # getFile or the download failed at every try
+            problem = f"could not fetch the voice note from Telegram: {self._masked(exc)}"
+            log.error("telegram_voice_unfetched", chat_id=chat_id, error=problem)
+            await self.companion.store_unanswered(turn, "error", problem)
+            await best_effort(
+                lambda: message.reply_text("I couldn't get that voice note from Telegram. Send it again?"),
+                what="sendMessage",
+            )
+            return
+        finally:
+            self.in_flight.release_stt(slot)  # heard: another note may use the server's Whisper
+        if not heard.text:
+            await self.companion.store_unanswered(turn, "no_speech", "no words were heard in the voice note")
+            await best_effort(
+                lambda: message.reply_text("I couldn't hear any words in that. Try again?"), what="sendMessage"
+            )
+            return
+        text_out, voice_out = answers_with(self.chats.mode(chat_id), voice_in=True)
+        turn.user_text, turn.language = heard.text[:MAX_TEXT_CHARS], heard.language
+        heard_at = clock.now_ms()
+        clock.record("voice_note", 0.0, heard_at - heard.stt_ms)  # fetched and decoded
+        clock.record("stt", heard_at - heard.stt_ms, heard_at)
+        turn.clock = clock
+        log.info("telegram_voice_heard", chat_id=chat_id, seconds=round(heard.seconds, 1), language=heard.language)
+        await answer(self.companion, context.bot, chat_id, turn, text_out=text_out, voice_out=voice_out)
 
     async def _other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A sticker, photo...: said what the bot understands, instead of silence."""

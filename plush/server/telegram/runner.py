@@ -83,6 +83,7 @@ async def telegram_bot(
         dict(config.owners),
         transcriber=getattr(running, "transcriber", None),
         presence=plush_presence(getattr(running, "presence", None), config.dashboard.online_window_s),
+        in_flight=getattr(running, "in_flight", None),
     )
     bot_stop = asyncio.Event()
     task = asyncio.create_task(bridge.serve(token, bot_stop), name="telegram-bot")
