@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ConfigFactory
-from fakes.dashboard_client import PASSWORD, chat, csrf_of, log_in, session_csrf
+from fakes.dashboard_client import PASSWORD, chat, csrf_of, dashboard_server, log_in, session_csrf
 from prometheus_client.parser import text_string_to_metric_families
 
 from plush import __version__
@@ -35,12 +35,8 @@ async def server(make_config: ConfigFactory, tmp_path: Path) -> AsyncIterator[An
         dashboard={"port": 0, "login_delay_s": 0.2, "keep_audio": True},
         server={"port": 0, "database": str(tmp_path / "plush.db"), "persona": str(persona)},
     )
-    set_password(password_file(config), PASSWORD)
-    running = await start_server(config)
-    try:
+    async with dashboard_server(config) as running:
         yield running
-    finally:
-        await running.stop(grace=0.5)
 
 
 @pytest.fixture

@@ -16,11 +16,8 @@ from typing import Any
 
 import pytest
 from conftest import REPO, ConfigFactory
-from fakes.dashboard_client import PASSWORD, chat
+from fakes.dashboard_client import PASSWORD, chat, dashboard_server
 from playwright.async_api import Browser, Page, async_playwright, expect
-
-from plush.server.app import start_server
-from plush.server.dashboard.passwords import password_file, set_password
 
 CHROMIUM = Path(os.environ.get("PLUSH_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -59,12 +56,8 @@ async def server(make_config: ConfigFactory, tmp_path: Path) -> AsyncIterator[An
         dashboard={"port": 0, "login_delay_s": 0.1},
         server={"port": 0, "database": str(tmp_path / "plush.db"), "persona": str(persona)},
     )
-    set_password(password_file(config), PASSWORD)
-    running = await start_server(config)
-    try:
+    async with dashboard_server(config) as running:
         yield running
-    finally:
-        await running.stop(grace=0.5)
 
 
 async def shot(page: Page, name: str) -> None:

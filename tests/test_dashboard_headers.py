@@ -11,12 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ConfigFactory
-from fakes.dashboard_client import PASSWORD, chat, log_in
+from fakes.dashboard_client import PASSWORD, chat, dashboard_server, log_in
 from playwright.async_api import Browser, async_playwright, expect
 from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
-
-from plush.server.app import start_server
-from plush.server.dashboard.passwords import password_file, set_password
 
 VIOLATIONS = """
 window.cspViolations = [];
@@ -32,12 +29,8 @@ async def server(make_config: ConfigFactory, tmp_path: Path) -> AsyncIterator[An
         dashboard={"port": 0, "login_delay_s": 0.05},
         server={"port": 0, "database": str(tmp_path / "plush.db")},
     )
-    set_password(password_file(config), PASSWORD)
-    running = await start_server(config)
-    try:
+    async with dashboard_server(config) as running:
         yield running
-    finally:
-        await running.stop(grace=0.5)
 
 
 def assert_protected(response: httpx.Response) -> None:

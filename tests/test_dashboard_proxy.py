@@ -19,12 +19,10 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ConfigFactory
-from fakes.dashboard_client import PASSWORD, csrf_of
+from fakes.dashboard_client import PASSWORD, csrf_of, dashboard_server
 
 from plush.config import ServerConfig
-from plush.server.app import start_server
 from plush.server.certificate import certificate_paths, load_or_create
-from plush.server.dashboard.passwords import password_file, set_password
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SITE = """
@@ -95,13 +93,9 @@ async def proxied(make_config: ConfigFactory, tmp_path: Path, nginx: Any) -> Asy
         dashboard={"port": 0, "login_delay_s": 3.0, "trusted_proxies": ["127.0.0.1"]},
         server={"port": 0, "database": str(tmp_path / "plush.db")},
     )
-    set_password(password_file(config), PASSWORD)
-    running = await start_server(config)
-    try:
+    async with dashboard_server(config) as running:
         assert running.dashboard is not None
         yield nginx(running.dashboard.port)
-    finally:
-        await running.stop(grace=0.5)
 
 
 def client(url: str, address: str) -> httpx.AsyncClient:

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from conftest import ConfigFactory
-from fakes.dashboard_client import PASSWORD, csrf_of, log_in
-
-from plush.server.app import start_server
-from plush.server.dashboard.passwords import password_file, set_password
+from fakes.dashboard_client import PASSWORD, csrf_of, dashboard_server, log_in
 
 ODD = ["é", "토큰", "\x00", "x" * 10_000]
 """Form values: outside ASCII, a NUL, far too long."""
@@ -27,13 +23,10 @@ async def web(
 ) -> AsyncIterator[httpx.AsyncClient]:
     monkeypatch.setenv("PLUSH_DASHBOARD_METRICS_TOKEN", "s3cret-metrics")
     config = make_config(dashboard={"port": 0, "login_delay_s": 0.05})
-    set_password(password_file(config), PASSWORD)
-    running: Any = await start_server(config)
-    try:
+    async with dashboard_server(config) as running:
+        assert running.dashboard is not None
         async with httpx.AsyncClient(base_url=running.dashboard.url, timeout=20) as client:
             yield client
-    finally:
-        await running.stop(grace=0.5)
 
 
 async def test_a_metrics_token_outside_ascii_gets_401(web: httpx.AsyncClient) -> None:

@@ -24,7 +24,7 @@ from plush.logs import setup_logging
 from plush.voice_models.cloning.piper_trainer_support import maximum_path_c
 from plush.voice_models.cloning.training import TrainingError, inspect_dataset, require_accelerator
 from plush.voice_models.cloning.voice_store import VoiceStore
-from plush.voice_models.cloning.warm_start import CheckpointError, read_checkpoint
+from plush.voice_models.cloning.warm_start import CheckpointError, WarmStart, read_checkpoint
 from plush.voice_train_cli import add_train_commands
 
 pytestmark = pytest.mark.real_weights
@@ -43,6 +43,22 @@ def voice_cli() -> typer.Typer:
     return app
 
 
+def reuse_warm_start(models: Path, name: str, warm: WarmStart) -> None:
+    """Give voice `name`'s run the session's warm start from joe, instead of making it again (about 10 s)."""
+    run_dir = models / "voice-training" / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "warm.ckpt").symlink_to(warm.checkpoint)
+
+
+def mina_run(joe: Path, factory: pytest.TempPathFactory, tmp_path: Path) -> tuple[Path, WarmStart, Path]:
+    """A models folder whose run `mina` starts from joe's warm start, and the owner's dataset: (models, warm,
+    dataset)."""
+    models = tmp_path / "models"
+    warm = joe_warm_start(joe, factory.mktemp("warm"))
+    reuse_warm_start(models, "mina", warm)
+    return models, warm, owner_dataset(joe, tmp_path / "dataset")
+
+
 def write_config(tmp_path: Path, models: Path, whisper: Path | None = None) -> Path:
     config = tmp_path / "plush.toml"
     stt = f'[stt]\nmodel = "{whisper}"\n' if whisper is not None else ""
@@ -55,12 +71,7 @@ def test_a_few_cpu_steps_from_the_warm_start_give_a_voice_piper_speaks_and_check
 ) -> None:
     from piper import PiperVoice
 
-    models = tmp_path / "models"
-    warm = joe_warm_start(real_joe_voice, tmp_path_factory.mktemp("warm"))
-    run_dir = models / "voice-training" / "mina"
-    run_dir.mkdir(parents=True)
-    (run_dir / "warm.ckpt").symlink_to(warm.checkpoint)  # the session's warm start, instead of making it again
-    dataset = owner_dataset(real_joe_voice, tmp_path / "dataset")
+    models, warm, dataset = mina_run(real_joe_voice, tmp_path_factory, tmp_path)
     config = write_config(tmp_path, models, whisper=real_whisper_base)
     runner = CliRunner()
 
@@ -93,8 +104,7 @@ def test_a_few_cpu_steps_from_the_warm_start_give_a_voice_piper_speaks_and_check
 
     # A fine-tune that wrecks the voice (every part learning at once, at a rate 50 times Piper's): `use` checks it
     # itself, with the config's Whisper, and refuses it. Before: taken without a word.
-    (models / "voice-training" / "babble").mkdir()
-    (models / "voice-training" / "babble" / "warm.ckpt").symlink_to(warm.checkpoint)
+    reuse_warm_start(models, "babble", warm)
     result = runner.invoke(
         voice_cli(),
         ["train", "babble", "--dataset", str(dataset), "--base", str(real_joe_voice), "--cpu", "--steps", "2",
@@ -120,12 +130,7 @@ def test_without_a_gpu_train_refuses_and_points_to_a_job(monkeypatch: pytest.Mon
 def test_a_job_folder_carries_dataset_checkpoint_and_pinned_command(
     real_joe_voice: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    models = tmp_path / "models"
-    warm = joe_warm_start(real_joe_voice, tmp_path_factory.mktemp("warm"))
-    run_dir = models / "voice-training" / "mina"
-    run_dir.mkdir(parents=True)
-    (run_dir / "warm.ckpt").symlink_to(warm.checkpoint)
-    dataset = owner_dataset(real_joe_voice, tmp_path / "dataset")
+    models, warm, dataset = mina_run(real_joe_voice, tmp_path_factory, tmp_path)
     job = tmp_path / "job"
     result = CliRunner().invoke(
         voice_cli(),
@@ -177,12 +182,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path: Path) -> N
 def test_a_job_says_its_plan_trains_the_unfrozen_part_it_reports_and_comes_back_with_its_steps(
     real_joe_voice: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    models = tmp_path / "models"
-    warm = joe_warm_start(real_joe_voice, tmp_path_factory.mktemp("warm"))
-    run_dir = models / "voice-training" / "mina"
-    run_dir.mkdir(parents=True)
-    (run_dir / "warm.ckpt").symlink_to(warm.checkpoint)
-    dataset = owner_dataset(real_joe_voice, tmp_path / "dataset")
+    models, warm, dataset = mina_run(real_joe_voice, tmp_path_factory, tmp_path)
     job = tmp_path / "job"
     config = write_config(tmp_path, models)
     result = CliRunner().invoke(

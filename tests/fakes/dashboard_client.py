@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
+from plush.config import PlushConfig
 from plush.device.client import CompanionClient
+from plush.server.app import RunningServer, start_server
+from plush.server.dashboard.passwords import password_file, set_password
 
 PASSWORD = "correct horse battery"
+
+
+@asynccontextmanager
+async def dashboard_server(config: PlushConfig) -> AsyncIterator[RunningServer]:
+    """A real server whose dashboard takes PASSWORD, for the block; it stops at the end."""
+    set_password(password_file(config), PASSWORD)
+    running = await start_server(config)
+    try:
+        yield running
+    finally:
+        await running.stop(grace=0.5)
 
 
 def csrf_of(html: str) -> str:
