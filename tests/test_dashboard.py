@@ -199,6 +199,7 @@ async def test_the_reason_filter_shows_the_safety_blocks_by_category(server: Any
 
 async def test_a_turn_appears_on_the_live_stream_and_in_search(server: Any, logged_in: httpx.AsyncClient) -> None:
     events: list[dict[str, Any]] = []
+    ready = asyncio.Event()
 
     async def listen() -> None:
         async with logged_in.stream("GET", "/api/stream") as stream:
@@ -206,12 +207,14 @@ async def test_a_turn_appears_on_the_live_stream_and_in_search(server: Any, logg
             async for line in stream.aiter_lines():
                 if line.startswith("event:"):
                     kind = line.removeprefix("event:").strip()
+                    if kind == "ready":  # the stream's cursor is set: a turn stored from now on is sent
+                        ready.set()
                 elif line.startswith("data:") and kind == "turn":
                     events.append(json.loads(line.removeprefix("data:")))
                     return
 
     listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(ready.wait(), 10)
     turn_id = await chat(server.port, "tell me about purple elephants")
     await asyncio.wait_for(listener, 10)
     assert events[0]["id"] == turn_id and events[0]["source"] == "chat"

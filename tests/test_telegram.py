@@ -36,8 +36,16 @@ async def bot(start_gemini_server: Any, make_config: Any, fake_telegram: FakeTel
     server = await start_gemini_server()
     config = make_config(telegram={"allowed_users": [OWNER], "api_url": fake_telegram.base_url})
     bridge = TelegramBridge(server.companion, config.telegram, config.owners, transcriber=server.transcriber)
+    server.telegram_bridge = bridge  # for all_handled
     async with bridge.polling(fake_telegram.token, poll_timeout=1):
         yield server
+
+
+def all_handled(fake_telegram: FakeTelegram, holder: Any) -> bool:
+    """Every update sent so far was taken by the bot and handled to its end (its inbox file is gone): nothing
+    more, a second "slow down" or a late answer, can come of them. `holder` is the bridge or its server."""
+    bridge = holder if isinstance(holder, TelegramBridge) else holder.telegram_bridge
+    return not fake_telegram.updates and not any(bridge.inbox.folder.glob("*.json"))
 
 
 def _stored(server: Any, said: str, *, outcome: str) -> Any:
@@ -70,7 +78,7 @@ async def test_allowed_users_text_is_answered_and_stored_as_a_telegram_turn(
 ) -> None:
     fake_telegram.send_text(OWNER, "hello there")
     await wait_for(lambda: fake_telegram.texts_to(OWNER) == [REPLY])
-    await asyncio.sleep(0.3)  # a doubled or late message would show here
+    await wait_for(lambda: all_handled(fake_telegram, bot))  # a doubled or late message would come before this
     assert fake_telegram.texts_to(OWNER) == [REPLY]
     actions = fake_telegram.calls_to("sendChatAction", OWNER)
     assert [c.params["action"] for c in actions] == ["typing"]
@@ -147,7 +155,7 @@ async def test_flood_control_on_send_message_is_retried_and_the_reply_arrives_on
     fake_telegram.fail_next("sendMessage", 502)
     fake_telegram.send_text(OWNER, "hello")
     await wait_for(lambda: fake_telegram.texts_to(OWNER) == [REPLY])
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: all_handled(fake_telegram, bot))
     assert fake_telegram.texts_to(OWNER) == [REPLY]
     assert len(fake_telegram.calls_to("sendMessage", OWNER)) == 3
 

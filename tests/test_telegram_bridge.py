@@ -16,7 +16,7 @@ from conftest import GEMINI_TEST_KEY, config_sections
 from fakes.telegram import FakeTelegram
 from structlog.testing import capture_logs
 from test_server_faults import _start_process
-from test_telegram import OWNER, REPLY, STRANGER, wait_for
+from test_telegram import OWNER, REPLY, STRANGER, all_handled, wait_for
 from tiny_models import TinyModels
 from typer.testing import CliRunner
 
@@ -68,6 +68,7 @@ async def running(start_bot: Any, fake_telegram: FakeTelegram) -> AsyncIterator[
 
     async def run(**telegram: Any) -> Any:
         server, bridge = await start_bot(**telegram)
+        server.telegram_bridge = bridge  # for all_handled
         polling = bridge.polling(fake_telegram.token, poll_timeout=1)
         await polling.__aenter__()
         stack.append(polling)
@@ -86,6 +87,7 @@ async def test_a_flood_gets_one_slow_down_and_no_extra_llm_calls(
         fake_telegram.send_text(OWNER, f"message {n}")
     await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 3)
     turns = await wait_for(lambda: _all_stored(server, 6))  # before: the 4 over the limit left no turn
+    await wait_for(lambda: all_handled(fake_telegram, server))
     texts = fake_telegram.texts_to(OWNER)
     assert sorted(texts) == sorted([REPLY, REPLY, SLOW_DOWN]), "one slow down, no late answer"
     assert len(fake_gemini.requests) == 2
@@ -183,7 +185,7 @@ async def test_an_allowed_group_is_answered_to_allowed_users_only(
     fake_telegram.send_text(STRANGER, "me too!", chat_id=GROUP, chat_type="group", title="family")
     fake_telegram.send_text(OWNER, "hello everyone", chat_id=GROUP, chat_type="group", title="family")
     await wait_for(lambda: fake_telegram.texts_to(GROUP))
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: all_handled(fake_telegram, server))  # the stranger's message too
     assert fake_telegram.texts_to(GROUP) == [REPLY]
     await server.companion.wait_stored()
     [turn] = await server.companion.store.list_turns()
@@ -201,7 +203,7 @@ async def test_a_restarted_bot_does_not_answer_old_messages_again(
     async with second.polling(fake_telegram.token, poll_timeout=1):
         fake_telegram.send_text(OWNER, "hello again")
         await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 2)
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: all_handled(fake_telegram, second))
     assert fake_telegram.texts_to(OWNER) == [REPLY, REPLY]
     assert len(fake_gemini.requests) == 2
 
