@@ -49,6 +49,19 @@ def read_checkpoint_record(checkpoint: Path) -> dict[str, Any]:
     return record
 
 
+def _not_numbers(checkpoint: Path) -> int:
+    """How many of the generator's tensors hold a NaN or an infinity (a diverged run; Piper's exporter would fail
+    on them with a page of `tensor([nan, ...])`)."""
+    torch = import_training()
+    state = read_checkpoint(checkpoint).get("state_dict", {})
+    return sum(
+        1
+        for name, value in state.items()
+        if name.startswith("model_g.") and torch.is_tensor(value) and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    )  # fmt: skip
+
+
 def export_voice(
     checkpoint: Path,
     onnx_path: Path,
@@ -60,6 +73,12 @@ def export_voice(
     """Run Piper's exporter on `checkpoint` into `onnx_path` and write its `.onnx.json` from `voice_config`."""
     if not checkpoint.is_file():
         raise ExportError(f"no checkpoint at {checkpoint}")
+    if broken := _not_numbers(checkpoint):
+        raise ExportError(
+            f"{checkpoint.name} is not a voice: {broken} of its generator's weights are not numbers (NaN or "
+            "infinite), so training diverged. Train again with a lower --learning-rate (Piper's is 0.0002) or "
+            "more --frozen-steps"
+        )
     import_training()
     from piper.train import export_onnx
 
