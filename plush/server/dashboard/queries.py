@@ -8,7 +8,6 @@ resets) go through the server's `Store` like any other caller's.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,8 @@ import aiosqlite
 
 from plush.server.llm.gemini_budget import REQUESTS_KEY
 from plush.server.store import TurnRecord
+from plush.server.store.turn_rows import fts_query, turn_columns, turn_from_row
 
-_COLUMNS = (
-    "rowid, id, conversation_id, device_id, source, started_at, user_text, reply_text, language, backend,"
-    " backend_reason, timings, error, prompt_tokens, output_tokens, owner, outcome, safety, ending"
-)
 ERROR_OUTCOMES = ("error", "refused")
 
 
@@ -59,16 +55,10 @@ class TurnFilter:
                 f" OR ({alias}.safety != '' AND substr({alias}.safety, instr({alias}.safety, ':') + 1) = ?))"
             )
             params.extend([self.reason] * 3)
-        if query := fts_query(self.text):
+        if query := fts_query(self.text.split(), operator="AND", most=12):
             clauses.append(f"{alias}.id IN (SELECT turn_id FROM turns_fts WHERE turns_fts MATCH ?)")
             params.append(query)
         return (" AND ".join(clauses) or "1"), params
-
-
-def fts_query(text: str) -> str:
-    """An FTS5 query from words a person typed: each quoted (never FTS syntax) and made a prefix, all required."""
-    words = [w for w in text.split() if w.strip('"')]
-    return " AND ".join('"' + w.replace('"', '""') + '"*' for w in words[:12])
 
 
 @dataclass(frozen=True)
@@ -210,11 +200,8 @@ def _read_only_uri(path: Path) -> str:
 
 
 def _prefixed() -> str:
-    return ", ".join("t." + column.strip() for column in _COLUMNS.split(","))
+    return "t.rowid, " + turn_columns("t")
 
 
 def _logged(row: Any) -> LoggedTurn:
-    data = dict(row)
-    rowid = int(data.pop("rowid"))
-    data["timings"] = json.loads(data["timings"] or "{}")
-    return LoggedTurn(rowid, TurnRecord(**data))
+    return LoggedTurn(int(row["rowid"]), turn_from_row(row))

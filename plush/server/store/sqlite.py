@@ -16,7 +16,6 @@ turns).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ from plush.logs import get_logger
 from plush.owners import LEGACY_OWNER
 from plush.server.store.base import Store
 from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord
+from plush.server.store.turn_rows import TURN_COLUMNS, fts_query, turn_columns, turn_from_row, turn_values
 
 log = get_logger(__name__)
 OWNER_MIGRATION = """
@@ -149,11 +149,6 @@ MIGRATIONS: tuple[str, ...] = (
     SAFETY_MIGRATION,
 )
 
-_TURN_COLUMNS = (
-    "id, conversation_id, device_id, source, started_at, user_text, reply_text, language, backend, backend_reason,"
-    " timings, error, interrupted, prompt_tokens, output_tokens, owner, outcome, safety, ending"
-)
-
 
 class SqliteStore(Store):
     """The store in one SQLite file."""
@@ -219,40 +214,17 @@ class SqliteStore(Store):
     async def add_turn(self, turn: TurnRecord) -> None:
         # One statement: its triggers write the conversation row and the FTS row (see OUTCOME_MIGRATION), and a
         # failed statement leaves nothing behind, even while other writes share the connection's transaction.
-        placeholders = ", ".join("?" * len(_TURN_COLUMNS.split(",")))
-        await self._change(
-            f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ({placeholders})",
-            (
-                turn.id,
-                turn.conversation_id,
-                turn.device_id,
-                turn.source,
-                turn.started_at,
-                turn.user_text,
-                turn.reply_text,
-                turn.language,
-                turn.backend,
-                turn.backend_reason,
-                json.dumps(turn.timings, sort_keys=True),
-                turn.error,
-                int(turn.interrupted),
-                turn.prompt_tokens,
-                turn.output_tokens,
-                turn.owner,
-                turn.outcome,
-                turn.safety,
-                turn.ending,
-            ),
-        )
+        placeholders = ", ".join("?" * len(TURN_COLUMNS))
+        await self._change(f"INSERT INTO turns ({turn_columns()}) VALUES ({placeholders})", turn_values(turn))
 
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
-        rows = await self._turns(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,))
+        rows = await self._turns(f"SELECT {turn_columns()} FROM turns WHERE id = ?", (turn_id,))
         return rows[0] if rows else None
 
     async def list_turns(self, limit: int = 50, *, conversation_id: str | None = None) -> list[TurnRecord]:
         where, params = ("WHERE conversation_id = ?", (conversation_id,)) if conversation_id else ("", ())
         return await self._turns(
-            f"SELECT {_TURN_COLUMNS} FROM turns {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            f"SELECT {turn_columns()} FROM turns {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (*params, limit),
         )
 
@@ -260,7 +232,7 @@ class SqliteStore(Store):
         if limit <= 0:
             return []
         rows = await self._turns(
-            f"SELECT {_TURN_COLUMNS} FROM turns WHERE conversation_id = ? AND owner = ? AND reply_text != ''"
+            f"SELECT {turn_columns()} FROM turns WHERE conversation_id = ? AND owner = ? AND reply_text != ''"
             " AND outcome != 'blocked'"
             " AND started_at >= COALESCE((SELECT reset_at FROM conversations WHERE id = ?), 0)"
             " ORDER BY started_at DESC, rowid DESC LIMIT ?",
@@ -277,12 +249,11 @@ class SqliteStore(Store):
         conversation_id: str | None = None,
         exclude: Sequence[str] = (),
     ) -> list[TurnRecord]:
-        # Each term is quoted (user words never become FTS5 syntax) and made a prefix query.
-        query = " OR ".join('"' + term.replace('"', '""') + '"*' for term in terms if term.strip())
+        query = fts_query(terms, operator="OR")  # any one term recalls a turn
         if not query or limit <= 0:
             return []
         sql = (
-            f"SELECT {', '.join('t.' + c.strip() for c in _TURN_COLUMNS.split(','))}"
+            f"SELECT {turn_columns('t')}"
             " FROM turns_fts JOIN turns t ON t.id = turns_fts.turn_id"
             " WHERE turns_fts MATCH ? AND t.owner = ? AND t.reply_text != '' AND t.outcome != 'blocked'"
         )
@@ -395,7 +366,7 @@ class SqliteStore(Store):
         return [Fact(**dict(row)) for row in await self._db.execute_fetchall(sql, params)]
 
     async def _turns(self, sql: str, params: tuple[Any, ...]) -> list[TurnRecord]:
-        return [_record(row) for row in await self._db.execute_fetchall(sql, params)]
+        return [turn_from_row(row) for row in await self._db.execute_fetchall(sql, params)]
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
@@ -412,10 +383,3 @@ class SqliteStore(Store):
         """Run one changing statement (no RETURNING) in its own transaction; the rows it changed."""
         async with self._transaction(), self._db.execute(sql, params) as cursor:
             return max(cursor.rowcount, 0)
-
-
-def _record(row: Any) -> TurnRecord:
-    data = dict(row)
-    data["timings"] = json.loads(data["timings"])
-    del data["interrupted"]  # kept in the table for older readers; the record derives it from `outcome`
-    return TurnRecord(**data)

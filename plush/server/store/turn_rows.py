@@ -1,0 +1,70 @@
+"""The `turns` table as its readers see it: the columns a `TurnRecord` is stored in, a row back into a record, and
+the full-text query made from words a person typed.
+
+One definition for every reader of the SQLite file: the store (`sqlite.py`, which writes it) and the dashboard's
+read-only `TurnLog` (`dashboard/queries.py`, on a connection of its own).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from plush.server.store.records import TurnRecord
+
+TURN_COLUMNS: tuple[str, ...] = (
+    "id",
+    "conversation_id",
+    "device_id",
+    "source",
+    "started_at",
+    "user_text",
+    "reply_text",
+    "language",
+    "backend",
+    "backend_reason",
+    "timings",
+    "error",
+    "interrupted",
+    "prompt_tokens",
+    "output_tokens",
+    "owner",
+    "outcome",
+    "safety",
+    "ending",
+)
+"""The columns that hold a turn, in the order `turn_values` gives them. `interrupted` is kept for older readers;
+the record derives it from `outcome`."""
+
+
+def turn_columns(alias: str = "") -> str:
+    """The columns for a SELECT or INSERT, each prefixed with `alias.` when one is given."""
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + column for column in TURN_COLUMNS)
+
+
+def turn_values(turn: TurnRecord) -> tuple[Any, ...]:
+    """The record's values for `TURN_COLUMNS`, in their order."""
+    values: dict[str, Any] = {
+        column: getattr(turn, column) for column in TURN_COLUMNS if column not in ("timings", "interrupted")
+    }
+    values["timings"] = json.dumps(turn.timings, sort_keys=True)
+    values["interrupted"] = int(turn.interrupted)
+    return tuple(values[column] for column in TURN_COLUMNS)
+
+
+def turn_from_row(row: sqlite3.Row) -> TurnRecord:
+    """The record a row of `TURN_COLUMNS` holds; columns outside them (a `rowid` asked for too) are left out."""
+    data = {column: row[column] for column in TURN_COLUMNS if column != "interrupted"}
+    data["timings"] = json.loads(data["timings"] or "{}")
+    return TurnRecord(**data)
+
+
+def fts_query(words: Iterable[str], *, operator: Literal["AND", "OR"] = "AND", most: int | None = None) -> str:
+    """An FTS5 query over `turns_fts`: each word quoted (user words never become FTS5 syntax) and made a prefix
+    ("rabbit*" matches "rabbits", "토끼*" its particle forms), joined by `operator` ("AND": all needed, "OR": any).
+    At most `most` words are kept (the first ones); empty when no word has anything to match."""
+    terms = ['"' + word.replace('"', '""') + '"*' for word in words if word.strip().strip('"')]
+    return f" {operator} ".join(terms[:most])
