@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -33,6 +34,20 @@ def test_device_and_server_never_import_each_other_nor_the_command_line() -> Non
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Contracts: 3 kept, 0 broken." in lint.stdout
+    assert "nothing outside plush.cli imports the command line KEPT" in lint.stdout
+
+
+def test_every_command_line_module_lives_in_plush_cli() -> None:
+    """typer is the command line's: a module outside plush/cli/ that imports it is a command in the wrong place."""
+    outside = [path for path in (REPO / "plush").rglob("*.py") if (REPO / "plush" / "cli") not in path.parents]
+    with_typer = [
+        str(path.relative_to(REPO))
+        for path in outside
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "typer" for a in node.names))
+        or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "typer")
+    ]
+    assert outside and with_typer == []
 
 
 def test_installing_plush_adds_one_import_package_only(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from device_only import BLOCKER, write_blocked_files
 
+from plush.cli.models import default_side, models_for
 from plush.config import load_config
 from plush.extras import extra_for
-from plush.models_cli import default_side, models_for
 from plush.voice_models.model_catalog import AUTO
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,7 @@ def test_every_module_a_plush_runs_imports_with_only_the_device_extra(device_onl
 import importlib, pkgutil
 import plush.device
 names = [m.name for m in pkgutil.walk_packages(plush.device.__path__, "plush.device.")]
-names += ["plush.chat", "plush.pair_cli", "plush.models_cli", "plush.voice_models.stt",
+names += ["plush.cli.chat", "plush.cli.pair", "plush.cli.models", "plush.voice_models.stt",
           "plush.voice_models.streaming_stt", "plush.voice_models.vad", "plush.voice_models.opus",
           "plush.voice_models.model_store"]
 for name in names:
@@ -144,7 +144,7 @@ def test_the_extras_table_agrees_with_pyproject() -> None:
 
 
 def test_a_plush_only_install_downloads_the_plush_models_by_default(device_only_env: dict[str, str]) -> None:
-    result = _run("from plush.models_cli import default_side\nprint(default_side())", device_only_env)
+    result = _run("from plush.cli.models import default_side\nprint(default_side())", device_only_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "device"
     assert default_side() == "all"  # this venv has the server's side

@@ -15,10 +15,10 @@ from fakes.gemini import FakeGemini
 from tiny_models import build_piper_voice
 from typer.testing import CliRunner
 
+from plush.cli.voice_train import add_train_commands
 from plush.device.client import CompanionClient
 from plush.logs import setup_logging
 from plush.voice_models.cloning.voice_store import VoiceStore, VoiceStoreError
-from plush.voice_train_cli import add_train_commands
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +37,7 @@ def voice(*args: str) -> str:
 
 
 VOICE_COMMANDS = (
-    "import typer; from plush.voice_train_cli import add_train_commands as add; a = typer.Typer(); add(a); a()"
+    "import typer; from plush.cli.voice_train import add_train_commands as add; a = typer.Typer(); add(a); a()"
 )
 
 

@@ -20,12 +20,13 @@ import typer
 from typer.testing import CliRunner
 from voice_training_helpers import joe_warm_start, owner_dataset
 
+from plush.cli.voice_train import add_train_commands
 from plush.logs import setup_logging
+from plush.voice_models.cloning.export import ExportError, export_voice
 from plush.voice_models.cloning.piper_trainer_support import maximum_path_c
 from plush.voice_models.cloning.training import TrainingError, inspect_dataset, require_accelerator
 from plush.voice_models.cloning.voice_store import VoiceStore
 from plush.voice_models.cloning.warm_start import CheckpointError, WarmStart, read_checkpoint
-from plush.voice_train_cli import add_train_commands
 
 pytestmark = pytest.mark.real_weights
 
@@ -176,6 +177,14 @@ def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path: Path) -> N
     )
     assert result.exit_code != 0 and "is refused" in str(result.exception)
     assert not marker.exists(), "nothing in it ran"  # before: torch.load(weights_only=False) ran it
+
+
+def test_a_diverged_run_is_refused_at_export_with_what_to_do(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "last.ckpt"
+    weights = {"model_g.dec.conv_pre.weight": torch.tensor([1.0, float("nan")]), "model_d.x": torch.zeros(2)}
+    torch.save({"state_dict": weights, "hyper_parameters": {}}, checkpoint)
+    with pytest.raises(ExportError, match=r"1 of its generator's weights are not numbers.*lower --learning-rate"):
+        export_voice(checkpoint, tmp_path / "v.onnx", voice_config={})  # before: a page of tensor([nan, ...])
 
 
 @pytest.mark.timeout(900)

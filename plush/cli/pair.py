@@ -15,8 +15,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from plush.cli.console import ConfigOption, out
 from plush.config import PlushConfig, ServerConfig, load_config
-from plush.console import ConfigOption, out
 from plush.errors import PlushError
 from plush.logs import setup_logging
 from plush.pairing import PairingCode, check_plush_name, split_address

@@ -19,8 +19,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from plush.cli.console import ConfigOption, err, out
 from plush.config import PlushConfig, load_config
-from plush.console import ConfigOption, err, out
 from plush.errors import PlushError
 from plush.logs import setup_logging
 from plush.voice_models.model_catalog import AUTO, KNOWN_MODELS, STARTER_BRAIN_HINT, llm_download_order

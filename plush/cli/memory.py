@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.table import Table
 
+from plush.cli.console import ConfigOption, out
 from plush.config import load_config
-from plush.console import ConfigOption, out
 from plush.errors import PlushError
 from plush.owners import LEGACY_OWNER, Owners
 

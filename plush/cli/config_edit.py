@@ -17,8 +17,8 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from plush.cli.console import out
 from plush.config import default_config_text, user_config_path
-from plush.console import out
 from plush.errors import ConfigError
 
 

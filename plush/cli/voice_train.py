@@ -18,8 +18,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from plush.cli.console import ConfigOption, out
 from plush.config import PlushConfig, load_config
-from plush.console import ConfigOption, out
 from plush.errors import PlushError
 from plush.logs import command_level, setup_logging
 from plush.voice_models.cloning.voice_store import DEFAULT, VoiceStore, check_voice_name

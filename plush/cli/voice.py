@@ -1,7 +1,7 @@
 """`plush voice`: make the plush speak in the owner's own voice. This module is the dataset half:
 `record` (read sentences aloud, each take checked), `import` (existing recordings or Telegram voice notes, cut and
 transcribed for review) and `prepare` (the folder Piper's trainer reads, with a report). Training and export
-commands are added to the same group by `plush.voice_train_cli`.
+commands are added to the same group by `plush.cli.voice_train`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from plush.cli.console import ConfigOption, out
 from plush.config import PlushConfig, data_home, load_config
-from plush.console import ConfigOption, out
 from plush.errors import PlushError
 from plush.languages import check_language_code
 from plush.logs import command_level, setup_logging
@@ -249,8 +249,8 @@ def _progress() -> Progress:
 
 
 def _add_model_half() -> None:
-    """train, import-checkpoint, export, check, use, list, remove and base (plush.voice_train_cli)."""
-    from plush.voice_train_cli import add_train_commands
+    """train, import-checkpoint, export, check, use, list, remove and base (plush.cli.voice_train)."""
+    from plush.cli.voice_train import add_train_commands
 
     add_train_commands(voice_app)
 

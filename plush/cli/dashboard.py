@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
+from plush.cli.console import ConfigOption, out
 from plush.config import load_config
-from plush.console import ConfigOption, out
 from plush.errors import PlushError
 
 dashboard_app = typer.Typer(

@@ -17,17 +17,17 @@ import typer
 from rich.markup import escape
 
 from plush import __version__
+from plush.cli.console import ConfigOption, err, out
+from plush.cli.dashboard import dashboard_app
+from plush.cli.memory import memory_app, persona_app
+from plush.cli.models import models_app
+from plush.cli.pair import pair_app
+from plush.cli.telegram import telegram_app
+from plush.cli.voice import voice_app
 from plush.config import PlushConfig, default_config_text, find_config_file, load_config, masked
-from plush.console import ConfigOption, err, out
-from plush.dashboard_cli import dashboard_app
 from plush.errors import PlushError
 from plush.extras import missing_extra
 from plush.logs import setup_logging
-from plush.memory_cli import memory_app, persona_app
-from plush.models_cli import models_app
-from plush.pair_cli import pair_app
-from plush.telegram_cli import telegram_app
-from plush.voice_cli import voice_app
 
 app = typer.Typer(
     help="Plush: a voice companion that lives inside a plush toy.",
@@ -150,7 +150,7 @@ def chat(
 ) -> None:
     """Chat in text. Reads lines from the keyboard or from a pipe (echo hi | plush chat)."""
     cfg = _load(config, device={"server": server})
-    from plush.chat import chat_loop
+    from plush.cli.chat import chat_loop
     from plush.device.paired_server import open_client
 
     async def run() -> None:

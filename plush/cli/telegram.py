@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
+from plush.cli.console import ConfigOption, out
 from plush.config import find_config_file, load_config
-from plush.console import ConfigOption, out
 from plush.logs import setup_logging
 
 telegram_app = typer.Typer(
@@ -56,7 +56,7 @@ def disallow(user_id: UserId, config: ConfigOption = None) -> None:
 
 
 def _change(config: Path | None, user_id: int, *, add: bool) -> Path:
-    from plush.config_edit import edit_config  # tomlkit is the telegram extra's: a plush without it still runs
+    from plush.cli.config_edit import edit_config  # tomlkit is the telegram extra's: a plush without it still runs
 
     path = find_config_file(config)
 
