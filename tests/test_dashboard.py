@@ -18,7 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plush import __version__
 from plush.server.app import start_server
+from plush.server.dashboard.api import STREAM_BATCH
 from plush.server.dashboard.passwords import password_file, set_password
+from plush.server.store import TurnRecord
 
 GOOD_PERSONA = """name = "Pip"
 language = "en"
@@ -195,6 +197,26 @@ async def test_the_reason_filter_shows_the_safety_blocks_by_category(server: Any
     assert await shown("blocked") == [(hurt, "self_harm"), (bomb, "weapons")]
     assert await shown("barge_in") == []
     assert len(await shown("")) == 3
+
+
+async def test_the_live_stream_sends_a_whole_backlog_not_only_its_first_batch(
+    server: Any, logged_in: httpx.AsyncClient
+) -> None:
+    for n in range(STREAM_BATCH + 30):
+        await server.companion.store.add_turn(TurnRecord(f"backlog{n:04d}", "c", "d", "chat", f"turn {n}", "ok"))
+    seen: list[str] = []
+    async with logged_in.stream("GET", "/api/stream", params={"after": 0}) as stream:
+        kind = ""
+        async with asyncio.timeout(30):
+            async for line in stream.aiter_lines():
+                if line.startswith("event:"):
+                    kind = line.removeprefix("event:").strip()
+                elif line.startswith("data:") and kind == "turn":
+                    seen.append(json.loads(line.removeprefix("data:"))["id"])
+                    if len(seen) == STREAM_BATCH + 30:
+                        break
+    # before: the first 100, then the cursor jumped to the newest row and the other 30 were never sent
+    assert seen == [f"backlog{n:04d}" for n in range(STREAM_BATCH + 30)]
 
 
 async def test_a_turn_appears_on_the_live_stream_and_in_search(server: Any, logged_in: httpx.AsyncClient) -> None:

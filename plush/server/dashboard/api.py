@@ -68,6 +68,10 @@ def turn_filter(
     )
 
 
+STREAM_BATCH = 100
+"""Turns sent per round of the live stream; a longer backlog follows at once in the next rounds."""
+
+
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
     """The brain, the persona, turns in flight and plushes online."""
@@ -137,14 +141,19 @@ async def stream(
         if state.sessions.get(session.id) is None:
             yield ServerSentEvent(event="end", data={"reason": "the session ended: log in again"})
             return
-        for logged in await state.turn_log.turns_after(cursor, where):
+        # The newest row first, then the matching rows up to it: a row stored between the two reads waits for
+        # the next round instead of being skipped, and so does any row past a full batch.
+        upto = await state.turn_log.last_rowid()
+        batch = await state.turn_log.turns_after(cursor, where, upto=upto, limit=STREAM_BATCH)
+        for logged in batch:
             if state.sessions.get(session.id) is None:
                 break  # ended mid-batch: the check above says so at once
             cursor = logged.rowid
             yield ServerSentEvent(event="turn", id=str(cursor), data=turn_json(logged))
         else:
-            cursor = max(cursor, await state.turn_log.last_rowid())  # rows the filter skips move it on too
-            await state.feed.wait(min(POLL_S, state.sessions.seconds_left(session)))
+            if len(batch) < STREAM_BATCH:
+                cursor = max(cursor, upto)  # rows the filter skips move it on too
+                await state.feed.wait(min(POLL_S, state.sessions.seconds_left(session)))
 
 
 @router.get("/charts")

@@ -96,9 +96,14 @@ class TurnLog:
             f"SELECT {_prefixed()} FROM turns t WHERE {sql} ORDER BY t.rowid DESC LIMIT ?", (*params, limit)
         )
 
-    async def turns_after(self, rowid: int, where: TurnFilter, limit: int = 100) -> list[LoggedTurn]:
-        """Turns stored after row `rowid`, oldest first (what the live log has not shown yet)."""
+    async def turns_after(
+        self, rowid: int, where: TurnFilter, *, upto: int | None = None, limit: int = 100
+    ) -> list[LoggedTurn]:
+        """Turns stored after row `rowid` (and up to row `upto`), oldest first: what the live log has not shown."""
         sql, params = where.where()
+        if upto is not None:
+            sql += " AND t.rowid <= ?"
+            params.append(upto)
         return await self._turns(
             f"SELECT {_prefixed()} FROM turns t WHERE t.rowid > ? AND {sql} ORDER BY t.rowid LIMIT ?",
             (rowid, *params, limit),
