@@ -26,6 +26,7 @@ from plush.device.playback import AudioSink, ReplyAudio, SpeakerSink, WavSink
 from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.protos.timing import PLUSH_PLAYBACK_WAIT_S
 from plush.voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16, scale_pcm16
 from plush.voice_models.streaming_stt import StreamingStt, StreamingTranscription
 from plush.voice_models.stt import Transcriber, TranscriptResult
@@ -87,9 +88,6 @@ class TurnResult:
 
 
 ENCODINGS = {"pcm": pb.AUDIO_ENCODING_PCM_S16LE, "opus": pb.AUDIO_ENCODING_OPUS}
-PLAYBACK_REPORT_S = 0.8
-"""After the reply ends, how long the plush waits for its speaker to start before it closes the turn's stream
-(within the server's wait, server.service.PLAYBACK_REPORT_S)."""
 
 
 class Plush:
@@ -257,7 +255,7 @@ class Plush:
                 result.backend_reason = event.done.backend_reason
                 result.interrupted = event.done.interrupted
                 if result.audio_chunks:  # the server waits a moment for the playback report
-                    await asyncio.wait({reporter}, timeout=PLAYBACK_REPORT_S)
+                    await asyncio.wait({reporter}, timeout=PLUSH_PLAYBACK_WAIT_S)
                 await call.done_writing()
 
     async def run(

@@ -19,6 +19,8 @@ from plush.server.refusals import refuse
 log = get_logger(__name__)
 DEVICE_ID_KEY = "plush-device-id"
 PROTECTED_PREFIX = "/plush.v1.Companion/"
+UNKNOWN_DEVICE = "unknown"
+"""The device id of a call that names none, or more than one (`device_id`)."""
 
 
 def bearer(metadata: Any) -> tuple[str, str]:
@@ -34,8 +36,8 @@ def bearer(metadata: Any) -> tuple[str, str]:
 
 
 def device_id(metadata: Any) -> str:
-    """The calling plush's id, as the token check saw it ("unknown" when absent or ambiguous)."""
-    return bearer(metadata)[0] or "unknown"
+    """The calling plush's id, as the token check saw it (`UNKNOWN_DEVICE` when absent or ambiguous)."""
+    return bearer(metadata)[0] or UNKNOWN_DEVICE
 
 
 class DeviceTokenInterceptor(grpc.aio.ServerInterceptor):

@@ -9,7 +9,6 @@ request stream is still read, so a Cancel (barge-in) stops the reply at once.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -23,12 +22,13 @@ from plush.logs import get_logger
 from plush.owners import Owners
 from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.protos.plush.v1 import companion_pb2_grpc as pb_grpc
-from plush.server.auth import device_id
+from plush.protos.timing import PLAYBACK_REPORT_S
+from plush.server.auth import UNKNOWN_DEVICE, device_id
 from plush.server.companion import Companion, TurnRequestData
 from plush.server.contract_limits import LIMITS, Undecodable, lenient, string_problem
 from plush.server.in_flight import AdmissionError, Slot, StopReason, TurnsInFlight
 from plush.server.refusals import refuse
-from plush.server.store.records import Outcome
+from plush.server.store.records import Outcome, new_turn_id
 from plush.server.utterance import (
     Limits,
     TurnEndedError,
@@ -51,10 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompanionService", "Limits"]
 MAX_CHAT_CHARS = LIMITS["ChatRequest.text"]
-UNKNOWN_DEVICE = "unknown"
 PLAYED_STAGE = "first_audio_played"
-PLAYBACK_REPORT_S = 1.0
-"""How long a finished turn waits for the plush's PlaybackStarted (a plush that never sends it costs this)."""
 
 
 class CompanionService(pb_grpc.CompanionServicer):
@@ -232,7 +229,7 @@ class CompanionService(pb_grpc.CompanionServicer):
         the client's own conversation."""
         own = f"{source}:{client_id}"
         return TurnRequestData(
-            turn_id=uuid.uuid4().hex[:12],
+            turn_id=new_turn_id(),
             conversation_id=self._conversation("" if conversation_problem(requested) else requested, own),
             device_id=client_id,
             owner=self.owners.for_device(client_id),

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from plush.server.auth import PROTECTED_PREFIX, bearer
+from plush.server.auth import PROTECTED_PREFIX, UNKNOWN_DEVICE, bearer
 
 VERSION_KEY = "plush-version"
 """Metadata a client may send with its version; without it the gRPC user agent is shown."""
@@ -92,7 +92,7 @@ class PresenceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith(PROTECTED_PREFIX):
             return handler
         metadata = details.invocation_metadata
-        device = bearer(metadata)[0] or "unknown"
+        device = bearer(metadata)[0] or UNKNOWN_DEVICE
         version = _metadata_value(metadata, VERSION_KEY) or _metadata_value(metadata, "user-agent")
         return _observed(handler, self.presence, device, details.method, version)
 

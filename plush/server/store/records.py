@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,6 +13,15 @@ from plush.owners import device_owner
 
 class StoreError(PlushError):
     """The database cannot be opened, migrated or written."""
+
+
+TURN_ID_LENGTH = 12
+"""Hex characters in a turn id (`TurnRecord.id`), however it was made."""
+
+
+def new_turn_id() -> str:
+    """A fresh, random turn id (a turn that has no id of its own to derive one from, as a Telegram message has)."""
+    return uuid.uuid4().hex[:TURN_ID_LENGTH]
 
 
 Outcome = Literal["answered", "interrupted", "abandoned", "no_speech", "refused", "blocked", "error"]

@@ -29,13 +29,14 @@ from telegram import Update
 from telegram.ext import Application
 
 from plush.logs import get_logger
+from plush.server.store.records import TURN_ID_LENGTH
 
 log = get_logger(__name__)
 
 
 def turn_id(bot_id: int, chat_id: int, message_id: int) -> str:
     """The turn id of a Telegram message: the same for the same message however often it is handled."""
-    return hashlib.sha256(f"telegram:{bot_id}:{chat_id}:{message_id}".encode()).hexdigest()[:12]
+    return hashlib.sha256(f"telegram:{bot_id}:{chat_id}:{message_id}".encode()).hexdigest()[:TURN_ID_LENGTH]
 
 
 class Inbox:
