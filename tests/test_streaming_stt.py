@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -20,13 +22,13 @@ from conftest import ConfigFactory
 from speech_signals import silence, utterance, voiced
 from tiny_models import TinyModels
 
-from plush.config import SttConfig
+from plush.config import ServerConfig, SttConfig
 from plush.device.client import CompanionClient
 from plush.device.listening import Listening
 from plush.device.runtime import Plush, WavSink
 from plush.voice_models.audio import WHISPER_RATE, resample_pcm16
 from plush.voice_models.streaming_stt import StreamingStt
-from plush.voice_models.stt import SttOptions, Transcriber
+from plush.voice_models.stt import SttError, SttOptions, Transcriber, TranscriptResult
 from plush.voice_models.vad import FRAME, SileroVad, SpeechSegmenter, VadOptions
 
 # Three phrases with pauses between them; the owner releases the button 0.2 s after the last word.
@@ -229,3 +231,75 @@ def test_streaming_with_the_fit_window_equals_its_one_pass_result(models: TinyMo
     stream = stt.begin()
     feed_like_a_microphone(stream.feed, THREE_PHRASES)
     assert stream.finish().text == one_pass.text != ""
+
+
+class HeldWhisper:
+    """A Whisper stand-in whose decodes wait until the test lets them go, each telling the test it started."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fail: bool = False) -> None:
+        self.options = SttOptions(language="en")
+        self.go = threading.Event()
+        self.started: asyncio.Queue[None] = asyncio.Queue()
+        self._loop = loop
+        self._fail = fail
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> TranscriptResult:
+        self._loop.call_soon_threadsafe(self.started.put_nowait, None)
+        self.go.wait(timeout=120)
+        if self._fail:
+            raise RuntimeError("the decoder broke")
+        return TranscriptResult(text="hello", language="en", audio_s=len(audio) / WHISPER_RATE, elapsed_s=0.0)
+
+
+async def test_utterances_waiting_for_whisper_leave_the_thread_pool_to_tts(vad: SileroVad) -> None:
+    # A small machine's default pool (2 cores: 6 threads) is no bigger than max_stt_in_flight utterances: each one
+    # finishing must hold no pool thread, or TTS for other turns (asyncio.to_thread) waits for their Whisper.
+    loop = asyncio.get_running_loop()
+    open_utterances = ServerConfig().max_stt_in_flight
+    pool = ThreadPoolExecutor(max_workers=open_utterances)
+    loop.set_default_executor(pool)
+    whisper = HeldWhisper(loop)
+    stt = StreamingStt(cast(Transcriber, whisper), vad)
+    streams = [stt.begin() for _ in range(open_utterances)]
+    try:
+        for stream in streams:
+            stream.feed(THREE_PHRASES)
+        for _ in streams:  # every worker is inside Whisper
+            await asyncio.wait_for(whisper.started.get(), timeout=60)
+        finishing = [asyncio.ensure_future(stream.finish_async()) for stream in streams]
+        await asyncio.sleep(0)  # each finish is under way
+
+        spoken = await asyncio.wait_for(asyncio.to_thread(lambda: "synthesized"), timeout=30)
+
+        assert spoken == "synthesized"
+        assert not any(task.done() for task in finishing), "the utterances were still being transcribed"
+        whisper.go.set()
+        results = await asyncio.wait_for(asyncio.gather(*finishing), timeout=120)
+        assert all(result.text.startswith("hello") for result in results)
+    finally:
+        whisper.go.set()
+        for stream in streams:
+            stream.cancel()
+        pool.shutdown(wait=False)
+
+
+async def test_a_failed_decode_is_raised_by_finish_async(vad: SileroVad) -> None:
+    whisper = HeldWhisper(asyncio.get_running_loop(), fail=True)
+    whisper.go.set()
+    stream = StreamingStt(cast(Transcriber, whisper), vad).begin()
+    stream.feed(THREE_PHRASES)
+    with pytest.raises(SttError, match="the decoder broke"):
+        await asyncio.wait_for(stream.finish_async(), timeout=60)
+
+
+async def test_finish_async_after_a_cancel_returns_once_the_worker_stopped(vad: SileroVad) -> None:
+    whisper = HeldWhisper(asyncio.get_running_loop())
+    stream = StreamingStt(cast(Transcriber, whisper), vad).begin()
+    stream.feed(THREE_PHRASES)
+    await asyncio.wait_for(whisper.started.get(), timeout=60)
+    stream.cancel()
+    whisper.go.set()
+    result = await asyncio.wait_for(stream.finish_async(), timeout=60)  # woken by the stopped worker
+    assert result.text in ("", "hello"), "at most the segment being decoded when it was cancelled"
+    stream._worker.join(timeout=20)
+    assert not stream._worker.is_alive()

@@ -17,9 +17,11 @@ rest of the utterance, so a short later phrase is not misdetected (and is not de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -46,7 +48,8 @@ class StreamingStats:
 
 
 class StreamingTranscription:
-    """One utterance being transcribed as it is recorded: `feed` audio from any thread, then `finish`."""
+    """One utterance being transcribed as it is recorded: `feed` audio from any thread, then `finish` (or, on an
+    event loop, `finish_async`)."""
 
     def __init__(self, transcriber: Transcriber, segmenter: SpeechSegmenter) -> None:
         self._transcriber = transcriber
@@ -61,6 +64,11 @@ class StreamingTranscription:
         self._ahead: tuple[Segment, TranscriptResult] | None = None
         """The settled open segment, decoded before it closed."""
         self.stats = StreamingStats()
+        self._ended = False
+        """The worker is done (finished, cancelled or failed); guarded by `_ending`."""
+        self._ending = threading.Lock()
+        self._on_end: list[Callable[[], object]] = []
+        """What to call, from the worker's thread, when it is done (`finish_async`'s wake-up)."""
         self._worker = threading.Thread(target=self._run, name="plush-streaming-stt", daemon=True)
         self._worker.start()
 
@@ -72,9 +80,28 @@ class StreamingTranscription:
     def finish(self) -> TranscriptResult:
         """The button is up: decode what is left and return the whole utterance's text (blocking)."""
         started = time.perf_counter()
+        self._release()
+        self._worker.join()
+        return self._result(started)
+
+    async def finish_async(self) -> TranscriptResult:
+        """`finish` for the event loop, holding no thread while it waits: the worker resolves a future on this loop
+        when it is done (a pool thread parked per utterance would starve the loop's other thread work, TTS
+        among it, with `max_stt_in_flight` utterances finishing at once)."""
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        started = time.perf_counter()
+        self._when_ended(lambda: loop.call_soon_threadsafe(_resolve, ended))
+        self._release()
+        await ended
+        return self._result(started)
+
+    def _release(self) -> None:
         self._released.set()
         self._queue.put(None)
-        self._worker.join()
+
+    def _result(self, started: float) -> TranscriptResult:
+        """The whole utterance's text, once the worker is done (its error raised here, in the caller's thread)."""
         if self._error is not None:
             raise self._error
         self.stats.release_to_text_s = time.perf_counter() - started
@@ -85,8 +112,21 @@ class StreamingTranscription:
             elapsed_s=self.stats.release_to_text_s,
         )
 
-    async def finish_async(self) -> TranscriptResult:
-        return await asyncio.to_thread(self.finish)
+    def _when_ended(self, callback: Callable[[], object]) -> None:
+        """Call `callback` once the worker is done: now if it already is, else from the worker's thread."""
+        with self._ending:
+            if not self._ended:
+                self._on_end.append(callback)
+                return
+        callback()
+
+    def _ended_now(self) -> None:
+        with self._ending:
+            self._ended = True
+            callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            with contextlib.suppress(RuntimeError):  # the waiting loop is closed: nobody is left to wake
+                callback()
 
     def cancel(self) -> None:
         """Drop the utterance (barge-in, quit, a turn the server stopped): the worker stops after the segment it is
@@ -112,6 +152,8 @@ class StreamingTranscription:
                 self._decode(segment)
         except BaseException as exc:  # surfaced by finish(), in the caller's thread
             self._error = exc if isinstance(exc, PlushError) else SttError(f"speech recognition failed: {exc}")
+        finally:
+            self._ended_now()
 
     def _decode_ahead(self) -> None:
         """Decode the settled open segment while waiting for the microphone (never while behind it, nor after
@@ -139,6 +181,11 @@ class StreamingTranscription:
             self.stats.decoded_after_release_s += segment.seconds
         else:
             self.stats.decoded_while_held_s += segment.seconds
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # the waiter may have been cancelled meanwhile
+        future.set_result(None)
 
 
 class StreamingStt:
