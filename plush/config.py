@@ -89,6 +89,9 @@ class SttConfig(Section):
 class TtsConfig(Section):
     voice: str = "piper-en-joe-medium"
     """A voice name from `plush models list`, or a path to a Piper `.onnx` (with its `.onnx.json` beside it)."""
+    voices: dict[str, str] = Field(default_factory=dict)
+    """A voice per language, before `voice`: `{ ko = "/models/ko.onnx", en = "piper-en-joe-medium" }`; a name,
+    a path, or "espeak-ng" (the built-in fallback). Hangul with no Korean voice set goes to espeak-ng `ko`."""
     length_scale: float | None = Field(default=None, gt=0)
     """Speaking rate: above 1 is slower; empty keeps the voice's own setting."""
     chunk_ms: int = Field(default=100, ge=10, le=1000)

@@ -40,14 +40,15 @@ from plush.server.persona import PersonaSource
 from plush.server.refusals import DRAIN_LIMIT_S
 from plush.server.retention import Retention, audio_dir
 from plush.server.service import CompanionService, Limits, add_to_server
-from plush.server.speech import SpeechOut, VoiceSwitch
+from plush.server.speech import SpeechOut, VoiceSwitch, speaks
 from plush.server.store import Store
 from plush.server.transport import choose_transport
 from plush.voice_models.cloning.voice_store import VoiceStore
+from plush.voice_models.espeak_voice import BUILTIN, EspeakVoice
 from plush.voice_models.model_store import KNOWN_MODELS, STARTER_BRAIN_HINT, ModelStore
 from plush.voice_models.streaming_stt import StreamingStt
 from plush.voice_models.stt import Transcriber
-from plush.voice_models.tts import Synthesizer
+from plush.voice_models.tts import Synthesizer, Voice
 
 if TYPE_CHECKING:
     from plush.server.dashboard.runner import Dashboard
@@ -187,10 +188,11 @@ async def start_server(config: PlushConfig) -> RunningServer:
         router = await asyncio.to_thread(build_router, config, store)
         cleanup.push_async_callback(router.aclose)
         synthesizer, transcriber = await _load_models(config, router, persona.system_prompt)
-        if not synthesizer.language.startswith(persona.language):
-            log.warning("voice_language_mismatch", persona=persona.language, voice=synthesizer.language)
+        voices = await asyncio.to_thread(_language_voices, config)
         memory = Memory(store, config.memory)
-        speech = SpeechOut(synthesizer, config.tts.chunk_ms, _voice_switch(config))
+        speech = SpeechOut(synthesizer, config.tts.chunk_ms, _voice_switch(config), voices=voices)
+        if not speaks(spoken := speech.voice_for(persona.language), persona.language):
+            log.warning("voice_language_mismatch", persona=persona.language, voice=spoken.label)
         companion = Companion(persona=personas, router=router, memory=memory, speech=speech)
         streaming = StreamingStt.from_config(transcriber, config.stt) if transcriber and config.stt.streaming else None
         in_flight = TurnsInFlight(cfg.max_turns_in_flight, cfg.max_stt_in_flight)
@@ -340,6 +342,20 @@ def _load_named_voice(config: PlushConfig, name: str | None) -> Synthesizer:
     if name is not None:
         return Synthesizer(VoiceStore.in_models(models.root).get(name).onnx, length_scale=config.tts.length_scale)
     return Synthesizer(models.resolve(config.tts.voice, "tts"), length_scale=config.tts.length_scale)
+
+
+def _language_voices(config: PlushConfig) -> dict[str, Voice]:
+    """`[tts] voices`: a voice per language (a name, a path, a voice of the store, or "espeak-ng")."""
+    models = ModelStore.from_config(config.models)
+    store = VoiceStore.in_models(models.root)
+    voices: dict[str, Voice] = {}
+    for language, spec in config.tts.voices.items():
+        if spec == BUILTIN:
+            voices[language] = EspeakVoice(language)
+        else:
+            path = store.get(spec).onnx if store.has(spec) else models.resolve(spec, "tts")
+            voices[language] = Synthesizer(path, length_scale=config.tts.length_scale)
+    return voices
 
 
 def _voice_switch(config: PlushConfig) -> VoiceSwitch:

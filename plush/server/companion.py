@@ -323,6 +323,7 @@ class Companion:
         seq = 0
         synth_ms = 0.0
         trace.audio_rate, trace.audio_opus = rate, opus
+        spoken_by: set[str] = set()
 
         def send(data: bytes) -> None:
             nonlocal seq
@@ -339,12 +340,13 @@ class Companion:
                 continue  # only emoji or markup: nothing to say
             started = turn.clock.now_ms()
             try:
-                chunks = await self.speech.speak(piece, rate, encoder)
+                chunks = await self.speech.speak(piece, rate, encoder, spoken_by=spoken_by)
             except TtsError as exc:
                 record.add_error(str(exc))
                 emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_TTS_FAILED, message=str(exc))))
                 continue
             synth_ms += turn.clock.now_ms() - started
+            record.voices = ", ".join(sorted(spoken_by))
             for data in chunks:
                 send(data)
         for data in await self.speech.finish(encoder):

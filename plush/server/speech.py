@@ -2,6 +2,10 @@
 
 The voice can change while the server runs (`plush voice use NAME`): at each turn's start `output_rate` looks at
 the voice store's marker (one `stat`), and the turn's first synthesis loads the new voice in a worker thread.
+
+A voice per language: each piece is split by script (language_parts.py) and each part spoken by the voice for its
+language: `[tts] voices` first, else the main voice when it speaks that language, else, for Korean, the built-in
+espeak-ng fallback (never an English voice reading Hangul). Every part is resampled to the turn's one rate.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.voice_models.audio import chunk_pcm, resample_pcm16
 from plush.voice_models.cloning.voice_store import VoiceStore
+from plush.voice_models.espeak_voice import EspeakVoice
+from plush.voice_models.language_parts import language_parts
 from plush.voice_models.opus import OpusEncoder, opus_rate, pack_packets
-from plush.voice_models.tts import Synthesizer
+from plush.voice_models.tts import Synthesizer, TtsError, Voice
 
 log = get_logger(__name__)
 
@@ -36,11 +42,32 @@ class VoiceSwitch:
         return True
 
 
-class SpeechOut:
-    """Wraps the Piper voice: synthesis runs in a worker thread so the event loop keeps streaming."""
+FALLBACK_LANGUAGES = ("ko",)
+"""Languages that get the built-in espeak-ng voice when no voice of theirs is set: an English voice reading them
+is not understood (bench/README.md, the Korean table)."""
 
-    def __init__(self, synthesizer: Synthesizer, chunk_ms: int, switch: VoiceSwitch | None = None) -> None:
+
+def speaks(voice: Voice, language: str) -> bool:
+    """Whether `voice` was made for `language` (`ko`, `en`): its espeak-ng voice is that language's."""
+    return voice.language.split("-")[0] == language
+
+
+class SpeechOut:
+    """Wraps the voices: synthesis runs in a worker thread so the event loop keeps streaming."""
+
+    def __init__(
+        self,
+        synthesizer: Voice,
+        chunk_ms: int,
+        switch: VoiceSwitch | None = None,
+        *,
+        voices: dict[str, Voice] | None = None,
+    ) -> None:
         self.synthesizer = synthesizer
+        """The main voice (`[tts] voice`, or the one `plush voice use` chose): every language it can speak."""
+        self.voices = dict(voices or {})
+        """A voice per language (`[tts] voices`), before the main one."""
+        self._fallbacks: dict[str, Voice | None] = {}
         self.chunk_ms = chunk_ms
         self.switch = switch
         self._switch_pending = False
@@ -57,14 +84,32 @@ class SpeechOut:
         rate = wanted or self.native_rate
         return opus_rate(rate) if opus else rate
 
-    async def speak(self, text: str, sample_rate: int, encoder: OpusEncoder | None = None) -> list[bytes]:
+    def voice_for(self, language: str) -> Voice:
+        """The voice that speaks `language`: `[tts] voices`, the main voice if it speaks it, the built-in fallback
+        (Korean), else the main voice."""
+        if (chosen := self.voices.get(language)) is not None:
+            return chosen
+        if speaks(self.synthesizer, language) or language not in FALLBACK_LANGUAGES:
+            return self.synthesizer
+        if language not in self._fallbacks:
+            try:
+                self._fallbacks[language] = EspeakVoice(language)
+            except TtsError as exc:  # no espeak-ng: the main voice, said once
+                log.warning("no_voice_for_language", language=language, error=str(exc))
+                self._fallbacks[language] = None
+        return self._fallbacks[language] or self.synthesizer
+
+    async def speak(
+        self, text: str, sample_rate: int, encoder: OpusEncoder | None = None, *, spoken_by: set[str] | None = None
+    ) -> list[bytes]:
         """Synthesize `text` as ~chunk_ms pieces at `sample_rate`: s16le, or Opus packets when given an encoder.
+        The labels of the voices that spoke it are added to `spoken_by`.
 
         Synthesis, resampling and encoding all run in a worker thread, off the event loop.
         """
         if self._switch_pending:
             await self._switch_voice()
-        return await asyncio.to_thread(self._speak, text, sample_rate, encoder)
+        return await asyncio.to_thread(self._speak, text, sample_rate, encoder, spoken_by)
 
     async def _switch_voice(self) -> None:
         """Load the voice the store's marker names; a voice that fails to load leaves the current one speaking."""
@@ -80,8 +125,14 @@ class SpeechOut:
                 return
             log.info("voice_switched", voice=name or "default", sample_rate=self.synthesizer.sample_rate)
 
-    def _speak(self, text: str, rate: int, encoder: OpusEncoder | None) -> list[bytes]:
-        pcm = resample_pcm16(self.synthesizer.synthesize(text), self.native_rate, rate)
+    def _speak(self, text: str, rate: int, encoder: OpusEncoder | None, spoken_by: set[str] | None) -> list[bytes]:
+        default = self.synthesizer.language.split("-")[0]
+        pcm = b""
+        for language, part in language_parts(text, default):
+            voice = self.voice_for(language)
+            pcm += resample_pcm16(voice.synthesize(part), voice.sample_rate, rate)
+            if spoken_by is not None:
+                spoken_by.add(voice.label)
         chunks = list(chunk_pcm(pcm, rate, self.chunk_ms))
         if encoder is None:
             return chunks

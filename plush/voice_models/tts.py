@@ -7,13 +7,25 @@ the LLM keeps generating the next one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from plush.errors import PlushError
 
 
 class TtsError(PlushError):
     """The voice could not be loaded or failed on a piece of text."""
+
+
+class Voice(Protocol):
+    """What speaks a piece of a reply: a Piper voice, or the built-in espeak-ng fallback (espeak_voice.py)."""
+
+    sample_rate: int
+    language: str
+    """The espeak-ng voice it phonemizes with (`en-us`, `ko`): which language it speaks."""
+    label: str
+    """How the turn log, `plush models list` and the dashboard name it."""
+
+    def synthesize(self, text: str) -> bytes: ...
 
 
 class Synthesizer:
@@ -34,6 +46,7 @@ class Synthesizer:
         self._config = SynthesisConfig(length_scale=length_scale)
         self.sample_rate: int = int(self._voice.config.sample_rate)
         self.language: str = str(self._voice.config.espeak_voice)
+        self.label: str = Path(voice_path).name.removesuffix(".onnx")
 
     def synthesize(self, text: str) -> bytes:
         """Speak `text`; returns mono s16le PCM at `sample_rate` (empty for text with nothing to say)."""

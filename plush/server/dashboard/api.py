@@ -44,6 +44,7 @@ def turn_json(logged: LoggedTurn) -> dict[str, Any]:
         "backend_reason": t.backend_reason,
         "outcome": t.outcome,
         "safety": t.safety,
+        "voices": t.voices,
         "ending": t.ending,
         "reason": t.reason,
         "error": t.error,

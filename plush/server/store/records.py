@@ -68,6 +68,9 @@ class TurnRecord:
     outcome: Outcome = "answered"
     ending: str = ""
     """What stopped an `interrupted` turn: one of `ENDINGS`."""
+    voices: str = ""
+    """The voices that spoke the reply, ", "-separated (`en_US-joe-medium, espeak-ng ko (built-in fallback)`);
+    empty for a reply not spoken."""
     safety: str = ""
     """Why the child-safety check stopped the turn, `where:category` (`input:self_harm`, `output:weapons`); empty
     when nothing was flagged. Blocked turns never go back into a prompt (window or recall)."""

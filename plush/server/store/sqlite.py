@@ -85,6 +85,11 @@ SAFETY_MIGRATION = """
 """Turns get the child-safety check's verdict (`where:category`, empty when nothing was flagged) and what stopped
 an interrupted one (`TurnRecord.ending`)."""
 
+VOICES_MIGRATION = """
+    ALTER TABLE turns ADD COLUMN voices TEXT NOT NULL DEFAULT ''
+"""
+"""Turns say which voices spoke them (`TurnRecord.voices`): a Korean reply's Hangul goes to a Korean voice."""
+
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE turns (
@@ -147,6 +152,7 @@ MIGRATIONS: tuple[str, ...] = (
     OWNER_MIGRATION,
     OUTCOME_MIGRATION,
     SAFETY_MIGRATION,
+    VOICES_MIGRATION,
 )
 
 

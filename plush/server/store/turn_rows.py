@@ -34,6 +34,7 @@ TURN_COLUMNS: tuple[str, ...] = (
     "outcome",
     "safety",
     "ending",
+    "voices",
 )
 """The columns that hold a turn, in the order `turn_values` gives them. `interrupted` is kept for older readers;
 the record derives it from `outcome`."""
