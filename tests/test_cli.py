@@ -119,6 +119,8 @@ def test_models_list_names_the_defaults() -> None:
     assert result.returncode == 0
     for name in ("whisper-base", "piper-en-lessac-medium", "qwen2.5-1.5b-instruct-q4_k_m"):
         assert name in result.stdout
+    # With no Korean voice set, Korean replies get the built-in fallback, and it says so.
+    assert "ko replies are spoken by: espeak-ng ko (built-in fallback" in " ".join(result.stdout.split())
 
 
 def test_help_explains_every_command() -> None:

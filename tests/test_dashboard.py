@@ -395,3 +395,9 @@ def test_the_waterfall_shows_when_the_plush_first_played_the_reply() -> None:
     assert dict(chart.milestones)["first audio played"] == 1010.0
     assert [bar.stage for bar in chart.bars] == ["llm_first_token", "first_audio", "first_audio_played", "total"]
     assert dict(waterfall({"total": 900.0}, {}).milestones)["first audio played"] is None
+
+
+async def test_the_dashboard_says_which_voice_speaks_each_language(server: Any, logged_in: httpx.AsyncClient) -> None:
+    status = (await logged_in.get("/api/status")).json()
+    assert "ko: espeak-ng ko (built-in fallback)" in status["voices"]  # the tiny test voice speaks English
+    assert "espeak-ng ko (built-in fallback)" in (await logged_in.get("/")).text

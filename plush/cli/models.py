@@ -104,12 +104,36 @@ def models_list(config: ConfigOption = None) -> None:
             model.description,
         )
     out.print(table)
+    _voice_per_language(cfg, store)
     if cfg.llm.llama.model == AUTO:
         best = store.best_llm()
         chosen = best.name if best else "none downloaded yet (run: plush models download)"
         out.print(f"local brain (llm.llama.model = auto): {chosen}", highlight=False)
         if best is not None and best.starter:
             out.print(f"[yellow]note:[/] {escape(STARTER_BRAIN_HINT)}", highlight=False)
+
+
+def _voice_per_language(cfg: PlushConfig, store: ModelStore) -> None:
+    """Which voice speaks Korean and English replies, and whether the built-in Korean fallback can run here."""
+    import shutil
+
+    from plush.errors import PlushError
+    from plush.voice_models.espeak_voice import BUILTIN
+    from plush.voice_models.tts import voice_language
+
+    try:
+        main_language = voice_language(store.resolve(cfg.tts.voice, "tts")).split("-")[0]
+    except PlushError:  # not downloaded yet
+        main_language = ""
+    for language in ("en", "ko"):
+        spec = cfg.tts.voices.get(language)
+        if spec is None and language == "ko" and main_language != "ko":
+            spec = BUILTIN  # what a Korean reply gets with no Korean voice set (plush/server/speech.py)
+        spec = spec or cfg.tts.voice
+        if spec == BUILTIN:
+            here = "installed" if shutil.which("espeak-ng") else "not installed: sudo apt-get install espeak-ng"
+            spec = f"espeak-ng {language} (built-in fallback, {here}; set [tts] voices.{language} for a Piper voice)"
+        out.print(escape(f"{language} replies are spoken by: {spec}"), highlight=False)
 
 
 @models_app.command("download")

@@ -99,6 +99,10 @@ class SpeechOut:
                 self._fallbacks[language] = None
         return self._fallbacks[language] or self.synthesizer
 
+    def description(self, languages: tuple[str, ...] = ("en", "ko")) -> str:
+        """Which voice speaks each language, for the dashboard: "en: en_US-joe-medium · ko: espeak-ng ko ..."."""
+        return " · ".join(f"{language}: {self.voice_for(language).label}" for language in languages)
+
     async def speak(
         self, text: str, sample_rate: int, encoder: OpusEncoder | None = None, *, spoken_by: set[str] | None = None
     ) -> list[bytes]:

@@ -16,6 +16,18 @@ class TtsError(PlushError):
     """The voice could not be loaded or failed on a piece of text."""
 
 
+def voice_language(voice_path: Path) -> str:
+    """The espeak-ng voice a Piper voice speaks (`en-us`, `ko`), from its `.onnx.json`, without loading it; "" when
+    the file cannot be read."""
+    import json
+
+    try:
+        config = json.loads(Path(str(voice_path) + ".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(config.get("espeak", {}).get("voice", ""))
+
+
 class Voice(Protocol):
     """What speaks a piece of a reply: a Piper voice, or the built-in espeak-ng fallback (espeak_voice.py)."""
 

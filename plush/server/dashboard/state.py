@@ -51,6 +51,7 @@ class DashboardState:
         persona = self.companion.persona
         return {
             "brain": self.companion.router.description,
+            "voices": self.companion.speech.description() if self.companion.speech is not None else "",
             "persona": persona.name,
             "persona_source": persona.source,
             "turns_in_flight": self.in_flight.count if self.in_flight is not None else 0,
