@@ -65,3 +65,24 @@ async def test_with_the_korean_persona_hangul_is_spoken_in_korean_and_the_log_sa
     await server.companion.wait_stored()
     [turn] = await server.companion.store.list_turns()
     assert turn.voices == f"en_US-joe-medium, {FALLBACK}", turn  # the log records which voices spoke
+
+
+@pytest.mark.real_weights
+def test_every_phoneme_of_the_korean_prompt_set_is_in_the_phoneme_map_a_korean_fine_tune_uses(
+    real_joe_voice: Path,
+) -> None:
+    """A symbol missing from the map would be dropped from every training sentence without a word."""
+    import json
+
+    from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
+    from piper.phonemize_espeak import EspeakPhonemizer
+
+    from plush.voice_models.cloning.prompts import builtin_prompts
+
+    prompts = [prompt.text for prompt in builtin_prompts("ko")]
+    phonemizer = EspeakPhonemizer()
+    emitted = {symbol for text in prompts for sentence in phonemizer.phonemize("ko", text) for symbol in sentence}
+    assert len(prompts) > 250 and len(emitted) > 20
+    joe_map = json.loads(Path(f"{real_joe_voice}.json").read_text(encoding="utf-8"))["phoneme_id_map"]
+    assert sorted(emitted - set(joe_map)) == [], "a fine-tune from joe (the warm start's map)"
+    assert sorted(emitted - set(DEFAULT_PHONEME_ID_MAP)) == [], "a fine-tune from an official checkpoint"
