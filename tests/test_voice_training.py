@@ -128,6 +128,7 @@ def test_without_a_gpu_train_refuses_and_points_to_a_job(monkeypatch: pytest.Mon
     assert require_accelerator(allow_cpu=True) == "cpu"
 
 
+@pytest.mark.timeout(900)
 def test_a_job_folder_carries_dataset_checkpoint_and_pinned_command(
     real_joe_voice: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
@@ -136,7 +137,7 @@ def test_a_job_folder_carries_dataset_checkpoint_and_pinned_command(
     result = CliRunner().invoke(
         voice_cli(),
         ["train", "mina", "--dataset", str(dataset), "--base", str(real_joe_voice), "--language", "ko",
-         "--job", str(job), "--config", str(write_config(tmp_path, models))],
+         "--segment-size", "2048", "--job", str(job), "--config", str(write_config(tmp_path, models))],
     )  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert sorted(p.name for p in (job / "dataset" / "wavs").iterdir()) == [f"owner00{i}.wav" for i in range(3)]
@@ -153,6 +154,14 @@ def test_a_job_folder_carries_dataset_checkpoint_and_pinned_command(
         voice_cli(), ["import-checkpoint", str(job), "--name", "mina", "--config", str(tmp_path / "plush.toml")]
     )
     assert missing.exit_code != 0 and "no trained checkpoint yet" in str(missing.exception)
+
+    # The Korean job's first step on this CPU: Piper's own trainer, phonemizing with espeak-ng ko.
+    env = {**os.environ, "PYTHON": sys.executable, "ACCELERATOR": "cpu", "MAX_STEPS": "1", "REPORT_EVERY": "1"}
+    done = subprocess.run(
+        ["bash", str(job / "run.sh")], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "step 1/1" in done.stdout and list(job.glob("runs/**/last.ckpt"))
 
 
 class RunsCode:
