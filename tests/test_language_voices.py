@@ -48,23 +48,32 @@ async def test_each_part_of_a_mixed_reply_is_spoken_by_the_voice_for_its_languag
 
 
 @pytest.mark.real_weights
-async def test_with_the_korean_persona_hangul_is_spoken_in_korean_and_the_log_says_which_voice(
-    start_gemini_server: Any, fake_gemini: Any, real_joe_voice: Path
+async def test_in_a_spoken_korean_turn_hangul_is_spoken_in_korean_and_the_log_says_which_voice(
+    start_gemini_server: Any, fake_gemini: Any, real_joe_voice: Path, real_whisper_base: Path
 ) -> None:
     from plush.device.client import CompanionClient
+    from plush.protos.plush.v1 import companion_pb2 as pb
+    from plush.voice_models.audio import WHISPER_RATE, resample_pcm16
 
     persona = Path(__file__).parents[1] / "plush" / "server" / "personas" / "ko.toml"
     server = await start_gemini_server(
         tts={"voice": str(real_joe_voice)},
+        stt={"model": str(real_whisper_base), "language": "ko"},
         server={"port": 0, "persona": str(persona)},
     )
     fake_gemini.reply("안녕! 나는 모모야. ", "Rabbits love carrots!")
+    question = EspeakVoice("ko").synthesize("안녕하세요. 오늘 같이 놀래요? 토끼 이야기를 해 주세요.")  # spoken
+    quiet = bytes(WHISPER_RATE)  # half a second of silence either side, as a press and a release leave
+    pcm = quiet + resample_pcm16(question, 22050, WHISPER_RATE) + quiet
     async with CompanionClient(f"127.0.0.1:{server.port}", "korean-plush") as client:
-        events = [e async for e in client.chat("안녕, 너는 누구야?", want_audio=True)]
+        call = await client.converse(pb.TurnStart(want_audio=True), pcm=pcm, sample_rate=WHISPER_RATE)
+        events = [e async for e in call.events()]
     assert any(e.WhichOneof("kind") == "audio" for e in events)
     await server.companion.wait_stored()
     [turn] = await server.companion.store.list_turns()
-    assert turn.voices == f"en_US-joe-medium, {FALLBACK}", turn  # the log records which voices spoke
+    assert turn.source == "device" and turn.outcome == "answered" and turn.user_text, turn
+    # The Hangul by the Korean voice, the English sentence by joe; the log records both (before: joe read it all).
+    assert turn.voices == f"en_US-joe-medium, {FALLBACK}", turn
 
 
 @pytest.mark.real_weights
