@@ -32,6 +32,7 @@ from plush.config import HouseholdConfig, ServerConfig, TelegramConfig, data_hom
 from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.server.companion import Companion, Stopwatch, TurnRequestData
+from plush.server.contract_limits import MAX_INPUT_CHARS
 from plush.server.in_flight import AdmissionError, Slot, TurnsInFlight
 from plush.server.telegram.chat_settings import ChatSettings, answers_with
 from plush.server.telegram.commands import COMMANDS, Commands, Presence
@@ -43,8 +44,6 @@ from plush.server.telegram.turns import ChatLine, FloodGuard, answer
 from plush.voice_models.stt import Transcriber
 
 log = get_logger(__name__)
-MAX_TEXT_CHARS = 4000
-"""The longest message taken as one turn (a Telegram message holds 4,096 characters)."""
 CONCURRENT_UPDATES = 32
 MAX_REMEMBERED = 10_000
 """Strangers and refused groups remembered (each is logged once); past that the memory starts afresh."""
@@ -311,7 +310,7 @@ class TelegramBridge:
         if not (text := (update.message.text or "").strip()):
             return
         chat_id = update.effective_chat.id
-        turn = self._turn(who, context, update.message.message_id, chat_id, text[:MAX_TEXT_CHARS])
+        turn = self._turn(who, context, update.message.message_id, chat_id, text[:MAX_INPUT_CHARS])
         admitted = self._admitted(update, context)
         async with self.line.turn(chat_id):
             if await self._handled(turn, admitted) or (slot := await self._admit(turn, context.bot, chat_id)) is None:
@@ -376,7 +375,7 @@ class TelegramBridge:
             )
             return
         text_out, voice_out = answers_with(self.chats.mode(chat_id), voice_in=True)
-        turn.user_text, turn.language = heard.text[:MAX_TEXT_CHARS], heard.language
+        turn.user_text, turn.language = heard.text[:MAX_INPUT_CHARS], heard.language
         heard_at = clock.now_ms()
         clock.record("voice_note", 0.0, heard_at - heard.stt_ms)  # fetched and decoded
         clock.record("stt", heard_at - heard.stt_ms, heard_at)
