@@ -407,6 +407,22 @@ async def test_older_turns_get_an_outcome_when_the_store_upgrades(tmp_path: Path
     assert outcomes == {"fine": "answered", "cut": "interrupted", "failed": "error"}
 
 
+async def test_a_database_a_column_short_of_its_version_gets_the_column_and_stores_turns(tmp_path: Path) -> None:
+    """A development build migrated it before its migration grew a column (seen: `no such column: ending`, every
+    turn an error): the store adds what is missing instead of failing every turn."""
+    import aiosqlite
+
+    path = tmp_path / "plush.db"
+    async with aiosqlite.connect(path) as db:
+        for number, migration in enumerate(MIGRATIONS, start=1):
+            script = migration.replace("ALTER TABLE turns ADD COLUMN ending TEXT NOT NULL DEFAULT ''", "SELECT 1")
+            await db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+    async with await Store.open(path) as store:
+        await store.add_turn(TurnRecord("t1", "room", "d", "chat", "hi", "hello", outcome="interrupted", ending="x"))
+        [turn] = await store.list_turns()
+    assert (turn.outcome, turn.ending) == ("interrupted", "x")
+
+
 def test_a_turn_keeps_every_error_it_met() -> None:
     turn = TurnRecord("t", "room", "d", "chat", "hi")
     for message in (

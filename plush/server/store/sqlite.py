@@ -16,6 +16,7 @@ turns).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -154,6 +155,12 @@ MIGRATIONS: tuple[str, ...] = (
     SAFETY_MIGRATION,
     VOICES_MIGRATION,
 )
+ADDED_COLUMNS: dict[str, str] = {
+    column: definition.strip()
+    for migration in MIGRATIONS
+    for column, definition in re.findall(r"ALTER TABLE turns ADD COLUMN (\w+) ([^;\n]+)", migration)
+}
+"""Each column the migrations add to `turns`, with its definition (see `_add_missing_columns`)."""
 
 
 class SqliteStore(Store):
@@ -199,6 +206,7 @@ class SqliteStore(Store):
             except aiosqlite.Error:
                 await self._db.rollback()
                 raise
+        await self._add_missing_columns()
         if version < MIGRATIONS.index(OWNER_MIGRATION) + 1 and (kept := await self.list_facts(LEGACY_OWNER)):
             log.warning(
                 "facts_kept_for_no_one",
@@ -206,6 +214,18 @@ class SqliteStore(Store):
                 hint="facts from before owners reach no plush until given one: "
                 "`plush memory facts --owner legacy`, then `plush memory move ID --owner OWNER`",
             )
+
+    async def _add_missing_columns(self) -> None:
+        """Add any column a migration adds that the `turns` table lacks: a database migrated by a build whose
+        migration later grew (a development checkout) is at the right version with a column short, and every
+        turn would fail to store. Adding it (with the migration's own default) loses nothing."""
+        async with self._db.execute("PRAGMA table_info(turns)") as cur:
+            present = {row[1] for row in await cur.fetchall()}
+        for column, definition in ADDED_COLUMNS.items():
+            if column not in present:
+                log.warning("store_column_added", column=column, hint="the database was migrated by another build")
+                await self._db.execute(f"ALTER TABLE turns ADD COLUMN {column} {definition}")
+                await self._db.commit()
 
     async def schema_version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cur:
