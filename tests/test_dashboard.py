@@ -97,7 +97,9 @@ async def test_a_wrong_password_is_refused_and_repeated_failures_wait_longer(web
         assert answer.status_code == 401 and "Wrong password" in answer.text
         assert "plush_session" not in answer.cookies
     assert waits[0] >= 0.2 and waits[1] >= 0.4 and waits[2] >= 0.8, waits
-    assert waits[2] - waits[0] >= 0.5, waits  # 0.8 s against 0.2 s, whatever argon2 itself takes
+    # 0.8 s against 0.2 s, whatever argon2 itself takes: 0.6 s apart, less what a loaded machine's argon2 varies
+    # (seen: 0.48 apart beside a heavy test run); a delay that did not grow would leave them ~0 apart.
+    assert waits[2] - waits[0] >= 0.35, waits
     answer = await log_in(web)
     assert answer.status_code == 303
     cookie = answer.headers["set-cookie"].lower()
