@@ -208,6 +208,9 @@ class ServerConfig(Section):
     127.0.0.1 and this computer's host name; paired plushes need none of them)."""
     allow_open: bool = False
     """Listen beyond this computer even with no paired plush and no PLUSH_DEVICE_TOKENS (anyone may talk)."""
+    redis: str | None = None
+    """redis://host:6379/0 for the state several replicas share (Gemini budgets, logins, presence, the live
+    log, the Telegram poller); unset keeps it in this process (one server)."""
 
     def database_path(self) -> Path:
         """The SQLite file in use: `database`, or the per-user data folder."""

@@ -40,6 +40,7 @@ EXTRA_OF: dict[str, str] = {
     "argon2": "dashboard",
     "prometheus_client": "dashboard",
     "plotly": "dashboard",
+    "redis": "redis",
     "pyloudnorm": "voice",
     "jiwer": "voice",
     "torch": "train",
