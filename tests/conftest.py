@@ -178,6 +178,28 @@ async def start_gemini_server(
         await server.stop(grace=0)
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real Redis (Debian's redis-server) on 127.0.0.1 for the session's shared-state tests."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """The session's Redis, emptied for this test: replicas of one test share it, tests do not."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return str(redis_server.url)
+
+
 @pytest.fixture
 async def running_server(make_config: ConfigFactory) -> AsyncIterator[Any]:
     """A real Plush server on 127.0.0.1 (llama backend, Piper, server-side STT)."""

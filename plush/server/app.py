@@ -40,6 +40,7 @@ from plush.server.persona import PersonaSource
 from plush.server.refusals import DRAIN_LIMIT_S
 from plush.server.retention import Retention, audio_dir
 from plush.server.service import CompanionService, Limits, add_to_server
+from plush.server.shared_state import SharedState
 from plush.server.speech import SpeechOut, VoiceSwitch, speaks
 from plush.server.store import Store
 from plush.server.transport import choose_transport
@@ -61,8 +62,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Companion"].full_name
 
 
-def build_router(config: PlushConfig, store: Store) -> LlmRouter:
-    """Gemini (behind its free-tier budget) when a key is set and allowed, the local Llama when loadable."""
+def build_router(config: PlushConfig, store: Store, shared: SharedState | None = None) -> LlmRouter:
+    """Gemini (behind its free-tier budget, shared by the replicas on `shared`) when a key is set and allowed,
+    the local Llama when loadable."""
     llm = config.llm
     primary: LlmBackend | None = None
     fallback: LlmBackend | None = None
@@ -85,7 +87,7 @@ def build_router(config: PlushConfig, store: Store) -> LlmRouter:
     if llm.backend == "gemini" and primary is None:
         raise PlushError("llm.backend is 'gemini' but GEMINI_API_KEY is not set")
     reason = "no_api_key" if not key else f"backend_{llm.backend}"
-    budget = GeminiBudget(llm.gemini, store) if primary is not None else None
+    budget = GeminiBudget(llm.gemini, store, shared=shared) if primary is not None else None
     router = LlmRouter(primary, fallback, no_primary_reason=reason, budget=budget)
     router.description = _describe_brain(
         llm.gemini.model if primary is not None else None, local if fallback is not None else None
@@ -150,6 +152,8 @@ class RunningServer:
     """`server.port` as configured (0: any free port), the port of this computer's note (`local_server`)."""
     retention: Retention | None = None
     """`retention_days` for turns and their kept audio; the housekeeping applies it every hour."""
+    shared: SharedState | None = None
+    """The Redis that replicas share (`[server] redis`), or None: everything in this process."""
 
     async def stop(self, grace: float = 2.0) -> None:
         """Refuse new turns, stop every turn in flight (each is stored, as interrupted, with what was already
@@ -165,6 +169,8 @@ class RunningServer:
         await self.companion.wait_stored()
         await self.companion.router.aclose()
         await self.companion.store.close()
+        if self.shared is not None:
+            await self.shared.close()
         local_server.withdraw(self.configured_port)
 
 
@@ -183,9 +189,12 @@ async def start_server(config: PlushConfig) -> RunningServer:
     async with AsyncExitStack() as cleanup:
         local_server.announce(cfg.port, "loading")  # a plush on this computer can tell loading from dead
         cleanup.callback(local_server.withdraw, cfg.port)
+        shared = await SharedState.connect(cfg.redis) if cfg.redis else None  # unreachable: said before loading
+        if shared is not None:
+            cleanup.push_async_callback(shared.close)
         store = await Store.open(cfg.database_path())
         cleanup.push_async_callback(store.close)
-        router = await asyncio.to_thread(build_router, config, store)
+        router = await asyncio.to_thread(build_router, config, store, shared)
         cleanup.push_async_callback(router.aclose)
         synthesizer, transcriber = await _load_models(config, router, persona.system_prompt)
         voices = await asyncio.to_thread(_language_voices, config)
@@ -238,7 +247,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
     )
     return RunningServer(
         server, port, companion, health_servicer, housekeeping, in_flight, transcriber, dashboard, presence, cfg.port,
-        retention,
+        retention, shared,
     )  # fmt: skip
 
 
