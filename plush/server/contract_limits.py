@@ -29,6 +29,8 @@ LIMITS: dict[str, int] = {
     "TurnStart.language": 16,
     "Transcript.text": MAX_INPUT_CHARS,
     "Transcript.language": 16,
+    "Settled.text": MAX_INPUT_CHARS,
+    "Settled.language": 16,
     "Cancel.reason": 200,
     "ChatRequest.text": MAX_INPUT_CHARS,
     "ChatRequest.conversation_id": 128,

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%plush/protos/plush/v1/companion.proto\x12\x08plush.v1\"y\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12)\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x17.plush.v1.AudioEncoding\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"\x98\x01\n\tTurnStart\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x12\n\nwant_audio\x18\x03 \x01(\x08\x12\x1a\n\x12output_sample_rate\x18\x04 \x01(\r\x12\x30\n\x0foutput_encoding\x18\x05 \x01(\x0e\x32\x17.plush.v1.AudioEncoding\";\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"\t\n\x07TurnEnd\"\x18\n\x06\x43\x61ncel\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x11\n\x0fPlaybackStarted\"\x8b\x02\n\x0bTurnRequest\x12$\n\x05start\x18\x01 \x01(\x0b\x32\x13.plush.v1.TurnStartH\x00\x12%\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x14.plush.v1.AudioChunkH\x00\x12*\n\ntranscript\x18\x03 \x01(\x0b\x32\x14.plush.v1.TranscriptH\x00\x12 \n\x03\x65nd\x18\x04 \x01(\x0b\x32\x11.plush.v1.TurnEndH\x00\x12\"\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x10.plush.v1.CancelH\x00\x12\x35\n\x10playback_started\x18\x06 \x01(\x0b\x32\x19.plush.v1.PlaybackStartedH\x00\x42\x06\n\x04kind\"\x96\x01\n\x0b\x43hatRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nwant_audio\x18\x03 \x01(\x08\x12\x1a\n\x12output_sample_rate\x18\x04 \x01(\r\x12\x30\n\x0foutput_encoding\x18\x05 \x01(\x0e\x32\x17.plush.v1.AudioEncoding\"\x19\n\tReplyText\x12\x0c\n\x04text\x18\x01 \x01(\t\"H\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\x12\x15\n\rstarted_at_ms\x18\x03 \x01(\x01\"Y\n\x08TurnDone\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x03 \x01(\t\x12\x13\n\x0binterrupted\x18\x04 \x01(\x08\";\n\x05\x45rror\x12!\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x13.plush.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x91\x02\n\tTurnEvent\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12*\n\ntranscript\x18\x02 \x01(\x0b\x32\x14.plush.v1.TranscriptH\x00\x12)\n\ntext_delta\x18\x03 \x01(\x0b\x32\x13.plush.v1.ReplyTextH\x00\x12%\n\x05\x61udio\x18\x04 \x01(\x0b\x32\x14.plush.v1.AudioChunkH\x00\x12\'\n\x06timing\x18\x05 \x01(\x0b\x32\x15.plush.v1.StageTimingH\x00\x12\"\n\x04\x64one\x18\x06 \x01(\x0b\x32\x12.plush.v1.TurnDoneH\x00\x12 \n\x05\x65rror\x18\x07 \x01(\x0b\x32\x0f.plush.v1.ErrorH\x00\x42\x06\n\x04kind\",\n\x0ePhrasesRequest\x12\x1a\n\x12output_sample_rate\x18\x01 \x01(\r\"I\n\x06Phrase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12#\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x14.plush.v1.AudioChunk\"Q\n\x0cPhrasesReply\x12!\n\x07phrases\x18\x01 \x03(\x0b\x32\x10.plush.v1.Phrase\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\r\n\x05\x62rain\x18\x03 \x01(\t*f\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41UDIO_ENCODING_PCM_S16LE\x10\x01\x12\x17\n\x13\x41UDIO_ENCODING_OPUS\x10\x02*\xb2\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45RROR_CODE_BAD_REQUEST\x10\x01\x12\x1e\n\x1a\x45RROR_CODE_LLM_UNAVAILABLE\x10\x02\x12\x19\n\x15\x45RROR_CODE_TTS_FAILED\x10\x03\x12\x19\n\x15\x45RROR_CODE_STT_FAILED\x10\x04\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x05\x32\xba\x01\n\tCompanion\x12:\n\x08\x43onverse\x12\x15.plush.v1.TurnRequest\x1a\x13.plush.v1.TurnEvent(\x01\x30\x01\x12\x34\n\x04\x43hat\x12\x15.plush.v1.ChatRequest\x1a\x13.plush.v1.TurnEvent0\x01\x12;\n\x07Phrases\x12\x18.plush.v1.PhrasesRequest\x1a\x16.plush.v1.PhrasesReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%plush/protos/plush/v1/companion.proto\x12\x08plush.v1\"y\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12)\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x17.plush.v1.AudioEncoding\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"\x98\x01\n\tTurnStart\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x12\n\nwant_audio\x18\x03 \x01(\x08\x12\x1a\n\x12output_sample_rate\x18\x04 \x01(\r\x12\x30\n\x0foutput_encoding\x18\x05 \x01(\x0e\x32\x17.plush.v1.AudioEncoding\";\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"\t\n\x07TurnEnd\"\x18\n\x06\x43\x61ncel\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x11\n\x0fPlaybackStarted\")\n\x07Settled\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\"\xb1\x02\n\x0bTurnRequest\x12$\n\x05start\x18\x01 \x01(\x0b\x32\x13.plush.v1.TurnStartH\x00\x12%\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x14.plush.v1.AudioChunkH\x00\x12*\n\ntranscript\x18\x03 \x01(\x0b\x32\x14.plush.v1.TranscriptH\x00\x12 \n\x03\x65nd\x18\x04 \x01(\x0b\x32\x11.plush.v1.TurnEndH\x00\x12\"\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x10.plush.v1.CancelH\x00\x12\x35\n\x10playback_started\x18\x06 \x01(\x0b\x32\x19.plush.v1.PlaybackStartedH\x00\x12$\n\x07settled\x18\x07 \x01(\x0b\x32\x11.plush.v1.SettledH\x00\x42\x06\n\x04kind\"\x96\x01\n\x0b\x43hatRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x12\n\nwant_audio\x18\x03 \x01(\x08\x12\x1a\n\x12output_sample_rate\x18\x04 \x01(\r\x12\x30\n\x0foutput_encoding\x18\x05 \x01(\x0e\x32\x17.plush.v1.AudioEncoding\"\x19\n\tReplyText\x12\x0c\n\x04text\x18\x01 \x01(\t\"H\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\x12\x15\n\rstarted_at_ms\x18\x03 \x01(\x01\"Y\n\x08TurnDone\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x03 \x01(\t\x12\x13\n\x0binterrupted\x18\x04 \x01(\x08\";\n\x05\x45rror\x12!\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x13.plush.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x91\x02\n\tTurnEvent\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12*\n\ntranscript\x18\x02 \x01(\x0b\x32\x14.plush.v1.TranscriptH\x00\x12)\n\ntext_delta\x18\x03 \x01(\x0b\x32\x13.plush.v1.ReplyTextH\x00\x12%\n\x05\x61udio\x18\x04 \x01(\x0b\x32\x14.plush.v1.AudioChunkH\x00\x12\'\n\x06timing\x18\x05 \x01(\x0b\x32\x15.plush.v1.StageTimingH\x00\x12\"\n\x04\x64one\x18\x06 \x01(\x0b\x32\x12.plush.v1.TurnDoneH\x00\x12 \n\x05\x65rror\x18\x07 \x01(\x0b\x32\x0f.plush.v1.ErrorH\x00\x42\x06\n\x04kind\",\n\x0ePhrasesRequest\x12\x1a\n\x12output_sample_rate\x18\x01 \x01(\r\"I\n\x06Phrase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12#\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x14.plush.v1.AudioChunk\"Q\n\x0cPhrasesReply\x12!\n\x07phrases\x18\x01 \x03(\x0b\x32\x10.plush.v1.Phrase\x12\x0f\n\x07persona\x18\x02 \x01(\t\x12\r\n\x05\x62rain\x18\x03 \x01(\t*f\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41UDIO_ENCODING_PCM_S16LE\x10\x01\x12\x17\n\x13\x41UDIO_ENCODING_OPUS\x10\x02*\xb2\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45RROR_CODE_BAD_REQUEST\x10\x01\x12\x1e\n\x1a\x45RROR_CODE_LLM_UNAVAILABLE\x10\x02\x12\x19\n\x15\x45RROR_CODE_TTS_FAILED\x10\x03\x12\x19\n\x15\x45RROR_CODE_STT_FAILED\x10\x04\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x05\x32\xba\x01\n\tCompanion\x12:\n\x08\x43onverse\x12\x15.plush.v1.TurnRequest\x1a\x13.plush.v1.TurnEvent(\x01\x30\x01\x12\x34\n\x04\x43hat\x12\x15.plush.v1.ChatRequest\x1a\x13.plush.v1.TurnEvent0\x01\x12;\n\x07Phrases\x12\x18.plush.v1.PhrasesRequest\x1a\x16.plush.v1.PhrasesReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'plush.protos.plush.v1.companion_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=1602
-  _globals['_AUDIOENCODING']._serialized_end=1704
-  _globals['_ERRORCODE']._serialized_start=1707
-  _globals['_ERRORCODE']._serialized_end=1885
+  _globals['_AUDIOENCODING']._serialized_start=1683
+  _globals['_AUDIOENCODING']._serialized_end=1785
+  _globals['_ERRORCODE']._serialized_start=1788
+  _globals['_ERRORCODE']._serialized_end=1966
   _globals['_AUDIOCHUNK']._serialized_start=51
   _globals['_AUDIOCHUNK']._serialized_end=172
   _globals['_TURNSTART']._serialized_start=175
@@ -47,26 +47,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCEL']._serialized_end=425
   _globals['_PLAYBACKSTARTED']._serialized_start=427
   _globals['_PLAYBACKSTARTED']._serialized_end=444
-  _globals['_TURNREQUEST']._serialized_start=447
-  _globals['_TURNREQUEST']._serialized_end=714
-  _globals['_CHATREQUEST']._serialized_start=717
-  _globals['_CHATREQUEST']._serialized_end=867
-  _globals['_REPLYTEXT']._serialized_start=869
-  _globals['_REPLYTEXT']._serialized_end=894
-  _globals['_STAGETIMING']._serialized_start=896
-  _globals['_STAGETIMING']._serialized_end=968
-  _globals['_TURNDONE']._serialized_start=970
-  _globals['_TURNDONE']._serialized_end=1059
-  _globals['_ERROR']._serialized_start=1061
-  _globals['_ERROR']._serialized_end=1120
-  _globals['_TURNEVENT']._serialized_start=1123
-  _globals['_TURNEVENT']._serialized_end=1396
-  _globals['_PHRASESREQUEST']._serialized_start=1398
-  _globals['_PHRASESREQUEST']._serialized_end=1442
-  _globals['_PHRASE']._serialized_start=1444
-  _globals['_PHRASE']._serialized_end=1517
-  _globals['_PHRASESREPLY']._serialized_start=1519
-  _globals['_PHRASESREPLY']._serialized_end=1600
-  _globals['_COMPANION']._serialized_start=1888
-  _globals['_COMPANION']._serialized_end=2074
+  _globals['_SETTLED']._serialized_start=446
+  _globals['_SETTLED']._serialized_end=487
+  _globals['_TURNREQUEST']._serialized_start=490
+  _globals['_TURNREQUEST']._serialized_end=795
+  _globals['_CHATREQUEST']._serialized_start=798
+  _globals['_CHATREQUEST']._serialized_end=948
+  _globals['_REPLYTEXT']._serialized_start=950
+  _globals['_REPLYTEXT']._serialized_end=975
+  _globals['_STAGETIMING']._serialized_start=977
+  _globals['_STAGETIMING']._serialized_end=1049
+  _globals['_TURNDONE']._serialized_start=1051
+  _globals['_TURNDONE']._serialized_end=1140
+  _globals['_ERROR']._serialized_start=1142
+  _globals['_ERROR']._serialized_end=1201
+  _globals['_TURNEVENT']._serialized_start=1204
+  _globals['_TURNEVENT']._serialized_end=1477
+  _globals['_PHRASESREQUEST']._serialized_start=1479
+  _globals['_PHRASESREQUEST']._serialized_end=1523
+  _globals['_PHRASE']._serialized_start=1525
+  _globals['_PHRASE']._serialized_end=1598
+  _globals['_PHRASESREPLY']._serialized_start=1600
+  _globals['_PHRASESREPLY']._serialized_end=1681
+  _globals['_COMPANION']._serialized_start=1969
+  _globals['_COMPANION']._serialized_end=2155
 # @@protoc_insertion_point(module_scope)

@@ -83,21 +83,31 @@ class PlaybackStarted(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Settled(_message.Message):
+    __slots__ = ("text", "language")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    language: str
+    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
+
 class TurnRequest(_message.Message):
-    __slots__ = ("start", "audio", "transcript", "end", "cancel", "playback_started")
+    __slots__ = ("start", "audio", "transcript", "end", "cancel", "playback_started", "settled")
     START_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     TRANSCRIPT_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     PLAYBACK_STARTED_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
     start: TurnStart
     audio: AudioChunk
     transcript: Transcript
     end: TurnEnd
     cancel: Cancel
     playback_started: PlaybackStarted
-    def __init__(self, start: _Optional[_Union[TurnStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., transcript: _Optional[_Union[Transcript, _Mapping]] = ..., end: _Optional[_Union[TurnEnd, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., playback_started: _Optional[_Union[PlaybackStarted, _Mapping]] = ...) -> None: ...
+    settled: Settled
+    def __init__(self, start: _Optional[_Union[TurnStart, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., transcript: _Optional[_Union[Transcript, _Mapping]] = ..., end: _Optional[_Union[TurnEnd, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., playback_started: _Optional[_Union[PlaybackStarted, _Mapping]] = ..., settled: _Optional[_Union[Settled, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("text", "conversation_id", "want_audio", "output_sample_rate", "output_encoding")
