@@ -196,6 +196,9 @@ class ServerConfig(Section):
     """Turns (spoken and text) the server works on at once; one more is refused at once (RESOURCE_EXHAUSTED)."""
     max_stt_in_flight: int = Field(default=4, ge=1)
     """Utterances the server transcribes (or holds audio for) at once; one more spoken turn is refused at once."""
+    max_speculations: int = Field(default=2, ge=0)
+    """Times a turn may start the brain on the plush's settled text before the button is let go (0: never);
+    one at a time, each a Gemini request when Gemini answers (see plush/server/speculation.py)."""
     stt_on_server: bool = True
     """Load a Whisper model on the server so devices may stream audio instead of a transcript."""
     stt_model: str | None = None

@@ -97,6 +97,11 @@ class ConverseCall:
     async def send_transcript(self, text: str) -> None:
         await self._write(pb.TurnRequest(transcript=pb.Transcript(text=text, final=True)))
 
+    async def send_settled(self, text: str, language: str = "") -> None:
+        """The button is still held and the phrase so far has settled: the server may start on it (empty: the owner
+        spoke on, drop what was started)."""
+        await self._write(pb.TurnRequest(settled=pb.Settled(text=text, language=language)))
+
     async def send_audio(self, pcm: bytes, sample_rate: int) -> None:
         """Send mono s16le in frames of AUDIO_FRAME_MS (the server may transcribe them as they arrive)."""
         step = sample_rate * AUDIO_FRAME_MS // 1000 * 2

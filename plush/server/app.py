@@ -216,6 +216,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
             owners=Owners(config.owners),
             in_flight=in_flight,
             token_problem=guard.check if guard is not None else None,
+            max_speculations=cfg.max_speculations,
         )
         presence = Presence()  # the plushes' calls, for the dashboard's devices and metrics
         server, health_servicer = _grpc_server(cfg, service, guard, presence)

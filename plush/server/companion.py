@@ -26,6 +26,7 @@ from plush.server.memory import Memory
 from plush.server.persona import Persona, PersonaSource
 from plush.server.safety import Flag
 from plush.server.sentence_chunker import SentenceChunker, speakable
+from plush.server.speculation import Speculation, TurnSpeculations
 from plush.server.speech import SpeechOut
 from plush.server.store import Store, TurnRecord
 from plush.server.store.records import Outcome
@@ -89,6 +90,8 @@ class TurnRequestData:
     owner: str = ""
     """Whose memory the turn reads and adds to (set by the transport from the caller, see plush/owners.py);
     empty means the device alone."""
+    speculations: TurnSpeculations | None = None
+    """The brain started on the plush's settled text before the release (see speculation.py), if any."""
 
     def __post_init__(self) -> None:
         self.owner = self.owner or device_owner(self.device_id)
@@ -137,6 +140,20 @@ class Companion:
         )
         return prompt
 
+    def speculate(self, turn: TurnRequestData, text: str) -> Speculation:
+        """Start the brain on `text` before the turn is confirmed: the prompt (memory read, nothing learned) and
+        the LLM up to its first piece, under the budget guard (see speculation.py). Nothing is said or stored."""
+        persona = self.persona
+
+        async def begin(route: Route) -> tuple[Prompt, AsyncGenerator[str]] | None:
+            if persona.safety.check(text, "input") is not None:
+                return None  # the real turn answers it with the calm line; no brain sees it
+            prompt = await self.prompt_for(turn.conversation_id, text, owner=turn.owner, persona=persona)
+            fallback = persona.spec.fallback_line
+            return prompt, self.router.stream(prompt, route, fallback, client_id=turn.device_id, reserve=1)
+
+        return Speculation(text, begin)
+
     async def reply(self, turn: TurnRequestData) -> AsyncGenerator[pb.TurnEvent]:
         """Stream the reply's events; cancelling the consumer cancels the turn (stored as interrupted)."""
         events: asyncio.Queue[pb.TurnEvent | None] = asyncio.Queue()
@@ -152,6 +169,7 @@ class Companion:
     async def store_unanswered(self, turn: TurnRequestData, outcome: Outcome, error: str = "") -> None:
         """Store a turn that ended before the brain was asked (abandoned, no speech, refused, failed STT)."""
         record = _record(turn, outcome=outcome, error=error)
+        await _count_speculations(turn, record)
         if outcome == "interrupted":
             record.ending = turn.stopped_because or "client_hung_up"
         turn.clock.record("total", 0.0)
@@ -172,21 +190,29 @@ class Companion:
         persona = self.persona
         try:
             if (flag := persona.safety.check(turn.user_text, "input")) is not None:
-                # No brain sees it and memory keeps nothing of it ("remember my password is ...").
-                route.backend, route.reason = "safety", flag.label
-                lines = self._blocked(flag, turn, record, persona, emit)
-                if self.speech is not None and turn.want_audio:
-                    await self._speak(turn, _queue_of(lines), emit, record, trace)
+                await self._refuse_input(
+                    flag, turn, route=route, record=record, persona=persona, emit=emit, trace=trace
+                )
                 return
             await self.memory.learn(turn.conversation_id, turn.user_text, owner=turn.owner)
             prompt = await self.prompt_for(turn.conversation_id, turn.user_text, owner=turn.owner, persona=persona)
             trace.prompt = prompt
+            route, deltas = adopted if (adopted := await _adopt(turn, prompt)) is not None else (route, None)
             pieces: asyncio.Queue[str | None] = asyncio.Queue()
             speaking = self.speech is not None and turn.want_audio
             async with asyncio.TaskGroup() as tasks:
                 if speaking:
                     tasks.create_task(self._speak(turn, pieces, emit, record, trace))
-                await self._think(turn, prompt, route=route, pieces=pieces, emit=emit, record=record, persona=persona)
+                await self._think(
+                    turn,
+                    prompt,
+                    route=route,
+                    pieces=pieces,
+                    emit=emit,
+                    record=record,
+                    persona=persona,
+                    deltas=deltas,
+                )
         except asyncio.CancelledError:
             record.outcome, record.ending = "interrupted", turn.stopped_because or "client_hung_up"
             raise
@@ -200,6 +226,7 @@ class Companion:
             emit(_event(turn, error=pb.Error(code=pb.ERROR_CODE_INTERNAL, message=message)))
         finally:
             turn.clock.record("total", 0.0)
+            await _count_speculations(turn, record)
             record.reply_text = record.reply_text.strip()
             record.backend, record.backend_reason = route.backend, route.reason
             record.prompt_tokens, record.output_tokens = route.usage.prompt_tokens, route.usage.output_tokens
@@ -230,6 +257,24 @@ class Companion:
                 **{f"{k}_ms": v for k, v in record.timings.items()},
             )
 
+    async def _refuse_input(
+        self,
+        flag: Flag,
+        turn: TurnRequestData,
+        *,
+        route: Route,
+        record: TurnRecord,
+        persona: Persona,
+        emit: Emit,
+        trace: TurnTrace,
+    ) -> None:
+        """What the owner said was flagged: no brain sees it and memory keeps nothing of it ("remember my password
+        is ..."); the calm line is said instead."""
+        route.backend, route.reason = "safety", flag.label
+        lines = self._blocked(flag, turn, record, persona, emit)
+        if self.speech is not None and turn.want_audio:
+            await self._speak(turn, _queue_of(lines), emit, record, trace)
+
     async def _think(
         self,
         turn: TurnRequestData,
@@ -240,8 +285,10 @@ class Companion:
         emit: Emit,
         record: TurnRecord,
         persona: Persona,
+        deltas: AsyncGenerator[str] | None = None,
     ) -> None:
-        """Stream the LLM's reply and feed its checked pieces to the speaker.
+        """Stream the LLM's reply (or the adopted speculation's, `deltas`) and feed its checked pieces to the
+        speaker.
 
         Text goes out (as deltas) and into `record` only once the piece it belongs to has passed the safety check,
         so an interrupted turn keeps what was already said, and a flagged piece is never shown or spoken: the
@@ -274,9 +321,9 @@ class Companion:
 
         try:
             # aclosing: a cancelled or flagged turn closes the stream now, so the backend stops generating at once.
-            stream = self.router.stream(prompt, route, persona.spec.fallback_line, client_id=turn.device_id)
-            async with aclosing(stream) as deltas:
-                async for delta in deltas:
+            stream = deltas or self.router.stream(prompt, route, persona.spec.fallback_line, client_id=turn.device_id)
+            async with aclosing(stream) as reply:
+                async for delta in reply:
                     if not received:
                         turn.clock.record("llm_first_token", start)
                     received += delta
@@ -388,6 +435,25 @@ def _record(turn: TurnRequestData, outcome: Outcome = "answered", error: str = "
         outcome=outcome,
         error=error,
     )
+
+
+async def _adopt(turn: TurnRequestData, prompt: Prompt) -> tuple[Route, AsyncGenerator[str]] | None:
+    """The speculation this turn adopts (its route and its deltas), or None: the brain starts now."""
+    if turn.speculations is None or (speculation := turn.speculations.take(turn.user_text)) is None:
+        return None
+    deltas = await speculation.adopt(prompt)
+    log.info("speculation", turn_id=turn.turn_id, adopted=deltas is not None)
+    return None if deltas is None else (speculation.route, deltas)
+
+
+async def _count_speculations(turn: TurnRequestData, record: TurnRecord) -> None:
+    """Into the record: what the turn's speculations cost (those not adopted are stopped first)."""
+    if turn.speculations is None:
+        return
+    counts = await turn.speculations.counts()
+    record.speculations, record.speculations_adopted = counts.started, counts.adopted
+    record.speculations_wasted, record.speculation_gemini_requests = counts.wasted, counts.gemini_requests
+    record.speculation_gemini_wasted = counts.gemini_wasted
 
 
 def _queue_of(pieces: list[str]) -> asyncio.Queue[str | None]:

@@ -28,6 +28,7 @@ from plush.server.companion import Companion, TurnRequestData
 from plush.server.contract_limits import LIMITS, Undecodable, lenient, string_problem
 from plush.server.in_flight import AdmissionError, Slot, StopReason, TurnsInFlight
 from plush.server.refusals import refuse
+from plush.server.speculation import TurnSpeculations
 from plush.server.store.records import Outcome, new_turn_id
 from plush.server.utterance import (
     Limits,
@@ -68,8 +69,11 @@ class CompanionService(pb_grpc.CompanionServicer):
         owners: Owners | None = None,
         in_flight: TurnsInFlight | None = None,
         token_problem: Callable[[Any], str | None] | None = None,
+        max_speculations: int = ServerConfig().max_speculations,
     ) -> None:
         self.companion = companion
+        self.max_speculations = max_speculations
+        """Speculative starts of the brain a turn may make before its release (0: none; see speculation.py)."""
         self.token_problem = token_problem
         """Why a call's metadata is not (or no longer) accepted, or None; None when no tokens are checked. Turns
         keep it, so a plush unpaired mid-turn is stopped (`TurnsInFlight.stop_revoked`)."""
@@ -134,6 +138,8 @@ class CompanionService(pb_grpc.CompanionServicer):
         """The turn has ended and been stored: its transcription stops and its place is free for another turn."""
         if progress.utterance is not None:
             progress.utterance.drop_transcription()
+        if progress.speculations is not None:
+            progress.speculations.close()
         if progress.slot is not None:
             self.in_flight.release(progress.slot)
             progress.slot = None
@@ -151,7 +157,14 @@ class CompanionService(pb_grpc.CompanionServicer):
         if problem := output_problem(start.output_sample_rate, start.output_encoding):
             raise protocol_error(problem)
         slot = progress.slot = self._admit(turn, context, one_per_device=turn.device_id != UNKNOWN_DEVICE)
-        utterance = progress.utterance = await read_utterance(requests, start, lambda rate: self._start_stt(slot, rate))
+        on_settled = None
+        if self.max_speculations:
+            speculations = TurnSpeculations(lambda text: self.companion.speculate(turn, text), self.max_speculations)
+            turn.speculations = progress.speculations = speculations
+            on_settled = lambda settled: speculations.settled(settled.text)  # noqa: E731
+        utterance = progress.utterance = await read_utterance(
+            requests, start, lambda rate: self._start_stt(slot, rate), on_settled
+        )
         if utterance.cancelled:
             await self.companion.store_unanswered(turn, "abandoned", "cancelled before TurnEnd")
             return
@@ -380,6 +393,8 @@ class _Progress:
     """Set once TurnEnd (or Cancel) has arrived."""
     replying: bool = False
     """The brain has the turn: it stores the turn itself, however the reply ends."""
+    speculations: TurnSpeculations | None = None
+    """The brain started on the plush's settled text, stopped when the turn ends unless adopted."""
 
 
 async def _refuse_turn(

@@ -164,9 +164,15 @@ class Utterance:
 
 
 async def read_utterance(
-    requests: TurnRequests, start: pb.TurnStart, start_transcription: StartTranscription
+    requests: TurnRequests,
+    start: pb.TurnStart,
+    start_transcription: StartTranscription,
+    on_settled: Callable[[pb.Settled], None] | None = None,
 ) -> Utterance:
-    """The messages after TurnStart, up to TurnEnd or Cancel; TurnEndedError when the turn cannot go on."""
+    """The messages after TurnStart, up to TurnEnd or Cancel; TurnEndedError when the turn cannot go on.
+
+    Settled (the plush's transcript so far, while the button is held) goes to `on_settled`; without one it is
+    read and dropped, as it is optional."""
     utterance = Utterance(start=start)
     try:
         while (request := await requests.next()) is not None:
@@ -175,11 +181,11 @@ async def read_utterance(
                 utterance.add_audio(request.audio, requests.limits, start_transcription)
             elif kind == "transcript":
                 utterance.transcript = request.transcript.text.strip()
-            elif kind == "end":
-                utterance.ended = True
-                break
-            elif kind == "cancel":
-                utterance.cancelled = True
+            elif kind == "settled":
+                if on_settled is not None:
+                    on_settled(request.settled)
+            elif kind in ("end", "cancel"):
+                utterance.ended, utterance.cancelled = kind == "end", kind == "cancel"
                 break
             else:
                 raise protocol_error(f"unexpected '{kind}' message inside a turn")

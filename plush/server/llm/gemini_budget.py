@@ -86,14 +86,17 @@ class GeminiBudget:
     def _share(self, budget: int) -> int:
         return max(1, math.floor(budget * self.config.client_share))
 
-    async def admit(self, client_id: str, prompt: Prompt) -> str | None:
+    async def admit(self, client_id: str, prompt: Prompt, *, reserve: int = 0) -> str | None:
         """Count the request and return None when Gemini may take it; otherwise the reason it may not.
+
+        `reserve`: requests like this one that must still fit after it, or it is refused (a speculative start,
+        see plush/server/speculation.py, never takes what the owner's real turn will need).
 
         With Redis, one that cannot be reached (or a lock not had in time) refuses: "shared_state_unreachable",
         the local brain answers, and no replica spends beyond the budget it cannot see."""
         try:
             async with self._lock, self._replicas_lock():
-                return await self._admit(client_id, prompt)
+                return await self._admit(client_id, prompt, reserve)
         except _shared_errors() as exc:
             log.warning("gemini_budget_unreachable", error=str(exc) or type(exc).__name__)
             return "shared_state_unreachable"
@@ -109,10 +112,10 @@ class GeminiBudget:
         )  # fmt: skip
         return cast("AbstractAsyncContextManager[object]", lock)
 
-    async def _admit(self, client_id: str, prompt: Prompt) -> str | None:
+    async def _admit(self, client_id: str, prompt: Prompt, reserve: int) -> str | None:
         day = pacific_day(self._wall_clock())
         checks = self._minute_checks(client_id, prompt)
-        if (refusal := await self._refusal(day, client_id, checks)) is not None:
+        if (refusal := await self._refusal(day, client_id, checks, reserve)) is not None:
             return refusal
         # Last: taking the half-open trial commits the router to report how the call went (or release it).
         if not self.breaker.allow():
@@ -146,21 +149,26 @@ class GeminiBudget:
         ]  # fmt: skip
 
     async def _refusal(
-        self, day: str, client_id: str, checks: list[tuple[int, tuple[str, ...], int, str]]
+        self, day: str, client_id: str, checks: list[tuple[int, tuple[str, ...], int, str]], reserve: int = 0
     ) -> str | None:
-        """Why Gemini may not take a request now (nothing is counted here), or None."""
+        """Why Gemini may not take a request now (nothing is counted here), or None; with `reserve`, why it may not
+        take this one and `reserve` more."""
         cfg = self.config
         if self._clock() < self._paused_until or await self._paused_elsewhere():
             return "retry_after"
         if self.breaker.seconds_left() > 0:
             return "circuit_open"
         if cfg.requests_per_day:
-            if await self._store.usage(day, REQUESTS_KEY) >= cfg.requests_per_day:
+            if await self._store.usage(day, REQUESTS_KEY) + reserve >= cfg.requests_per_day:
                 return "daily_budget_spent"
-            if await self._store.usage(day, f"{REQUESTS_KEY}:{client_id}") >= self._share(cfg.requests_per_day):
+            if await self._store.usage(day, f"{REQUESTS_KEY}:{client_id}") + reserve >= self._share(
+                cfg.requests_per_day
+            ):
                 return "client_daily_budget_spent"
         for amount, keys, cost, reason in checks:
-            if amount and not await self._limiter.test(RateLimitItemPerMinute(amount), *keys, cost=cost):
+            if amount and not await self._limiter.test(
+                RateLimitItemPerMinute(amount), *keys, cost=cost * (1 + reserve)
+            ):
                 return reason
         return None
 

@@ -28,11 +28,14 @@ from plush.server.llm.base import (
     Usage,
 )
 from plush.server.llm.gemini_budget import GeminiBudget
+from plush.server.llm.local_turns import LocalTurns
 
 log = get_logger(__name__)
 _SENTENCE_ENDS = frozenset(".!?…。！？\"'”’)")
 QUOTA_PAUSE_S = 60.0
 """Pause after a 429 that names no retry delay."""
+HELD_BACK = "speculation_held_back"
+"""A speculative start the Gemini budget guard did not let go (`LlmRouter.stream`'s `reserve`)."""
 
 
 @dataclass
@@ -49,6 +52,8 @@ class Route:
     blocked: str = ""
     """The provider's own safety filter stopped the turn, in this category (the companion says its calm line and
     stores the turn `blocked`); no other brain was asked."""
+    gemini_requests: int = 0
+    """Requests the budget admitted for this reply (0 or 1): what a speculation that is not adopted wasted."""
 
 
 class LlmRouter:
@@ -65,6 +70,8 @@ class LlmRouter:
         self.primary = primary
         self.fallback = fallback
         self.budget = budget
+        self.local_turns = LocalTurns()
+        """Speculations on the local model give way to confirmed turns (see local_turns.py)."""
         self._no_primary_reason = no_primary_reason
         self._description = " + ".join(self.backends)
 
@@ -98,14 +105,23 @@ class LlmRouter:
         return Route(self.fallback.name if self.fallback is not None else "fallback_line", reason)
 
     async def stream(
-        self, prompt: Prompt, route: Route, fallback_line: str, *, client_id: str = ""
+        self, prompt: Prompt, route: Route, fallback_line: str, *, client_id: str = "", reserve: int = 0
     ) -> AsyncGenerator[str]:
-        """Yield the reply; `route` says afterwards which backend produced it and why."""
+        """Yield the reply; `route` says afterwards which backend produced it and why.
+
+        `reserve` > 0 is a speculative start (plush/server/speculation.py): Gemini takes it only when that many
+        real turns still fit in the client's share and the minute budget after it. When only the reserve stands in
+        the way (a real turn would still get Gemini), nothing is yielded and `route.reason` is `HELD_BACK`: the
+        local model must not answer in Gemini's place what Gemini will answer at release."""
         reason = self._no_primary_reason
         if self.primary is not None:
-            refusal = await self.budget.admit(client_id, prompt) if self.budget else None
+            refusal = await self.budget.admit(client_id, prompt, reserve=reserve) if self.budget else None
+            if refusal is not None and reserve and self.budget and await self.budget.refusal(client_id, prompt) is None:
+                route.backend, route.reason = "", HELD_BACK
+                return
             if refusal is None:
                 route.backend, route.reason = self.primary.name, "primary"
+                route.gemini_requests += 1
                 outcome = _Outcome()
                 said = ""
                 async with aclosing(self._primary(prompt, route, outcome)) as primary:
@@ -146,7 +162,7 @@ class LlmRouter:
         route.backend, route.reason = name, outcome.reason
         said = ""
         try:
-            async with aclosing(self.fallback.stream(prompt, route.usage)) as stream:
+            async with aclosing(self.local_turns.stream(self.fallback, prompt, route.usage)) as stream:
                 async for delta in stream:
                     said += delta
                     yield delta

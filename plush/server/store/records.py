@@ -77,6 +77,15 @@ class TurnRecord:
     owner: str = ""
     """Whose turn it is (see plush/owners.py); empty means the device alone, `device:<device_id>`. Only this
     owner's prompts ever carry it (window and recall)."""
+    speculations: int = 0
+    """Speculative starts of the brain before the release (plush/server/speculation.py)."""
+    speculations_adopted: int = 0
+    """0 or 1: the reply is the speculation's."""
+    speculations_wasted: int = 0
+    speculation_gemini_requests: int = 0
+    """Gemini requests the speculations made (the adopted one's included)."""
+    speculation_gemini_wasted: int = 0
+    """Gemini requests made by speculations that were not adopted: the cost of guessing wrong."""
 
     def __post_init__(self) -> None:
         self.owner = self.owner or device_owner(self.device_id)

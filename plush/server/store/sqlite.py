@@ -91,6 +91,16 @@ VOICES_MIGRATION = """
 """
 """Turns say which voices spoke them (`TurnRecord.voices`): a Korean reply's Hangul goes to a Korean voice."""
 
+SPECULATION_MIGRATION = """
+    ALTER TABLE turns ADD COLUMN speculations INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE turns ADD COLUMN speculations_adopted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE turns ADD COLUMN speculations_wasted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE turns ADD COLUMN speculation_gemini_requests INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE turns ADD COLUMN speculation_gemini_wasted INTEGER NOT NULL DEFAULT 0
+"""
+"""Turns say what starting the brain before the release cost them (plush/server/speculation.py): speculations
+started, adopted and wasted, and the Gemini requests they made and wasted."""
+
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE turns (
@@ -154,6 +164,7 @@ MIGRATIONS: tuple[str, ...] = (
     OUTCOME_MIGRATION,
     SAFETY_MIGRATION,
     VOICES_MIGRATION,
+    SPECULATION_MIGRATION,
 )
 ADDED_COLUMNS: dict[str, str] = {
     column: definition.strip()

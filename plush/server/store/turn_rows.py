@@ -35,6 +35,11 @@ TURN_COLUMNS: tuple[str, ...] = (
     "safety",
     "ending",
     "voices",
+    "speculations",
+    "speculations_adopted",
+    "speculations_wasted",
+    "speculation_gemini_requests",
+    "speculation_gemini_wasted",
 )
 """The columns that hold a turn, in the order `turn_values` gives them. `interrupted` is kept for older readers;
 the record derives it from `outcome`."""
