@@ -235,6 +235,10 @@ class DeviceConfig(Section):
     """BCM number of a (PWM-capable) status LED's pin; empty for none."""
     stt: Literal["device", "server"] = "device"
     """Where speech is transcribed: on the plush, or on the server (bigger model, needs the network)."""
+    speculate: bool = True
+    """With streaming STT on the plush: tell the server what was heard each time it settles while the button is
+    held, so the answer can be on its way at release (`[server] max_speculations`). Needs a server that knows
+    the Settled message (this version or newer); false: the turn opens at release, as before."""
     sample_rate: int = 16000
     """Microphone rate; Whisper wants 16 kHz."""
     input_device: str | None = None

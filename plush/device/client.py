@@ -94,8 +94,8 @@ class ConverseCall:
             code, details = await self._call.code(), await self._call.details()
             raise describe_rpc_error(grpc.aio.AioRpcError(code, None, None, details), self._target) from exc
 
-    async def send_transcript(self, text: str) -> None:
-        await self._write(pb.TurnRequest(transcript=pb.Transcript(text=text, final=True)))
+    async def send_transcript(self, text: str, language: str = "") -> None:
+        await self._write(pb.TurnRequest(transcript=pb.Transcript(text=text, language=language, final=True)))
 
     async def send_settled(self, text: str, language: str = "") -> None:
         """The button is still held and the phrase so far has settled: the server may start on it (empty: the owner

@@ -1,5 +1,7 @@
 """The audio of one press of the button, passed on as it is captured: to streaming STT on the plush, or to the
 server over the turn's Converse stream (opened at button down, so the server transcribes while the owner speaks).
+With STT on the plush, what it has heard so far goes to the server each time it settles (`SettledUplink`), so
+the server can start the brain before the button is let go.
 
 Both are fed from PortAudio's callback thread; neither blocks it.
 """
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 
 from plush.device.client import ConverseCall
+from plush.errors import PlushError
+from plush.logs import get_logger
 from plush.voice_models.audio import WHISPER_RATE, PcmResampleStream
 from plush.voice_models.streaming_stt import StreamingStt, StreamingTranscription
 
@@ -45,13 +49,64 @@ class AudioUplink:
         await self.call.cancel(reason)
 
 
+log = get_logger(__name__)
+
+
+class SettledUplink:
+    """The turn's Converse stream while the button is held and the plush transcribes: each settled text so far
+    (`Settled`, "" when the owner speaks on) goes to the server as it comes, then the final transcript and TurnEnd.
+    """
+
+    def __init__(self, call: ConverseCall) -> None:
+        self.call = call
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write())
+
+    def on_settled(self, text: str, language: str) -> None:
+        """From the streaming STT's worker thread: hand the text to the event loop, which sends it."""
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, (text, language))
+
+    async def _write(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            await self.call.send_settled(*item)
+
+    async def finish(self, text: str, language: str) -> ConverseCall | None:
+        """The button is up and the final text known: send it and TurnEnd. None when the stream is no longer
+        usable (the server ended it while the button was held): the caller opens a fresh turn."""
+        self._loop.call_soon(self._queue.put_nowait, None)
+        try:
+            await self._writer
+            await self.call.send_transcript(text, language)
+            await self.call.end()
+        except PlushError as exc:
+            log.info("settled_stream_lost", error=str(exc))
+            await self.call.cancel("stream lost")
+            return None
+        return self.call
+
+    async def cancel(self, reason: str) -> None:
+        self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
+        await self.call.cancel(reason)
+
+
 class Listening:
     """Where the audio of one press goes while it is recorded."""
 
-    def __init__(self, stt: StreamingStt | None, sample_rate: int, uplink: AudioUplink | None = None) -> None:
+    def __init__(
+        self,
+        stt: StreamingStt | None,
+        sample_rate: int,
+        uplink: AudioUplink | None = None,
+        settled: SettledUplink | None = None,
+    ) -> None:
         self.transcription: StreamingTranscription | None = stt.begin() if stt else None
         self._resample = PcmResampleStream(sample_rate, WHISPER_RATE) if stt else None
         self.uplink = uplink
+        self.settled = settled if self.transcription is not None else None
+        if self.transcription is not None and self.settled is not None:
+            self.transcription.on_settled = self.settled.on_settled
 
     def on_audio(self, pcm: bytes) -> None:
         if self.transcription is not None and self._resample is not None:
@@ -70,3 +125,5 @@ class Listening:
             self.transcription.cancel()
         if self.uplink is not None:
             await self.uplink.cancel(reason)
+        if self.settled is not None:
+            await self.settled.cancel(reason)

@@ -20,7 +20,7 @@ from plush.config import DeviceConfig
 from plush.device.audio_io import Recorder
 from plush.device.client import CompanionClient, ConverseCall, UnreachableError
 from plush.device.controls import ButtonEvent
-from plush.device.listening import AudioUplink, Listening
+from plush.device.listening import AudioUplink, Listening, SettledUplink
 from plush.device.offline import OfflinePhrases, reconnect
 from plush.device.playback import AudioSink, ReplyAudio, SpeakerSink, WavSink
 from plush.errors import PlushError
@@ -184,10 +184,15 @@ class Plush:
             return await self.client.converse(start, pcm=pcm, sample_rate=self.config.sample_rate)
         heard = await self._hear(pcm, listening.transcription if listening else None)
         result.stt_after_release_ms = round(heard.elapsed_s * 1000, 1)
+        settled = listening.settled if listening else None
         if not heard.text:
             result.errors.append("no speech recognised")
             self.on_text("heard", "")
+            if settled is not None:
+                await settled.cancel("no speech")
             return None
+        if settled is not None and (call := await settled.finish(heard.text, heard.language)) is not None:
+            return call  # the turn the server may already be answering (it heard the settled text)
         start.language = heard.language
         return await self.client.converse(start, transcript=heard.text)
 
@@ -308,7 +313,8 @@ class Plush:
                 self._failed(exc)
                 return None
             uplink = AudioUplink(call, recorder.sample_rate)
-        listening = Listening(self.streaming if self.stt_on_device else None, recorder.sample_rate, uplink)
+        settled = await self._settled_uplink()
+        listening = Listening(self.streaming if self.stt_on_device else None, recorder.sample_rate, uplink, settled)
         try:  # opening the microphone's stream blocks: in a thread, the lights and the paw board go on meanwhile
             await asyncio.to_thread(recorder.start, on_audio=listening.on_audio)
         except PlushError as exc:  # the microphone was unplugged: this press fails, the plush goes on
@@ -317,6 +323,18 @@ class Plush:
             return None
         self._show(State.LISTENING)
         return listening
+
+    async def _settled_uplink(self) -> SettledUplink | None:
+        """With streaming STT on the plush and `device.speculate`: the turn's stream, opened now, so what is heard
+        so far can reach the server while the button is held. A server not reached now costs nothing: the turn
+        is asked at release, as without it."""
+        if not (self.stt_on_device and self.streaming is not None and self.config.speculate):
+            return None
+        try:
+            return SettledUplink(await self.client.start_turn(self._turn_start()))
+        except PlushError as exc:
+            log.info("settled_stream_not_opened", device_id=self.config.id, error=str(exc))
+            return None
 
     def _failed(self, exc: BaseException) -> None:
         """Show ERROR for `error_shown_s`, then IDLE (or OFFLINE), without holding up the next press."""

@@ -283,7 +283,7 @@ class CompanionService(pb_grpc.CompanionServicer):
     async def _text_of(self, utterance: Utterance, turn: TurnRequestData, slot: Slot) -> tuple[str, str]:
         """What the owner said: the device's transcript, or the server's transcription of the audio."""
         if utterance.transcript is not None:
-            return utterance.transcript, turn.language
+            return utterance.transcript, turn.language or utterance.transcript_language
         try:
             return await self._transcribe(utterance, turn)
         except AudioFormatError as exc:

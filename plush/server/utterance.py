@@ -121,6 +121,8 @@ class Utterance:
 
     start: pb.TurnStart
     transcript: str | None = None
+    transcript_language: str = ""
+    """The language the device's own STT heard (a plush that opened the turn before it knew sends it here)."""
     pcm: bytearray | None = None
     sample_rate: int = 0
     cancelled: bool = False
@@ -181,6 +183,7 @@ async def read_utterance(
                 utterance.add_audio(request.audio, requests.limits, start_transcription)
             elif kind == "transcript":
                 utterance.transcript = request.transcript.text.strip()
+                utterance.transcript_language = request.transcript.language.strip()
             elif kind == "settled":
                 if on_settled is not None:
                     on_settled(request.settled)

@@ -10,8 +10,10 @@ The open segment is decoded ahead of time too, once it is settled (speech stoppe
 `SpeechSegmenter.settled`) and the worker has caught up with the microphone: an owner who lets go of the button
 a moment after the last word (but before the pause closes the segment, `min_silence_ms`) finds its text ready.
 If they speak on, that decode is dropped; it is used only for a segment exactly as it closes, so the text is
-still the one-pass text. The first segment's language is kept for the
-rest of the utterance, so a short later phrase is not misdetected (and is not detected again).
+still the one-pass text. `on_settled` hears each settled text so far (and "" when speech starts again after
+one), which the plush passes on to the server so it can start the brain before the release. The first
+segment's language is kept for the rest of the utterance, so a short later phrase is not misdetected (and is not
+detected again).
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class StreamingTranscription:
         self._ending = threading.Lock()
         self._on_end: list[Callable[[], object]] = []
         """What to call, from the worker's thread, when it is done (`finish_async`'s wake-up)."""
+        self.on_settled: Callable[[str, str], None] | None = None
+        """Called from the worker's thread, while the button is held, with (text so far, language) each time it
+        has settled (speech stopped and decoded), and with ("", language) when speech starts again after it; set
+        it before feeding audio."""
+        self._reported = ""
         self._worker = threading.Thread(target=self._run, name="plush-streaming-stt", daemon=True)
         self._worker.start()
 
@@ -146,6 +153,7 @@ class StreamingTranscription:
                         return
                     self._decode(segment)
                 self._decode_ahead()
+                self._report_settled()
             for segment in self._segmenter.finish(len(self._pcm) // 2):
                 if self._cancelled.is_set():
                     return
@@ -164,6 +172,25 @@ class StreamingTranscription:
         if segment is None or (self._ahead is not None and self._ahead[0] == segment):
             return
         self._ahead = (segment, self._transcribe(segment))
+
+    def _report_settled(self) -> None:
+        """Tell `on_settled` when the text so far has settled or speech started again (only once caught up with
+        the microphone, and only while the button is held: the final text follows at release)."""
+        if self.on_settled is None or self._released.is_set() or not self._queue.empty():
+            return
+        language = self._language or (self._ahead[1].language if self._ahead else "")
+        if self._segmenter.voiced:
+            text = ""
+        elif self._segmenter.in_speech:
+            settled, ahead = self._segmenter.settled(), self._ahead
+            if settled is None or ahead is None or ahead[0] != settled:
+                return  # a pause, not yet settled
+            text = " ".join(filter(None, [*self._texts, ahead[1].text]))
+        else:
+            text = " ".join(self._texts)
+        if text != self._reported:
+            self._reported = text
+            self.on_settled(text, language)
 
     def _transcribe(self, segment: Segment) -> TranscriptResult:
         audio = pcm16_to_float(bytes(self._pcm[segment.start * 2 : segment.end * 2]))

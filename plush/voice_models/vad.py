@@ -131,6 +131,11 @@ class SpeechSegmenter:
     def in_speech(self) -> bool:
         return self._speech_start is not None
 
+    @property
+    def voiced(self) -> bool:
+        """Someone is speaking right now (not in a pause of the open segment)."""
+        return self._speech_start is not None and self._silence_start is None
+
     def feed(self, audio: FloatAudio) -> list[Segment]:
         self._pending = np.concatenate([self._pending, audio.astype(np.float32, copy=False)])
         whole = len(self._pending) // FRAME * FRAME
