@@ -165,6 +165,8 @@ async def look_at_charts_and_devices(page: Page) -> None:
     await page.click("nav >> text=Charts")
     await expect(page.locator("#latency .main-svg").first).to_be_visible(timeout=15_000)
     await expect(page.locator("#summary")).to_contain_text("2 turns")
+    await expect(page.locator("#speculation .main-svg").first).to_be_visible()
+    await expect(page.locator("#speculation-summary")).to_contain_text("0 started, 0 adopted")
     await shot(page, "charts")
     await page.click("nav >> text=Devices")
     await expect(page.locator('tr[data-device="plush-livingroom"]')).to_contain_text("online")

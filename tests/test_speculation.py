@@ -16,6 +16,7 @@ from fakes.gemini import FakeGemini
 
 from plush.device.client import CompanionClient, ConverseCall
 from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.server.dashboard.charts import chart_data
 from plush.server.speculation import normalise
 from plush.server.store import TurnRecord
 
@@ -221,3 +222,18 @@ async def test_a_local_speculation_gives_way_to_another_plushs_confirmed_turn(ru
     assert reply
     turn = await _stored(server, "Tell me a story")
     assert turn.backend == "llama" and _spent(turn) == (1, 0, 1, 0, 0)
+
+
+def test_the_dashboards_charts_count_speculations_adopted_and_wasted() -> None:
+    start = 7200.0
+    turns = [
+        TurnRecord(id="a", conversation_id="c", device_id="p", source="device", user_text="x", started_at=start + 10,
+                   speculations=1, speculations_adopted=1, speculation_gemini_requests=1),
+        TurnRecord(id="b", conversation_id="c", device_id="p", source="device", user_text="y", started_at=start + 20,
+                   speculations=2, speculations_wasted=2, speculation_gemini_requests=2, speculation_gemini_wasted=2),
+        TurnRecord(id="c", conversation_id="c", device_id="t", source="chat", user_text="z", started_at=start + 30),
+    ]  # fmt: skip
+    spec = chart_data(turns, start, start + 100)["speculation"]
+    assert (spec["adopted"], spec["wasted"], spec["gemini_wasted"]) == ([1], [2], [2])
+    assert (spec["started"], spec["adopted_total"], spec["gemini_wasted_total"]) == (3, 1, 2)
+    assert spec["gemini_wasted_per_turn"] == 1.0, "two wasted requests over the two spoken turns"

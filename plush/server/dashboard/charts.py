@@ -1,5 +1,6 @@
 """The charts' numbers, computed from the turn log: latency percentiles per stage per hour, turns per hour by
-source, the share answered locally, and Gemini use against each configured budget.
+source, the share answered locally, Gemini use against each configured budget, and what starting the brain before
+the release (speculation) adopted and wasted.
 
 Kept apart from the web layer so the arithmetic is plain functions over records, tested without a browser.
 """
@@ -59,6 +60,29 @@ def chart_data(turns: list[TurnRecord], start: float, end: float) -> dict[str, A
         "answered": len(answered),
         "local_share": round(local / len(answered), 3) if answered else None,
         "turns": len(turns),
+        "speculation": speculation_series(turns, hours, by_hour),
+    }
+
+
+def speculation_series(
+    turns: list[TurnRecord], hours: list[float], by_hour: dict[float, list[TurnRecord]]
+) -> dict[str, Any]:
+    """Speculations adopted and wasted per hour, and the Gemini requests wasted on them: per hour and per turn
+    (the issue's measure of cost: wasted requests over the turns that could speculate, the plush's spoken ones)."""
+    spoken = [t for t in turns if t.source == "device"]
+
+    def per_hour(field: str) -> list[int]:
+        return [sum(getattr(t, field) for t in by_hour.get(h, [])) for h in hours]
+
+    wasted_gemini = sum(t.speculation_gemini_wasted for t in spoken)
+    return {
+        "adopted": per_hour("speculations_adopted"),
+        "wasted": per_hour("speculations_wasted"),
+        "gemini_wasted": per_hour("speculation_gemini_wasted"),
+        "started": sum(t.speculations for t in spoken),
+        "adopted_total": sum(t.speculations_adopted for t in spoken),
+        "gemini_wasted_total": wasted_gemini,
+        "gemini_wasted_per_turn": round(wasted_gemini / len(spoken), 3) if spoken else None,
     }
 
 

@@ -25,6 +25,15 @@ async function draw() {
   Plotly.react("brains", [{ type: "pie", hole: 0.5, labels: brains.map((b) => b[0]), values: brains.map((b) => b[1]) }],
     layout({ annotations: [{ text: data.local_share === null ? "no turns" : Math.round(data.local_share * 100) + "% local",
       showarrow: false, font: { size: 16 } }] }), options);
+  const spec = data.speculation;
+  Plotly.react("speculation", [
+    { x, y: spec.adopted, name: "adopted", type: "bar", marker: { color: "#2f8f5b" } },
+    { x, y: spec.wasted, name: "wasted", type: "bar", marker: { color: "#c0392b" } },
+    { x, y: spec.gemini_wasted, name: "Gemini requests wasted", mode: "lines+markers", line: { color: "#b5651d" } },
+  ], layout({ barmode: "stack", yaxis: { title: { text: "speculations" }, rangemode: "tozero" } }), options);
+  document.getElementById("speculation-summary").textContent = spec.started + " started, " + spec.adopted_total +
+    " adopted, " + spec.gemini_wasted_total + " Gemini requests wasted" +
+    (spec.gemini_wasted_per_turn === null ? "" : " (" + spec.gemini_wasted_per_turn + " per spoken turn)");
   const reasons = Object.entries(data.reasons).map(([r, n]) => r + ": " + n).join(" · ");
   document.getElementById("summary").textContent = data.turns + " turns, " + data.answered + " reached a brain" + (reasons ? " (" + reasons + ")" : "");
 }
