@@ -58,7 +58,10 @@ def base_download(
     name: Annotated[str, typer.Argument(help="lessac-medium, ryan-medium or amy-medium.")] = "lessac-medium",
     config: ConfigOption = None,
 ) -> None:
-    """Fetch an official Piper training checkpoint from the Hugging Face Hub (a base for `train --base NAME`)."""
+    """Fetch an official Piper training checkpoint from the Hugging Face Hub (a base for `train --base NAME`).
+
+    It is fetched at a pinned commit of rhasspy/piper-checkpoints and kept only if its SHA-256 matches.
+    """
     from plush.voice_models.cloning.bases import download_base
 
     _, models, _ = _setup(config)

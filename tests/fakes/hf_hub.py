@@ -23,7 +23,9 @@ What ``hf_hub_download(repo_id, filename, local_dir=...)`` does, and what the fa
    to 5 times); the fake answers ranges with 206 and ``Content-Range``.
 4. Besides files, the client asks once for ``/api/agent-harnesses`` (a best-effort registry it uses to tag its
    user agent); the fake serves the empty registry.
-5. Errors: a missing file is ``404`` with ``X-Error-Code: EntryNotFound``, a missing repo ``401`` with
+5. A dataset repository (``repo_type="dataset"``) is asked for under ``/datasets/{repo_id}/resolve/...``;
+   register its files as ``add_file("datasets/owner/name", ...)``.
+6. Errors: a missing file is ``404`` with ``X-Error-Code: EntryNotFound``, a missing repo ``401`` with
    ``X-Error-Code: RepoNotFound`` (what the Hub tells an anonymous caller), an unknown revision ``404`` with
    ``RevisionNotFound``; the client turns these headers into its typed errors.
 
@@ -66,8 +68,8 @@ DEFAULT_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 Method = Literal["HEAD", "GET"]
 Server = Literal["hub", "cdn"]
 
-_RESOLVE_RE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<path>.+)$")
-_CDN_RE = re.compile(r"^/lfs/(?P<repo>[^/]+/[^/]+)/(?P<sha256>[0-9a-f]{64})$")
+_RESOLVE_RE = re.compile(r"^/(?P<repo>(?:datasets/)?[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<path>.+)$")
+_CDN_RE = re.compile(r"^/lfs/(?P<repo>(?:datasets/)?[^/]+/[^/]+)/(?P<sha256>[0-9a-f]{64})$")
 _RANGE_RE = re.compile(r"^bytes=(?P<start>\d*)-(?P<end>\d*)$")
 _API_ANSWERS: dict[str, bytes] = {"/api/agent-harnesses": b'{"standardEnvVars": [], "harnesses": {}}'}
 """Hub API paths huggingface_hub calls besides ``/resolve``, with the (empty) answers the fake gives."""

@@ -97,7 +97,7 @@ def newest_checkpoint(path: Path) -> Path:
 
 def verify_checkpoint(job_dir: Path, checkpoint: Path) -> None:
     """JobError unless `checkpoint` is one the job's run.sh saved and recorded, unchanged since."""
-    import hashlib
+    from plush.voice_models.model_checksums import sha256_of
 
     manifest = job_dir / MANIFEST
     relative = checkpoint.relative_to(job_dir).as_posix()
@@ -111,11 +111,7 @@ def verify_checkpoint(job_dir: Path, checkpoint: Path) -> None:
     for line in manifest.read_text(encoding="utf-8").splitlines():
         value, _, name = line.partition("  ")
         recorded[name.strip().removeprefix("./")] = value.strip()
-    digest = hashlib.sha256()
-    with checkpoint.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    if recorded.get(relative) != digest.hexdigest():
+    if recorded.get(relative) != sha256_of(checkpoint):
         what = "is not in" if relative not in recorded else "does not match"
         raise JobError(
             f"{relative} {what} the job's {MANIFEST}: it changed after the job finished (or came from elsewhere), "
