@@ -35,6 +35,7 @@ def test_a_healthy_plush_passes_every_check(
     for name in ("server", "speech model", "microphone", "speaker", "button"):
         assert f"ok   {name}" in result.stdout
     assert "brain: local tiny.gguf" in result.stdout, "the doctor says which LLM answers"
+    assert "ko: espeak-ng ko (built-in fallback)" in result.stdout, "and which voice speaks Korean, labelled as such"
     assert "this plush is ready" in result.stdout
 
 

@@ -108,7 +108,8 @@ async def check_server(config: PlushConfig) -> Check:
         except PlushError as exc:
             return Check("server", False, str(exc), 'start `plush server` there, or set [device] server = "HOST:50051"')
     brain = f"; brain: {reply.brain}" if reply.brain else ""
-    return Check("server", True, f"{client.target} answers as {reply.persona or 'the companion'}{brain}")
+    voices = f"; voices: {reply.voices}" if reply.voices else ""  # empty from a server older than the field
+    return Check("server", True, f"{client.target} answers as {reply.persona or 'the companion'}{brain}{voices}")
 
 
 async def check_speech_model(config: PlushConfig) -> Check:

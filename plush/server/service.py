@@ -220,7 +220,11 @@ class CompanionService(pb_grpc.CompanionServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         persona = self.companion.persona
         speech = self.companion.speech
-        reply = pb.PhrasesReply(persona=persona.name, brain=self.companion.router.description)
+        reply = pb.PhrasesReply(
+            persona=persona.name,
+            brain=self.companion.router.description,
+            voices=speech.description() if speech is not None else "",
+        )
         text = persona.spec.offline_line or persona.spec.fallback_line
         phrase = pb.Phrase(name="offline", text=text)
         if speech is not None:

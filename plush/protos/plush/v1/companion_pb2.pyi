@@ -194,11 +194,13 @@ class Phrase(_message.Message):
     def __init__(self, name: _Optional[str] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ...) -> None: ...
 
 class PhrasesReply(_message.Message):
-    __slots__ = ("phrases", "persona", "brain")
+    __slots__ = ("phrases", "persona", "brain", "voices")
     PHRASES_FIELD_NUMBER: _ClassVar[int]
     PERSONA_FIELD_NUMBER: _ClassVar[int]
     BRAIN_FIELD_NUMBER: _ClassVar[int]
+    VOICES_FIELD_NUMBER: _ClassVar[int]
     phrases: _containers.RepeatedCompositeFieldContainer[Phrase]
     persona: str
     brain: str
-    def __init__(self, phrases: _Optional[_Iterable[_Union[Phrase, _Mapping]]] = ..., persona: _Optional[str] = ..., brain: _Optional[str] = ...) -> None: ...
+    voices: str
+    def __init__(self, phrases: _Optional[_Iterable[_Union[Phrase, _Mapping]]] = ..., persona: _Optional[str] = ..., brain: _Optional[str] = ..., voices: _Optional[str] = ...) -> None: ...
