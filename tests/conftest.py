@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -225,26 +226,32 @@ def config_file(models: TinyModels, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def server_process(config_file: Path) -> Iterator[str]:
-    """`plush server` in its own process; yields host:port once it listens."""
+def start_server_process(config_file: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`plush server --port 0` in its own process, and the host:port it printed once it listens."""
     proc = subprocess.Popen(
-        [*PLUSH_COMMAND, "server", "--config", str(config_file), "--port", "0"],
+        [*PLUSH_COMMAND, "server", "--config", str(config_file), "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
-    address = ""
     seen = []
     while time.monotonic() < deadline and proc.poll() is None:
         line = proc.stdout.readline()
         seen.append(line)
         if match := re.search(r"listening on (\S+:\d+)", line):
-            address = match.group(1)
-            break
-    assert address, "server did not start:\n" + "".join(seen)
+            # Keep reading what it prints, so a server that logs a lot never blocks on a full pipe.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, match.group(1)
+    proc.kill()
+    raise AssertionError("server did not start:\n" + "".join(seen))
+
+
+@pytest.fixture
+def server_process(config_file: Path) -> Iterator[str]:
+    """`plush server` in its own process; yields host:port once it listens."""
+    proc, address = start_server_process(config_file)
     try:
         yield address
     finally:

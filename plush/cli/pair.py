@@ -69,7 +69,11 @@ def pair_add(
             highlight=False,
         )
     if cfg.server.tls == "off":
-        out.print('note: [server] tls = "off": the plush can join and talk only once TLS is on', highlight=False)
+        out.print(
+            'note: [server] tls = "off": the plush can join and talk only once TLS is on, or through a TLS balancer '
+            "at --address that presents this server's certificate (docs/deploy/cluster.md)",
+            highlight=False,
+        )
     if first:
         out.print(
             "If `plush server` is already running, restart it: it checks tokens and serves TLS once a plush is "
