@@ -11,50 +11,29 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import tomli_w
 from conftest import PLUSH_COMMAND, config_sections, start_server_process
-from test_dashboard_proxy import NGINX, free_port
+from test_dashboard_proxy import free_port, start_nginx
 from tiny_models import TinyModels
 
 from plush.config import load_config
 from plush.device.paired_server import join, open_client
 from plush.pairing import PairingCode
-from plush.server.balancer import nginx_scratch_conf, nginx_site
+from plush.server.balancer import nginx_site
 from plush.server.certificate import certificate_paths
 from plush.server.store import Store
 
 
 @pytest.fixture
-def run_nginx(tmp_path: Path) -> Iterator[object]:
-    if not Path(NGINX).is_file():
-        pytest.skip("Debian's nginx is not installed (apt-get install nginx-light): the balancer tests need it")
+def run_nginx(tmp_path: Path) -> Iterator[Callable[[str, int], None]]:
+    """Start nginx on a site; stops it after the test."""
     started: list[subprocess.Popen[bytes]] = []
-
-    def start(site: str, port: int) -> None:
-        folder = tmp_path / "nginx"
-        folder.mkdir(exist_ok=True)
-        conf = folder / "nginx.conf"
-        conf.write_text(nginx_scratch_conf(folder, site), encoding="utf-8")
-        proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(folder), "-e", str(folder / "error.log")])
-        started.append(proc)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            except OSError:
-                assert proc.poll() is None, (folder / "error.log").read_text()
-                time.sleep(0.05)  # nginx has no readiness signal but its open port
-        raise AssertionError("nginx did not listen: " + (folder / "error.log").read_text())
-
-    yield start
+    yield lambda site, port: started.append(start_nginx(tmp_path / "nginx", site, port))
     for proc in started:
         proc.terminate()
         proc.wait(timeout=10)
@@ -85,7 +64,7 @@ async def chat(client: object, text: str) -> tuple[str, str]:
 
 
 async def test_a_plush_paired_through_the_balancer_is_answered_after_its_replica_is_killed(
-    models: TinyModels, tmp_path: Path, run_nginx: object
+    models: TinyModels, tmp_path: Path, run_nginx: Callable[[str, int], None]
 ) -> None:
     sections = config_sections(models, tmp_path)
     sections["server"]["tls"] = "off"  # TLS ends at the balancer
@@ -100,7 +79,7 @@ async def test_a_plush_paired_through_the_balancer_is_answered_after_its_replica
         server = load_config(config_file, search=False).server
         certificate, key = certificate_paths(server)
         site = nginx_site(balancer, [address for _, address in replicas], certificate, key)
-        run_nginx(site, int(balancer.rsplit(":", 1)[1]))  # type: ignore[operator]
+        run_nginx(site, int(balancer.rsplit(":", 1)[1]))
 
         paired = join(PairingCode.parse(code), path=tmp_path / "paired_server.json")
         device_config = load_config(search=False, device={"id": "unused"})

@@ -22,6 +22,7 @@ from conftest import ConfigFactory
 from fakes.dashboard_client import PASSWORD, csrf_of, dashboard_server
 
 from plush.config import ServerConfig
+from plush.server.balancer import nginx_scratch_conf
 from plush.server.certificate import certificate_paths, load_or_create
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -44,13 +45,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_nginx(folder: Path, site: str, port: int) -> subprocess.Popen[bytes]:
+    """Debian's nginx serving `site` (blocks for inside `http { }`) from a scratch folder; returns once it
+    listens on `port`."""
+    if not Path(NGINX).is_file():
+        pytest.skip("Debian's nginx is not installed (apt-get install nginx-light): the proxy tests need it")
+    folder.mkdir(parents=True, exist_ok=True)
+    conf = folder / "nginx.conf"
+    conf.write_text(nginx_scratch_conf(folder, site), encoding="utf-8")
+    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(folder), "-e", str(folder / "error.log")])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError("nginx stopped: " + (folder / "error.log").read_text()) from None
+            time.sleep(0.05)  # nginx has no readiness signal but its open port
+    proc.terminate()
+    raise AssertionError("nginx did not listen: " + (folder / "error.log").read_text())
+
+
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[Any]:
     """Start nginx in front of a dashboard port; yields a function taking that port and returning the HTTPS URL."""
-    if not Path(NGINX).is_file():
-        pytest.skip("Debian's nginx is not installed (apt-get install nginx-light): the proxy tests need it")
-    folder = tmp_path / "nginx"
-    folder.mkdir()
     tls = ServerConfig(database=tmp_path / "nginx-tls" / "x.db")
     load_or_create(tls)
     cert, key = certificate_paths(tls)
@@ -58,28 +77,13 @@ def nginx(tmp_path: Path) -> Iterator[Any]:
 
     def start(dashboard_port: int) -> str:
         port = free_port()
-        site = SITE.replace("DASHBOARD", str(dashboard_port))
-        conf = folder / "nginx.conf"
-        conf.write_text(
-            f"daemon off; master_process off; worker_processes 1; pid {folder}/nginx.pid;\n"
-            f"error_log {folder}/error.log warn;\nevents {{ worker_connections 64; }}\n"
-            f"http {{ access_log off; client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy;\n"
-            f"fastcgi_temp_path {folder}/fcgi; uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;\n"
+        site = (
             f"server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n"
             "set_real_ip_from 127.0.0.1; real_ip_header X-Test-Client;\n"
-            f"{site} }} }}\n"
+            f"{SITE.replace('DASHBOARD', str(dashboard_port))} }}\n"
         )
-        proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(folder), "-e", str(folder / "error.log")])
-        started.append(proc)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return f"https://127.0.0.1:{port}"
-            except OSError:
-                assert proc.poll() is None, (folder / "error.log").read_text()
-                time.sleep(0.05)  # nginx has no readiness signal but its open port
-        raise AssertionError("nginx did not listen: " + (folder / "error.log").read_text())
+        started.append(start_nginx(tmp_path / "nginx", site, port))
+        return f"https://127.0.0.1:{port}"
 
     yield start
     for proc in started:
