@@ -24,8 +24,6 @@ from tiny_models import TinyModels
 from plush.config import load_config
 from plush.device.paired_server import join, open_client
 from plush.pairing import PairingCode
-from plush.server.balancer import nginx_site
-from plush.server.certificate import certificate_paths
 from plush.server.store import Store
 
 
@@ -37,6 +35,20 @@ def run_nginx(tmp_path: Path) -> Iterator[Callable[[str, int], None]]:
     for proc in started:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def balancer_site(config_file: Path, balancer: str, replicas: list[str]) -> str:
+    """The site an owner gets from `plush cluster nginx --listen BALANCER -r REPLICA ...`."""
+    replica_flags = [flag for address in replicas for flag in ("--replica", address)]
+    done = subprocess.run(
+        [*PLUSH_COMMAND, "cluster", "nginx", "--listen", balancer, *replica_flags, "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "upstream plush_replicas" in done.stdout and "level=" not in done.stdout, "only the site is printed"
+    return done.stdout
 
 
 def pair_through(config_file: Path, balancer: str) -> str:
@@ -77,9 +89,9 @@ async def test_a_plush_paired_through_the_balancer_is_answered_after_its_replica
     replicas = [start_server_process(config_file) for _ in range(2)]  # one after the other: one migrates first
     try:
         server = load_config(config_file, search=False).server
-        certificate, key = certificate_paths(server)
-        site = nginx_site(balancer, [address for _, address in replicas], certificate, key)
-        run_nginx(site, int(balancer.rsplit(":", 1)[1]))
+        run_nginx(
+            balancer_site(config_file, balancer, [address for _, address in replicas]), int(balancer.split(":")[1])
+        )
 
         paired = join(PairingCode.parse(code), path=tmp_path / "paired_server.json")
         device_config = load_config(search=False, device={"id": "unused"})

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from plush import __version__
+from plush.cli.cluster import cluster_app
 from plush.cli.console import ConfigOption, err, out
 from plush.cli.dashboard import dashboard_app
 from plush.cli.memory import memory_app, persona_app
@@ -44,6 +45,7 @@ app.add_typer(pair_app, name="pair")
 app.add_typer(telegram_app, name="telegram")
 app.add_typer(dashboard_app, name="dashboard")
 app.add_typer(voice_app, name="voice")
+app.add_typer(cluster_app, name="cluster")
 
 ServerOption = Annotated[str | None, typer.Option("--server", "-s", help="host:port of the Plush server.")]
 

@@ -1,0 +1,58 @@
+"""`plush cluster`: the pieces for running several `plush server` replicas behind one gRPC load balancer.
+
+`plush cluster nginx` prints the nginx site (upstream and server blocks) for the replicas, with the TLS
+certificate of this server's configuration: the one every paired plush pins, so all replicas and the balancer
+present the same certificate. See docs/deploy/cluster.md for the whole layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from plush.cli.console import ConfigOption, out
+from plush.config import load_config
+from plush.logs import setup_logging
+from plush.pairing import split_address
+
+cluster_app = typer.Typer(help="Run several server replicas behind a gRPC load balancer.", no_args_is_help=True)
+
+
+@cluster_app.command("nginx")
+def nginx(
+    replica: Annotated[
+        list[str], typer.Option("--replica", "-r", help="host:port of a `plush server` replica (repeat it).")
+    ],
+    listen: Annotated[str, typer.Option(help="host:port the balancer listens on (the address plushes dial).")] = (
+        "0.0.0.0:50051"
+    ),
+    upstream_tls: Annotated[
+        bool, typer.Option(help="Replicas listen in TLS too (with the same certificate), not plain gRPC.")
+    ] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write it here instead of printing.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print the nginx site that balances plushes over the replicas (for /etc/nginx/conf.d/plush.conf).
+
+    The certificate is this server's (made now if it does not exist yet), so pair plushes with
+    `plush pair add NAME --address BALANCER:PORT` and they pin the certificate the balancer presents.
+    """
+    from plush.server.balancer import nginx_site
+    from plush.server.certificate import certificate_paths, load_or_create
+
+    cfg = load_config(config)
+    setup_logging(cfg.log_level)
+    for address in (listen, *replica):
+        split_address(address)  # a clear error for "host" without a port, before anything is made
+    load_or_create(cfg.server)
+    certificate, key = certificate_paths(cfg.server)
+    site = nginx_site(
+        listen, replica, certificate, key, upstream_tls=upstream_tls, max_message_mb=cfg.server.max_message_mb
+    )
+    if output is None:
+        out.print(site, markup=False, highlight=False, end="")
+        return
+    output.write_text(site, encoding="utf-8")
+    out.print(f"wrote {output} ({len(replica)} replicas behind {listen})", highlight=False)
