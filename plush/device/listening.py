@@ -50,6 +50,9 @@ class AudioUplink:
 
 
 log = get_logger(__name__)
+SETTLED_KEEPALIVE_S = 3.0
+"""With nothing new to say for this long, the last Settled goes again (the server takes the same text as a no-op):
+a button held in silence must not look like a stream gone quiet (`[server] idle_timeout_s`, 10 s by default)."""
 
 
 class SettledUplink:
@@ -68,8 +71,16 @@ class SettledUplink:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, (text, language))
 
     async def _write(self) -> None:
-        while (item := await self._queue.get()) is not None:
+        last = ("", "")
+        while True:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), SETTLED_KEEPALIVE_S)
+            except TimeoutError:
+                item = last
+            if item is None:
+                return
             await self.call.send_settled(*item)
+            last = item
 
     async def finish(self, text: str, language: str) -> ConverseCall | None:
         """The button is up and the final text known: send it and TurnEnd. None when the stream is no longer
