@@ -11,7 +11,12 @@ a busy machine slows them alike:
 - the plush's Whisper base (real weights) with each `stt.encoder_window` ("full", "fit"), streaming STT on;
 - the reply as PCM and as Opus;
 - the naive pipeline on the same button, microphone, server and speaker: record everything, transcribe after
-  release, wait for the whole reply, synthesize it all, play.
+  release, wait for the whole reply, synthesize it all, play;
+- speculation on and off (`[device] speculate`: the plush sends its settled text while the button is held and the
+  server starts the brain on it), each release delay after the last word (`--release-after 0.2 0.5 1.0`), and
+  with `--spoke-on` a question that goes on after a pause (0.7 s of silence, then "And what about you?"): the
+  speculation on its first part must be dropped. Each variant is its own plush (device id), so the server's turn
+  log says what each spent: Gemini requests per turn and the wasted ones are read from it after the run.
 
 Stages come from the plush's own states and texts and the server's stage timings; "overhead" is what is left
 of end to end once the models' own time is taken out (see bench/README.md for the exact definitions).
@@ -19,6 +24,8 @@ of end to end once the models' own time is taken out (see bench/README.md for th
     .venv/bin/python bench/latency.py                      # ~20 min: 10 turns of each of 12 variants
     .venv/bin/python bench/latency.py --turns 3 --llm gemini --window fit
     .venv/bin/python bench/latency.py --quick              # tiny models, 1 turn each: a smoke run
+    .venv/bin/python bench/latency.py --llm gemini --window fit --kinds pcm --speculation on off \
+        --release-after 0.2 0.5 1.0 --spoke-on --no-naive --name latency_speculation    # speculation's table
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,6 +45,7 @@ from harness import (
     GEMINI_REPLY,
     PLOTS,
     RESULTS,
+    WHISPER_RATE,
     PacedGemini,
     ServerProcess,
     add_run_options,
@@ -73,20 +82,87 @@ STAGE_NAMES = {
 }
 
 
-def variants(llms: list[str], windows: list[str], naive: bool) -> Iterator[tuple[str, str, str]]:
-    """(llm, window, kind) for each variant; kind is "pcm", "opus" or "naive"."""
-    for llm in llms:
-        for window in windows:
-            yield from ((llm, window, kind) for kind in ("pcm", "opus", *(("naive",) if naive else ())))
+SPOKE_ON = "And what about you?"
+"""What the owner adds after a pause in the spoke-on case."""
+SPOKE_ON_PAUSE_S = 0.7
+"""The pause before it: longer than the VAD's `min_silence_ms`, so the first part settles and is speculated on."""
 
 
-def device_config(models: Any, window: str, kind: str, language: str) -> PlushConfig:
+def variants(args: argparse.Namespace) -> Iterator[tuple[str, str, str, str, float, bool]]:
+    """(llm, window, kind, speculation, release delay, spoke on) for each variant; kind is "pcm", "opus" or
+    "naive" (once per brain and window: the naive pipeline neither speculates nor cares when it is released)."""
+    for llm in args.llm:
+        for window in args.window:
+            for kind in args.kinds:
+                for spec in args.speculation:
+                    yield from ((llm, window, kind, spec, r, False) for r in args.release_after)
+                    if args.spoke_on:
+                        yield llm, window, kind, spec, args.release_after[len(args.release_after) // 2], True
+            if not args.no_naive:
+                yield llm, window, "naive", "off", args.release_after[0], False
+
+
+def variant_name(variant: tuple[str, str, str, str, float, bool], args: argparse.Namespace) -> str:
+    """brain/window/audio, then speculation and release delay where more than one is measured, and the case."""
+    llm, window, kind, spec, release, spoke_on = variant
+    if kind == "naive":
+        return f"{llm}/{window}/naive"
+    name = f"{llm}/{window}/{kind}"
+    name += f"/spec-{spec}" if len(args.speculation) > 1 else ""
+    name += f"/r{release:g}" if len(args.release_after) > 1 else ""
+    return name + ("/spoke-on" if spoke_on else "")
+
+
+def device_config(models: Any, window: str, kind: str, language: str, speculate: bool = True) -> PlushConfig:
     return load_config(
         search=False,
         stt={"model": str(models.whisper), "encoder_window": window, "language": language}
         | ({"max_new_tokens": 8} if models.kind == "tiny" else {}),
-        device={"id": "bench-plush", "audio_encoding": "opus" if kind == "opus" else "pcm"},
+        device={"id": "bench-plush", "audio_encoding": "opus" if kind == "opus" else "pcm", "speculate": speculate},
     )
+
+
+def synthesis_ms(voice: Synthesizer, text: str, times: int = 5) -> list[float]:
+    """How long Piper takes to speak `text`, `times` over after a warm-up."""
+    voice.synthesize(text)
+    took = []
+    for _ in range(times):
+        started = time.perf_counter()
+        voice.synthesize(text)
+        took.append((time.perf_counter() - started) * 1000)
+    return took
+
+
+def with_follow_up(models: Any, questions: list[bytes]) -> list[bytes]:
+    """The spoke-on case: each question, a pause, then `SPOKE_ON`."""
+    pause = b"\x00\x00" * int(WHISPER_RATE * (SPOKE_ON_PAUSE_S - 0.25))  # the follow-up has 0.25 s of lead
+    follow_up = spoken_questions(models, [SPOKE_ON])[0]
+    return [question + pause + follow_up for question in questions]
+
+
+def gemini_spent(database: Path, device_ids: dict[str, str], turns: int) -> dict[str, dict[str, float]]:
+    """Per variant, from the server's turn log (its last `turns` turns: the warm-up ones left out): Gemini
+    requests per turn (the speculations' and the turn's own), wasted ones per turn, speculations per turn and
+    the share adopted."""
+    spent: dict[str, dict[str, float]] = {}
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        for name, device in device_ids.items():
+            rows = db.execute(
+                "SELECT backend, speculations, speculations_adopted, speculation_gemini_requests, "
+                "speculation_gemini_wasted FROM turns WHERE device_id = ? AND source = 'device' "
+                "ORDER BY started_at DESC LIMIT ?",
+                (device, turns),
+            ).fetchall()
+            if not rows:
+                continue
+            requests = sum(r[3] + (r[0] == "gemini" and not r[2]) for r in rows)
+            spent[name] = {
+                "gemini_per_turn": requests / len(rows),
+                "wasted_per_turn": sum(r[4] for r in rows) / len(rows),
+                "speculations_per_turn": sum(r[1] for r in rows) / len(rows),
+                "adopted_share": sum(r[2] for r in rows) / len(rows),
+            }
+    return spent
 
 
 def first_piece_words(reply: str) -> tuple[int, str]:
@@ -129,40 +205,39 @@ def turn_record(name: str, plush: Variant, released: float, played: float, up: f
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     models = load_models(args.models, llama="llama" in args.llm, tiny_dir=args.out / ".tiny-models")
     questions = spoken_questions(models)
+    spoke_on_questions = with_follow_up(models, questions)
     voice = Synthesizer(models.voice)
     n_words, first_piece = first_piece_words(GEMINI_REPLY)
-    voice.synthesize(first_piece)  # warm-up
-    piper_first = []
-    for _ in range(5):
-        started = time.perf_counter()
-        voice.synthesize(first_piece)
-        piper_first.append((time.perf_counter() - started) * 1000)
+    piper_first = synthesis_ms(voice, first_piece)
     turns: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plush-bench-")))
         gemini = stack.enter_context(PacedGemini(GEMINI_REPLY, args.ttft, args.tokens_per_s))
-        addresses = {}
+        addresses, databases = {}, {}
         for llm in args.llm:
+            databases[llm] = tmp / llm / "plush.db"
             config_path = server_config(tmp / llm, models, llm=llm, gemini_url=gemini.base_url)
             server = ServerProcess(config_path, args.out / f"{args.name}-server-{llm}.log", gemini_key=llm == "gemini")
             addresses[llm] = stack.enter_context(server).address
         async with contextlib.AsyncExitStack() as astack, Rig() as rig:
-            clients = {
-                llm: await astack.enter_async_context(CompanionClient(address, "bench-plush"))
-                for llm, address in addresses.items()
-            }
             stt = {w: load_device_stt(device_config(models, w, "pcm", args.language)) for w in args.window}
             plushes: dict[str, Variant] = {}
-            for llm, window, kind in variants(args.llm, args.window, not args.no_naive):
+            how: dict[str, tuple[float, bool]] = {}
+            devices: dict[str, dict[str, str]] = {llm: {} for llm in args.llm}
+            for i, variant in enumerate(variants(args)):
+                llm, window, kind, spec, release, spoke_on = variant
                 transcriber, streaming = stt[window]
                 assert transcriber is not None
-                name = f"{llm}/{window}/{kind}"
+                name = variant_name(variant, args)
+                devices[llm][name] = device = f"bench-plush-{i}"  # each variant's turns apart in the turn log
+                client = await astack.enter_async_context(CompanionClient(addresses[llm], device))
+                how[name] = (release, spoke_on)
                 if kind == "naive":
-                    plushes[name] = NaivePlush(clients[llm], transcriber, voice)
+                    plushes[name] = NaivePlush(client, transcriber, voice)
                 else:
-                    config = device_config(models, window, kind, args.language)
+                    config = device_config(models, window, kind, args.language, speculate=spec == "on")
                     plushes[name] = TracedPlush(
-                        config.device, clients[llm], transcriber, streaming=streaming, lights=rig.paw.show
+                        config.device, client, transcriber, streaming=streaming, lights=rig.paw.show
                     )
                 rig.add(name, plushes[name])
             total = (args.turns + args.warm_up) * len(plushes)
@@ -170,8 +245,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 task = progress.add_task("turns", total=total)
                 for turn in range(args.warm_up + args.turns):  # warm-up rounds first, uncounted
                     for name, plush in plushes.items():
-                        question = questions[turn % len(questions)]
-                        released, played = await rig.speak(name, plush, question, args.release_after)
+                        release, spoke_on = how[name]
+                        question = (spoke_on_questions if spoke_on else questions)[turn % len(questions)]
+                        released, played = await rig.speak(name, plush, question, release)
                         await asyncio.wait_for(plush.trace.done.wait(), 120)
                         await rig.wait_state(plush, State.IDLE, released, 30)
                         if turn >= args.warm_up:
@@ -179,8 +255,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                             turns.append(turn_record(name, plush, released, played, up))
                         progress.advance(task)
                         await asyncio.sleep(0.3)
+        spent = {}
+        for llm, database in databases.items():
+            spent.update(gemini_spent(database, devices[llm], args.turns))
     return {
         "turns": turns,
+        "spent": spent,
         "settings": {
             "models": models.kind,
             "gemini_ttft_s": args.ttft,
@@ -190,6 +270,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "first_piece_words": n_words,
             "piper_first_piece_ms": median(piper_first),
             "release_after_s": args.release_after,
+            "spoke_on": f"{SPOKE_ON_PAUSE_S:g} s pause, then {SPOKE_ON!r}",
             "language": args.language,
         },
     }
@@ -203,10 +284,12 @@ def summarize(data: dict[str, Any]) -> str:
         by_variant.setdefault(record["variant"], []).append(record)
     gen_wait = (settings["first_piece_words"] - 1) / settings["gemini_words_per_s"] * 1000
     rows, stage_rows = [], []
+    spent = data.get("spent", {})
     for name, records in by_variant.items():
-        llm, window, kind = name.split("/")
+        llm, window, kind = name.split("/")[:3]
         e2e = [r["end_to_end"] for r in records]
         naive = [r["end_to_end"] for r in by_variant.get(f"{llm}/{window}/naive", [])]
+        cost = spent.get(name, {})
         ratio = f"{median(naive) / median(e2e):.1f}x" if naive and kind != "naive" else ""
         outside = [r["end_to_end"] - r["stt_tail"] - r["server_first_audio"] for r in records]
         overhead = [
@@ -218,13 +301,21 @@ def summarize(data: dict[str, Any]) -> str:
             name, len(records), fmt_ms(median(e2e)), fmt_ms(percentile(e2e, 95)), ratio,
             fmt_ms(median(outside)) if is_plush else "",
             fmt_ms(median(overhead)) if is_plush and llm == "gemini" else "",
+            f"{cost['gemini_per_turn']:.2f}" if cost and llm == "gemini" else "",
+            f"{cost['wasted_per_turn']:.2f}" if cost and llm == "gemini" else "",
+            f"{cost['speculations_per_turn']:.1f} / {cost['adopted_share']:.0%}" if cost else "",
             sum(1 for r in records if r["errors"]),
         ])  # fmt: skip
         if is_plush:
             stage_rows.append([name, *(fmt_ms(median([r[s] for r in records])) for s in STAGES)])
-    header = ["variant (brain/window/audio)", "turns", "median", "p95", "naive / this", "outside models",
-              "overhead", "errors"]  # fmt: skip
+    header = ["variant (brain/window/audio[/speculation/release after/case])", "turns", "median", "p95",
+              "naive / this", "outside models", "overhead", "Gemini req/turn", "wasted/turn",
+              "speculations/turn, adopted", "errors"]  # fmt: skip
     text = markdown_table(header, rows)
+    if spent:
+        wasted = [c["wasted_per_turn"] for n, c in spent.items() if n.startswith("gemini/")]
+        if wasted:
+            text += f"\n\nWasted Gemini requests over the whole mix: {sum(wasted) / len(wasted):.2f} per turn."
     text += "\n\nStages (medians; they add up to about the end to end):\n\n"
     text += markdown_table(["variant", *(STAGE_NAMES[s] for s in STAGES)], stage_rows)
     text += (
@@ -271,7 +362,26 @@ def main() -> None:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive pipeline")
     parser.add_argument("--ttft", type=float, default=0.4, help="fake Gemini's time to first token, s")
     parser.add_argument("--tokens-per-s", type=float, default=25.0, help="fake Gemini's words a second")
-    parser.add_argument("--release-after", type=float, default=0.2, help="release this long after the question")
+    parser.add_argument(
+        "--release-after",
+        type=float,
+        nargs="+",
+        default=[0.2],
+        help="release this long after the question, s (one variant each; default 0.2)",
+    )
+    parser.add_argument("--kinds", nargs="+", choices=("pcm", "opus"), default=["pcm", "opus"])
+    parser.add_argument(
+        "--speculation",
+        nargs="+",
+        choices=("on", "off"),
+        default=["on"],
+        help="the plush's [device] speculate (one variant each; default on, as plushes ship)",
+    )
+    parser.add_argument(
+        "--spoke-on",
+        action="store_true",
+        help="add a variant whose owner goes on after a pause (per speculation setting)",
+    )
     parser.add_argument("--language", default="auto", help='the plush\'s [stt] language (default "auto")')
     add_run_options(parser, quick="tiny models, Gemini only, 1 turn", name="latency")
     args = parser.parse_args()
