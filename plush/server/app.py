@@ -229,7 +229,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
                 port = server.add_secure_port(address, certificate.credentials())
         except RuntimeError as exc:
             raise PlushError(f"cannot listen on {address}: {exc} (is another server running? set server.port)") from exc
-        dashboard = await start_dashboard(config, companion, presence, in_flight)
+        dashboard = await start_dashboard(config, companion, presence, in_flight, shared)
         if dashboard is not None:
             cleanup.push_async_callback(dashboard.stop)
         await server.start()

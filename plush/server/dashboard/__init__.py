@@ -17,12 +17,17 @@ if TYPE_CHECKING:
     from plush.server.companion import Companion
     from plush.server.dashboard.runner import Dashboard
     from plush.server.in_flight import TurnsInFlight
+    from plush.server.shared_state import SharedState
 
 __all__ = ["Presence", "start_dashboard"]
 
 
 async def start_dashboard(
-    config: PlushConfig, companion: Companion, presence: Presence, in_flight: TurnsInFlight | None = None
+    config: PlushConfig,
+    companion: Companion,
+    presence: Presence,
+    in_flight: TurnsInFlight | None = None,
+    shared: SharedState | None = None,
 ) -> Dashboard | None:
     """Start the dashboard when `[dashboard] enabled` (None otherwise); stop it with `await dashboard.stop()`."""
     if not config.dashboard.enabled:
@@ -34,4 +39,4 @@ async def start_dashboard(
             f"the dashboard needs packages that are not installed ({exc.name}): pip install 'plush[dashboard]', "
             "or set [dashboard] enabled = false"
         ) from exc
-    return await start(config, companion, presence, in_flight)
+    return await start(config, companion, presence, in_flight, shared)

@@ -139,7 +139,7 @@ async def stream(
     cursor = after if after is not None else await state.turn_log.last_rowid()
     yield ServerSentEvent(event="ready", data={"after": cursor})
     while not state.feed.closed.is_set() and not await request.is_disconnected():
-        if state.sessions.get(session.id) is None:
+        if await state.sessions.get(session.id) is None:
             yield ServerSentEvent(event="end", data={"reason": "the session ended: log in again"})
             return
         # The newest row first, then the matching rows up to it: a row stored between the two reads waits for
@@ -147,7 +147,7 @@ async def stream(
         upto = await state.turn_log.last_rowid()
         batch = await state.turn_log.turns_after(cursor, where, upto=upto, limit=STREAM_BATCH)
         for logged in batch:
-            if state.sessions.get(session.id) is None:
+            if await state.sessions.get(session.id) is None:
                 break  # ended mid-batch: the check above says so at once
             cursor = logged.rowid
             yield ServerSentEvent(event="turn", id=str(cursor), data=turn_json(logged))

@@ -46,7 +46,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        session = self.sessions.get(_cookie(headers.get("cookie", ""), COOKIE))
+        session = await self.sessions.get(_cookie(headers.get("cookie", ""), COOKIE))
         if session is None:
             await _refuse_visitor(scope, headers, send)
             return

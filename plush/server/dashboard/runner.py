@@ -28,6 +28,7 @@ from plush.server.dashboard.sessions import LoginThrottle, Sessions
 from plush.server.dashboard.state import DashboardState
 from plush.server.in_flight import TurnsInFlight
 from plush.server.retention import audio_dir
+from plush.server.shared_state import SharedState
 
 log = get_logger(__name__)
 
@@ -69,9 +70,14 @@ class Dashboard:
 
 
 async def start_dashboard(
-    config: PlushConfig, companion: Companion, presence: Presence, in_flight: TurnsInFlight | None = None
+    config: PlushConfig,
+    companion: Companion,
+    presence: Presence,
+    in_flight: TurnsInFlight | None = None,
+    shared: SharedState | None = None,
 ) -> Dashboard:
-    """Serve the dashboard on `[dashboard] host:port` for the running `companion`."""
+    """Serve the dashboard on `[dashboard] host:port` for the running `companion`; logins and the live log's
+    wake-ups go through `shared` (the replicas' Redis) when there is one."""
     cfg = config.dashboard
     sock = _bind(cfg.host, cfg.port)
     env_password = config.dashboard_password.get_secret_value() if config.dashboard_password else None
@@ -85,7 +91,7 @@ async def start_dashboard(
         feed=feed,
         presence=presence,
         passwords=passwords,
-        sessions=Sessions(cfg.session_hours * 3600, stamp=passwords.stamp),
+        sessions=Sessions(cfg.session_hours * 3600, stamp=passwords.stamp, shared=shared),
         throttle=LoginThrottle(cfg.login_delay_s),
         metrics=feed.metrics,
         in_flight=in_flight,

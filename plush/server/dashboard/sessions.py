@@ -1,23 +1,32 @@
 """Logins: server-side sessions behind an HttpOnly, SameSite=Strict cookie, a CSRF token per session, and
 failed logins slowed down per client address.
 
-Sessions live in this process only (a restart logs everyone out) and the cookie carries nothing but a random
-id, so logging out really ends a session. A session also ends when the password changes (`plush dashboard
-set-password` on a running server): each one remembers the password it was opened with, as `stamp` says it.
-Every state-changing request must echo the session's CSRF token (a form field or the `X-CSRF-Token` header): the
-synchronizer-token pattern, checked in constant time.
+Sessions live in this process (a restart logs everyone out) or, with `[server] redis`, in Redis: then a login
+made on one replica is valid on every other, survives a restart, and logging out ends it everywhere. Redis keeps
+each session under a hash of its id (a copy of the Redis data holds no cookie) and lets it expire with the
+session. The cookie carries nothing but a random id, so logging out really ends a session. A session also ends
+when the password changes (`plush dashboard set-password` on a running server): each one remembers the password
+it was opened with, as `stamp` says it. Every state-changing request must echo the session's CSRF token (a form
+field or the `X-CSRF-Token` header): the synchronizer-token pattern, checked in constant time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from plush.pairing import same_secret
+
+if TYPE_CHECKING:
+    from plush.server.shared_state import SharedState
 
 COOKIE = "plush_session"
 CSRF_HEADER = "x-csrf-token"
@@ -42,32 +51,42 @@ class Session:
 class Sessions:
     """Open sessions by id; expired ones, and those opened under another password, are dropped when looked up.
 
-    `stamp` says which password is current (any string that changes when it does; see `Passwords.stamp`)."""
+    `stamp` says which password is current (any string that changes when it does; see `Passwords.stamp`);
+    `shared` keeps them in the replicas' Redis instead of this process."""
 
     def __init__(
-        self, lifetime_s: float, clock: Callable[[], float] = time.time, stamp: Callable[[], str] = lambda: ""
+        self,
+        lifetime_s: float,
+        clock: Callable[[], float] = time.time,
+        stamp: Callable[[], str] = lambda: "",
+        shared: SharedState | None = None,
     ) -> None:
         self.lifetime_s = lifetime_s
         self._clock = clock
         self._stamp = stamp
+        self._shared = shared
         self._open: dict[str, Session] = {}
 
-    def create(self) -> Session:
+    async def create(self) -> Session:
         now = self._clock()
         session = Session(
             secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now + self.lifetime_s, self._stamp()
         )
+        if self._shared is not None:
+            fields = {"csrf": session.csrf, "created": now, "expires": session.expires, "password": session.password}
+            await self._shared.client.set(self._key(session.id), json.dumps(fields), px=_ms(self.lifetime_s))
+            return session
         self._open[session.id] = session
         self._drop_expired(now)
         return session
 
-    def get(self, session_id: str | None) -> Session | None:
+    async def get(self, session_id: str | None) -> Session | None:
         """The open session `session_id` names, or None (never opened, logged out, expired, password changed)."""
         if not session_id:
             return None
-        session = self._open.get(session_id)
+        session = await self._load(session_id)
         if session is None or session.expires <= self._clock() or session.password != self._stamp():
-            self._open.pop(session_id, None)
+            await self.end(session_id)
             return None
         return session
 
@@ -75,13 +94,33 @@ class Sessions:
         """How long `session` has before it expires (0 once it has)."""
         return max(0.0, session.expires - self._clock())
 
-    def end(self, session_id: str | None) -> None:
-        if session_id:
-            self._open.pop(session_id, None)
+    async def end(self, session_id: str | None) -> None:
+        if not session_id:
+            return
+        self._open.pop(session_id, None)
+        if self._shared is not None:
+            await self._shared.client.delete(self._key(session_id))
+
+    async def _load(self, session_id: str) -> Session | None:
+        if self._shared is None:
+            return self._open.get(session_id)
+        stored = await self._shared.client.get(self._key(session_id))
+        if stored is None:
+            return None
+        fields = json.loads(stored)
+        return Session(session_id, fields["csrf"], fields["created"], fields["expires"], fields["password"])
+
+    def _key(self, session_id: str) -> str:
+        assert self._shared is not None
+        return self._shared.key("session", hashlib.sha256(session_id.encode()).hexdigest())
 
     def _drop_expired(self, now: float) -> None:
         for key in [k for k, s in self._open.items() if s.expires <= now]:
             del self._open[key]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
 
 
 def csrf_matches(session: Session, offered: str | None) -> bool:

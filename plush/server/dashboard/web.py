@@ -50,7 +50,7 @@ def create_app(state: DashboardState) -> FastAPI:
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     async def login_page(request: Request, next: str = "/") -> Response:
-        if state.sessions.get(request.cookies.get(COOKIE)) is not None:
+        if await state.sessions.get(request.cookies.get(COOKIE)) is not None:
             return RedirectResponse(_safe_next(next), status_code=303)
         return _login(request, next)
 
@@ -72,7 +72,7 @@ def create_app(state: DashboardState) -> FastAPI:
                 return blocked
             if await asyncio.to_thread(state.passwords.verify, password):
                 state.throttle.succeeded(client)
-                session = state.sessions.create()
+                session = await state.sessions.create()
                 response = RedirectResponse(_safe_next(next), status_code=303)
                 response.set_cookie(
                     COOKIE, session.id, max_age=int(state.sessions.lifetime_s), httponly=True, samesite="strict",
@@ -87,7 +87,7 @@ def create_app(state: DashboardState) -> FastAPI:
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
-        state.sessions.end(session_of(request.scope).id)
+        await state.sessions.end(session_of(request.scope).id)
         state.feed.notify()  # its open live logs see at once that it ended
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
