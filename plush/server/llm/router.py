@@ -5,6 +5,7 @@ budget costs no request). Otherwise, or when Gemini fails before its first token
 transparently. After the first token a failure just ends the reply there (the owner already heard part of it).
 When no backend can answer, the persona's fallback line is said instead of silence. `Route.reason` names why:
 primary, no_api_key, retry_after, circuit_open, minute_budget_spent, daily_budget_spent, quota_exhausted,
+shared_state_unreachable (the replicas' Redis did not answer),
 gemini_error, error_mid_stream, gemini_empty_reply, gemini_safety (Gemini's own filter refused: `Route.blocked` has
 its category, and no other brain is asked), local_llm_crashed (the local model's worker died under the turn:
 the turn is an error), local_llm_down (it keeps dying: the breaker is open) ...

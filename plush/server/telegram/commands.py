@@ -40,6 +40,7 @@ BRAIN_REASONS = {
     "client_minute_budget_spent": "this chat's share of this minute's Gemini budget is used up",
     "token_budget_spent": "this minute's Gemini token budget is used up; back within the minute",
     "local_llm_down": "the local brain keeps crashing and is paused; see the server's log",
+    "shared_state_unreachable": "the servers' shared Redis does not answer, so Gemini's budget cannot be checked",
 }
 Say = Callable[[str], Awaitable[None]]
 Presence = Callable[[str], str | None]
