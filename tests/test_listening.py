@@ -52,8 +52,15 @@ class Script:
 
 
 async def press_and_speak(
-    pulse: HeadlessPulse, port: int, config: Any, plush_stt: StreamingStt | None, out: Path
+    pulse: HeadlessPulse,
+    port: int,
+    config: Any,
+    plush_stt: StreamingStt | None,
+    out: Path,
+    *,
+    keep: list[Any] | None = None,
 ) -> tuple[Script, list[str]]:
+    """One press: the three phrases spoken into the microphone while the button is held; `keep` gets the Plush."""
     script = Script(HOLD_S)
     heard: list[str] = []
     async with CompanionClient(f"127.0.0.1:{port}", config.device.id) as client:
@@ -65,6 +72,8 @@ async def press_and_speak(
             on_state=script.on_state,
             on_text=lambda kind, text: heard.append(text) if kind == "heard" else None,
         )
+        if keep is not None:
+            keep.append(plush)
         feeder = pulse.feed_mic(utterance(silence(0.2)) + THREE_PHRASES)
         try:
             await plush.run(script.buttons(), Recorder(16000), lambda: WavSink(out))

@@ -11,13 +11,15 @@ import threading
 from pathlib import Path
 
 from conftest import ConfigFactory, StartServer
+from fakes.companion import ScriptedCompanion, opus_chunks, text
 from fakes.gemini import FakeGemini
-from fakes.pulse import HeadlessPulse
+from fakes.pulse import HeadlessPulse, sine_pcm
 from speech_signals import silence, utterance, voiced
 from test_listening import press_and_speak
 from test_streaming_stt import feed_like_a_microphone, stt, vad, wait_for  # noqa: F401 - fixtures
 
-from plush.device.runtime import State
+from plush.device.runtime import Plush, State
+from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.voice_models.audio import WHISPER_RATE
 from plush.voice_models.model_store import ModelStore
 from plush.voice_models.streaming_stt import StreamingStt
@@ -71,3 +73,19 @@ async def test_a_plush_with_stt_on_board_sends_the_settled_text_while_the_button
     assert turn.speculations >= 1, "the plush told the server what it heard before the release"
     assert turn.speculations == turn.speculations_adopted + turn.speculations_wasted
     assert len(fake_gemini.requests) == turn.speculation_gemini_wasted + 1, "one request answered, the rest wasted"
+
+
+async def test_a_plush_that_speculates_is_still_answered_by_a_server_older_than_settled(
+    pulse: HeadlessPulse, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    reply = [text("Hello."), *opus_chunks(sine_pcm(220, 0.6, 24000), 24000, 0.2), pb.TurnEvent(done=pb.TurnDone())]
+    config = make_config(device={"id": "new-plush", "speculate": True})
+    transcriber = Transcriber.from_config(config.stt, ModelStore.from_config(config.models))
+    plush_stt = StreamingStt.from_config(transcriber, config.stt)
+    plushes: list[Plush] = []
+    with ScriptedCompanion(reply, before_settled=True) as old_server:
+        script, _ = await press_and_speak(pulse, old_server.port, config, plush_stt, tmp_path / "out.wav", keep=plushes)
+    assert old_server.refused_settled == 1, "the plush sent Settled once and the old server refused that turn"
+    assert old_server.converse_calls == 2, "the turn was asked again the old way, at once"
+    assert State.SPEAKING in script.states and State.ERROR not in script.states, "the owner heard the reply"
+    assert plushes[0].settled_refused, "and that server is not sent Settled again"

@@ -43,6 +43,12 @@ class AuthError(ServerError):
     """The server does not accept this plush's token: retrying cannot help until the token is fixed."""
 
 
+def predates_settled(exc: BaseException) -> bool:
+    """Whether a turn was refused by a server older than the `Settled` message (it sees a request with no field
+    it knows, "unexpected 'None' message"): such a server is asked at release only."""
+    return isinstance(exc, ServerError) and exc.code == grpc.StatusCode.INVALID_ARGUMENT and "unexpected" in str(exc)
+
+
 def describe_rpc_error(exc: grpc.aio.AioRpcError, target: str) -> ServerError:
     """A message a user can act on for a failed RPC, carrying its status code."""
     error = _describe(exc, target)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from plush.device.client import ConverseCall
+from plush.device.client import ConverseCall, predates_settled
 from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.voice_models.audio import WHISPER_RATE, PcmResampleStream
@@ -26,6 +26,8 @@ class AudioUplink:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write())
+        self.refused = False
+        """The server refused Settled itself (it predates the message), not just lost the stream."""
 
     def on_audio(self, pcm: bytes) -> None:
         """From PortAudio's thread: hand the block to the event loop, which sends it."""
@@ -91,7 +93,8 @@ class SettledUplink:
             await self.call.send_transcript(text, language)
             await self.call.end()
         except PlushError as exc:
-            log.info("settled_stream_lost", error=str(exc))
+            self.refused = predates_settled(exc)
+            log.info("settled_stream_lost", error=str(exc), server_predates_settled=self.refused)
             await self.call.cancel("stream lost")
             return None
         return self.call

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from plush.config import DeviceConfig
 from plush.device.audio_io import Recorder
-from plush.device.client import CompanionClient, ConverseCall, UnreachableError
+from plush.device.client import CompanionClient, ConverseCall, ServerError, UnreachableError, predates_settled
 from plush.device.controls import ButtonEvent
 from plush.device.listening import AudioUplink, Listening, SettledUplink
 from plush.device.offline import OfflinePhrases, reconnect
@@ -115,6 +115,9 @@ class Plush:
         self._refreshing: asyncio.Task[bool] | None = None
         self._state: State | None = None
         self._error_over: asyncio.TimerHandle | None = None
+        self.settled_refused = False
+        """The server refused a turn that carried Settled (it is older than the message): ask at release only."""
+        self._settled_turn: tuple[ConverseCall, str, str] | None = None
         self.on_state = on_state
         self.on_text = on_text
 
@@ -160,7 +163,13 @@ class Plush:
             call = await self._ask(pcm, listening, result)
             if call is None:
                 return result
-            await self._receive(call, sink, result)
+            try:
+                await self._receive(call, sink, result)
+            except ServerError as exc:
+                if (retry := self._without_settled(call, exc, result)) is None:
+                    raise
+                call = await retry
+                await self._receive(call, sink, result)
             # Piper is faster than speech: most of the reply plays here, so a press now must stop it too.
             await asyncio.to_thread(sink.finish)
         except asyncio.CancelledError:
@@ -191,10 +200,29 @@ class Plush:
             if settled is not None:
                 await settled.cancel("no speech")
             return None
-        if settled is not None and (call := await settled.finish(heard.text, heard.language)) is not None:
-            return call  # the turn the server may already be answering (it heard the settled text)
+        if settled is not None:
+            if (call := await settled.finish(heard.text, heard.language)) is not None:
+                self._settled_turn = (call, heard.text, heard.language)
+                return call  # the turn the server may already be answering (it heard the settled text)
+            self.settled_refused = self.settled_refused or settled.refused
         start.language = heard.language
         return await self.client.converse(start, transcript=heard.text)
+
+    def _without_settled(
+        self, call: ConverseCall, exc: ServerError, result: TurnResult
+    ) -> Awaitable[ConverseCall] | None:
+        """A server older than `Settled` refuses the turn that sent it, before answering anything: ask it again
+        the old way, at once, and never send it Settled again. None: the refusal was about something else."""
+        if self._settled_turn is None or self._settled_turn[0] is not call or result.event_kinds:
+            return None
+        if not predates_settled(exc):
+            return None
+        _, text, language = self._settled_turn
+        self.settled_refused = True
+        log.info("server_predates_settled", device_id=self.config.id, error=str(exc))
+        start = self._turn_start()
+        start.language = language
+        return self.client.converse(start, transcript=text)
 
     async def _drop(self, call: ConverseCall | None, listening: Listening | None, reason: str) -> None:
         """The turn ends early: the server stops working on it, the utterance's STT stops."""
@@ -328,7 +356,7 @@ class Plush:
         """With streaming STT on the plush and `device.speculate`: the turn's stream, opened now, so what is heard
         so far can reach the server while the button is held. A server not reached now costs nothing: the turn
         is asked at release, as without it."""
-        if not (self.stt_on_device and self.streaming is not None and self.config.speculate):
+        if not (self.stt_on_device and self.streaming is not None and self.config.speculate) or self.settled_refused:
             return None
         try:
             return SettledUplink(await self.client.start_turn(self._turn_start()))

@@ -76,8 +76,16 @@ class _Servicer(pb_grpc.CompanionServicer):
 
     def Converse(self, request_iterator: Iterator[pb.TurnRequest], context: Any) -> Iterator[pb.TurnEvent]:  # noqa: N802
         owner = self._owner
+        with owner._lock:
+            owner.converse_calls += 1
         for request in request_iterator:
-            if request.WhichOneof("kind") in ("end", "cancel"):
+            kind = request.WhichOneof("kind")
+            if owner.before_settled and kind == "settled":
+                with owner._lock:
+                    owner.refused_settled += 1
+                # A server from before Settled sees no field it knows, in the old server's own words.
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unexpected 'None' message inside a turn")
+            if kind in ("end", "cancel"):
                 break
         # Like the real server, keep reading what the plush sends during the reply (its PlaybackStarted), and let
         # it close its side before ending: a server that ends while the client still writes loses unread events.
@@ -104,12 +112,25 @@ class ScriptedCompanion:
     """`with ScriptedCompanion(events, fail_with="...") as peer:` serves on `peer.address` until the block ends.
 
     Each Converse gets `events` (with `pause_s` after each), then the error `fail_with` (INTERNAL) if given.
+    `before_settled` makes it a server older than the `Settled` message.
     """
 
-    def __init__(self, events: Sequence[pb.TurnEvent], *, fail_with: str | None = None, pause_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        events: Sequence[pb.TurnEvent],
+        *,
+        fail_with: str | None = None,
+        pause_s: float = 0.0,
+        before_settled: bool = False,
+    ) -> None:
         self.events = list(events)
         self.fail_with = fail_with
         self.pause_s = pause_s
+        self.before_settled = before_settled
+        """Speak the contract as servers did before `Settled`: a turn that sends one is refused."""
+        self.converse_calls = 0
+        self.refused_settled = 0
+        self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         pb_grpc.add_CompanionServicer_to_server(_Servicer(self), self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
