@@ -80,8 +80,13 @@ def real_weights(name: str, kind: str) -> Path:
     return store.resolve(name, kind)  # type: ignore[arg-type]
 
 
-def load_models(kind: str, *, llama: bool = False, tiny_dir: Path | None = None) -> BenchModels:
-    """Real weights (`kind="real"`, with the Qwen-sized llama when `llama`), or tiny ones built in `tiny_dir`."""
+def load_models(
+    kind: str, *, llama: bool = False, tiny_dir: Path | None = None, llama_weights: str | None = None
+) -> BenchModels:
+    """Real weights (`kind="real"`, with the Qwen-sized llama when `llama`), or tiny ones built in `tiny_dir`.
+
+    `llama_weights` names a real GGUF from the registry (e.g. qwen2.5-coder-0.5b-instruct-q4_k_m) instead of the
+    random-weight model at Qwen 0.5B's dimensions."""
     if kind == "tiny":
         from tiny_models import build_models
 
@@ -92,7 +97,7 @@ def load_models(kind: str, *, llama: bool = False, tiny_dir: Path | None = None)
         "real",
         real_weights("whisper-base", "stt"),
         real_weights("piper-en-joe-medium", "tts"),
-        qwen_sized_llama() if llama else None,
+        (real_weights(llama_weights, "llm") if llama_weights else qwen_sized_llama()) if llama else None,
     )
 
 

@@ -203,7 +203,9 @@ def turn_record(name: str, plush: Variant, released: float, played: float, up: f
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    models = load_models(args.models, llama="llama" in args.llm, tiny_dir=args.out / ".tiny-models")
+    models = load_models(
+        args.models, llama="llama" in args.llm, tiny_dir=args.out / ".tiny-models", llama_weights=args.llama_weights
+    )
     questions = spoken_questions(models)
     spoke_on_questions = with_follow_up(models, questions)
     voice = Synthesizer(models.voice)
@@ -357,6 +359,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=10, help="measured turns per variant (default 10)")
     parser.add_argument("--llm", nargs="+", choices=("gemini", "llama"), default=["gemini", "llama"])
+    parser.add_argument(
+        "--llama-weights",
+        default=None,
+        help="a real GGUF from the registry for the llama variants (e.g. qwen2.5-coder-0.5b-instruct-q4_k_m); "
+        "default: random weights at Qwen 0.5B's dimensions",
+    )
     parser.add_argument("--window", nargs="+", choices=("full", "fit"), default=["full", "fit"])
     parser.add_argument("--warm-up", type=int, default=1, help="uncounted rounds of every variant first (default 1)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive pipeline")
