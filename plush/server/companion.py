@@ -150,7 +150,10 @@ class Companion:
                 return None  # the real turn answers it with the calm line; no brain sees it
             prompt = await self.prompt_for(turn.conversation_id, text, owner=turn.owner, persona=persona)
             fallback = persona.spec.fallback_line
-            return prompt, self.router.stream(prompt, route, fallback, client_id=turn.device_id, reserve=1)
+            stream = self.router.stream(
+                prompt, route, fallback, client_id=turn.device_id, reserve=1, refused_line=persona.spec.refused_line
+            )
+            return prompt, stream
 
         return Speculation(text, begin)
 
@@ -321,7 +324,13 @@ class Companion:
 
         try:
             # aclosing: a cancelled or flagged turn closes the stream now, so the backend stops generating at once.
-            stream = deltas or self.router.stream(prompt, route, persona.spec.fallback_line, client_id=turn.device_id)
+            stream = deltas or self.router.stream(
+                prompt,
+                route,
+                persona.spec.fallback_line,
+                client_id=turn.device_id,
+                refused_line=persona.spec.refused_line,
+            )
             async with aclosing(stream) as reply:
                 async for delta in reply:
                     if not received:

@@ -82,6 +82,9 @@ class PersonaFile(BaseModel):
     """Said when no LLM can answer, so the plush never goes silent."""
     offline_line: str = ""
     """Said by the plush itself when it cannot reach the server (kept on the plush); empty: the fallback line."""
+    refused_line: str = ""
+    """Said instead of the local model's canned refusal ("I'm sorry, but I can't help with that."), which an
+    everyday prompt ("I'm sad today.") can get from a small model; empty: the fallback line."""
     owner: Owner = Owner()
     examples: list[Example] = Field(default_factory=list)
     safety: SafetySpec = SafetySpec()

@@ -8,7 +8,8 @@ primary, no_api_key, retry_after, circuit_open, minute_budget_spent, daily_budge
 shared_state_unreachable (the replicas' Redis did not answer),
 gemini_error, error_mid_stream, gemini_empty_reply, gemini_safety (Gemini's own filter refused: `Route.blocked` has
 its category, and no other brain is asked), local_llm_crashed (the local model's worker died under the turn:
-the turn is an error), local_llm_down (it keeps dying: the breaker is open) ...
+the turn is an error), local_llm_down (it keeps dying: the breaker is open), llama_refused (the local model opened
+with a canned refusal: the persona's `refused_line` is said instead, see canned_refusal.py) ...
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from plush.server.llm.base import (
     Prompt,
     Usage,
 )
+from plush.server.llm.canned_refusal import without_canned_refusal
 from plush.server.llm.gemini_budget import GeminiBudget
 from plush.server.llm.local_turns import LocalTurns
 
@@ -36,6 +38,8 @@ _SENTENCE_ENDS = frozenset(".!?…。！？\"'”’)")
 QUOTA_PAUSE_S = 60.0
 """Pause after a 429 that names no retry delay."""
 HELD_BACK = "speculation_held_back"
+REFUSED = "_refused"
+"""The end of a reason for a local model's canned refusal, replaced by the persona's line (`llama_refused`)."""
 """A speculative start the Gemini budget guard did not let go (`LlmRouter.stream`'s `reserve`)."""
 
 
@@ -106,9 +110,19 @@ class LlmRouter:
         return Route(self.fallback.name if self.fallback is not None else "fallback_line", reason)
 
     async def stream(
-        self, prompt: Prompt, route: Route, fallback_line: str, *, client_id: str = "", reserve: int = 0
+        self,
+        prompt: Prompt,
+        route: Route,
+        fallback_line: str,
+        *,
+        client_id: str = "",
+        reserve: int = 0,
+        refused_line: str = "",
     ) -> AsyncGenerator[str]:
         """Yield the reply; `route` says afterwards which backend produced it and why.
+
+        `refused_line` is said instead of the local model's canned refusal (see canned_refusal.py; empty: the
+        fallback line).
 
         `reserve` > 0 is a speculative start (plush/server/speculation.py): Gemini takes it only when that many
         real turns still fit in the client's share and the minute budget after it. When only the reserve stands in
@@ -151,7 +165,7 @@ class LlmRouter:
                 return
             reason = local.reason
         route.backend, route.reason = "fallback_line", reason
-        yield fallback_line
+        yield (refused_line or fallback_line) if reason.endswith(REFUSED) else fallback_line
 
     async def _local(self, prompt: Prompt, route: Route, fallback_line: str, outcome: _Outcome) -> AsyncGenerator[str]:
         """Stream from the local model; `outcome.done` once it answered, else `outcome.reason` says why not.
@@ -162,9 +176,10 @@ class LlmRouter:
         name = self.fallback.name
         route.backend, route.reason = name, outcome.reason
         said = ""
+        refused: list[str] = []
         try:
             async with aclosing(self.local_turns.stream(self.fallback, prompt, route.usage)) as stream:
-                async for delta in stream:
+                async for delta in without_canned_refusal(stream, refused):
                     said += delta
                     yield delta
         except LlmError as exc:
@@ -185,7 +200,10 @@ class LlmRouter:
                 outcome.reason = f"{name}_{'busy' if isinstance(exc, LlmBusyError) else 'error'}"
             return
         outcome.done = bool(said.strip())
-        if not outcome.done:
+        if refused:
+            outcome.reason = f"{name}{REFUSED}"
+            log.warning("llm_canned_refusal", backend=name, start=refused[0])
+        elif not outcome.done:
             outcome.reason = f"{name}_empty_reply"
             log.warning("llm_empty_reply", backend=name)
 
