@@ -41,6 +41,7 @@ EXTRA_OF: dict[str, str] = {
     "prometheus_client": "dashboard",
     "plotly": "dashboard",
     "redis": "redis",
+    "asyncpg": "postgres",
     "pyloudnorm": "voice",
     "jiwer": "voice",
     "torch": "train",

@@ -191,6 +191,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One real PostgreSQL (Debian's server binaries) on 127.0.0.1 for the session's store tests."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """A fresh database in the session's PostgreSQL: replicas of one test share it, tests do not."""
+    import uuid
+
+    return str(postgres_server.create_database(f"plush_{uuid.uuid4().hex[:12]}"))
+
+
 @pytest.fixture
 def redis_url(redis_server: Any) -> str:
     """The session's Redis, emptied for this test: replicas of one test share it, tests do not."""

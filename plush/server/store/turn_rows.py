@@ -1,16 +1,15 @@
 """The `turns` table as its readers see it: the columns a `TurnRecord` is stored in, a row back into a record, and
 the full-text query made from words a person typed.
 
-One definition for every reader of the SQLite file: the store (`sqlite.py`, which writes it) and the dashboard's
-read-only `TurnLog` (`dashboard/queries.py`, on a connection of its own).
+One definition for every reader: the SQLite store (`sqlite.py`, which writes it), the dashboard's read-only
+`TurnLog` (`dashboard/queries.py`, on a connection of its own) and the PostgreSQL store (`postgres.py`).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from plush.server.store.records import TurnRecord
 
@@ -61,7 +60,13 @@ def turn_values(turn: TurnRecord) -> tuple[Any, ...]:
     return tuple(values[column] for column in TURN_COLUMNS)
 
 
-def turn_from_row(row: sqlite3.Row) -> TurnRecord:
+class Row(Protocol):
+    """A result row read by column name: sqlite3's and asyncpg's alike."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+def turn_from_row(row: Row) -> TurnRecord:
     """The record a row of `TURN_COLUMNS` holds; columns outside them (a `rowid` asked for too) are left out."""
     data = {column: row[column] for column in TURN_COLUMNS if column != "interrupted"}
     data["timings"] = json.loads(data["timings"] or "{}")
