@@ -474,6 +474,11 @@ class HeadlessPulse:
                 "--daemonize=no",
                 "--use-pid-file=no",  # allows several harnesses (xdist workers) side by side
                 "--disallow-exit",
+                # Audio over the socket, not shared memory: PulseAudio 16's memfd import path aborts now and then
+                # under load ("Cannot send block reference with non-registered memfd", then an assertion in
+                # memblock_replace_import; pulseaudio#824), which killed a CI run's speaker test.
+                "--disable-shm=yes",
+                "--enable-memfd=no",
                 "--log-target=stderr",
             ],
             env=env,
