@@ -25,9 +25,16 @@ import asyncpg
 
 from plush.logs import get_logger
 from plush.server.store.base import Store
-from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord
+from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord, fact_text
 from plush.server.store.sqlite import ADDED_COLUMNS, MIGRATIONS
-from plush.server.store.turn_rows import TURN_COLUMNS, turn_columns, turn_from_row, turn_values
+from plush.server.store.turn_rows import (
+    CONVERSATIONS_QUERY,
+    TURN_COLUMNS,
+    conversation_from_row,
+    turn_columns,
+    turn_from_row,
+    turn_values,
+)
 
 log = get_logger(__name__)
 MIGRATION_LOCK = 0x706C757368  # "plush": one replica migrates at a time
@@ -249,25 +256,12 @@ class PostgresStore(Store):
         )
 
     async def list_conversations(self) -> list[Conversation]:
-        rows = await self._pool.fetch(
-            "SELECT c.id, c.reset_at, c.owner, COUNT(t.id) AS turns,"
-            " COALESCE(MAX(t.started_at), c.created_at) AS last"
-            " FROM conversations c LEFT JOIN turns t ON t.conversation_id = c.id"
-            " GROUP BY c.id ORDER BY last DESC"
-        )
-        return [
-            Conversation(id=r["id"], turns=r["turns"], last_turn_at=r["last"], reset_at=r["reset_at"], owner=r["owner"])
-            for r in rows
-        ]
+        return [conversation_from_row(row) for row in await self._pool.fetch(CONVERSATIONS_QUERY)]
 
     # -- long-term facts -----------------------------------------------------------------------------------------
 
     async def add_fact(self, text: str, source: str, *, owner: str) -> Fact:
-        text = " ".join(text.split())
-        if not text:
-            raise StoreError("a fact needs some text")
-        if not owner:
-            raise StoreError("a fact needs an owner")
+        text = fact_text(text, owner)
         await self._change(
             "INSERT INTO facts (owner, text, created_at, source) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (owner, text) DO NOTHING",

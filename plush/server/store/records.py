@@ -136,3 +136,13 @@ class Conversation:
     """Turns before this moment are out of the conversation's window (0: never reset)."""
     owner: str = ""
     """The owner of its first turn ("" before it has one)."""
+
+
+def fact_text(text: str, owner: str) -> str:
+    """A fact's text as stored (spaces collapsed); StoreError for an empty text or no owner."""
+    text = " ".join(text.split())
+    if not text:
+        raise StoreError("a fact needs some text")
+    if not owner:
+        raise StoreError("a fact needs an owner")
+    return text

@@ -28,8 +28,16 @@ import aiosqlite
 from plush.logs import get_logger
 from plush.owners import LEGACY_OWNER
 from plush.server.store.base import Store
-from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord
-from plush.server.store.turn_rows import TURN_COLUMNS, fts_query, turn_columns, turn_from_row, turn_values
+from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord, fact_text
+from plush.server.store.turn_rows import (
+    CONVERSATIONS_QUERY,
+    TURN_COLUMNS,
+    conversation_from_row,
+    fts_query,
+    turn_columns,
+    turn_from_row,
+    turn_values,
+)
 
 log = get_logger(__name__)
 OWNER_MIGRATION = """
@@ -334,25 +342,12 @@ class SqliteStore(Store):
         )
 
     async def list_conversations(self) -> list[Conversation]:
-        rows = await self._db.execute_fetchall(
-            "SELECT c.id, c.reset_at, c.owner, COUNT(t.id) AS turns,"
-            " COALESCE(MAX(t.started_at), c.created_at) AS last"
-            " FROM conversations c LEFT JOIN turns t ON t.conversation_id = c.id"
-            " GROUP BY c.id ORDER BY last DESC"
-        )
-        return [
-            Conversation(id=r["id"], turns=r["turns"], last_turn_at=r["last"], reset_at=r["reset_at"], owner=r["owner"])
-            for r in rows
-        ]
+        return [conversation_from_row(row) for row in await self._db.execute_fetchall(CONVERSATIONS_QUERY)]
 
     # -- long-term facts -----------------------------------------------------------------------------------------
 
     async def add_fact(self, text: str, source: str, *, owner: str) -> Fact:
-        text = " ".join(text.split())
-        if not text:
-            raise StoreError("a fact needs some text")
-        if not owner:
-            raise StoreError("a fact needs an owner")
+        text = fact_text(text, owner)
         await self._change(
             "INSERT OR IGNORE INTO facts (owner, text, created_at, source) VALUES (?, ?, ?, ?)",
             (owner, text, time.time(), source),

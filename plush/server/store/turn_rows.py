@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal, Protocol
 
-from plush.server.store.records import TurnRecord
+from plush.server.store.records import Conversation, TurnRecord
 
 TURN_COLUMNS: tuple[str, ...] = (
     "id",
@@ -79,3 +79,18 @@ def fts_query(words: Iterable[str], *, operator: Literal["AND", "OR"] = "AND", m
     At most `most` words are kept (the first ones); empty when no word has anything to match."""
     terms = ['"' + word.replace('"', '""') + '"*' for word in words if word.strip().strip('"')]
     return f" {operator} ".join(terms[:most])
+
+
+CONVERSATIONS_QUERY = (
+    "SELECT c.id, c.reset_at, c.owner, COUNT(t.id) AS turns,"
+    " COALESCE(MAX(t.started_at), c.created_at) AS last"
+    " FROM conversations c LEFT JOIN turns t ON t.conversation_id = c.id"
+    " GROUP BY c.id ORDER BY last DESC"
+)
+"""Every conversation with its turn count and last turn, newest first: the same SQL on both engines."""
+
+
+def conversation_from_row(row: Row) -> Conversation:
+    return Conversation(
+        id=row["id"], turns=row["turns"], last_turn_at=row["last"], reset_at=row["reset_at"], owner=row["owner"]
+    )
