@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from plush.server.store import Store, StoreError, TurnRecord
+from plush.server.store import Pairing, Store, StoreError, TurnRecord
 from plush.server.store.sqlite import MIGRATIONS
 
 OpenStore = Callable[[], Awaitable[Store]]
@@ -120,6 +120,22 @@ async def test_two_replicas_share_one_store_told_on_one_recalled_on_the_other(op
     await asyncio.gather(count(replica_a), count(replica_b))
     assert await replica_a.usage("2026-12-04", "gemini") == 40, "no count lost between replicas"
     assert await replica_b.usage("2026-12-04", "other") == 0
+
+
+async def test_a_plush_paired_on_one_replica_is_known_to_the_other_until_removed(open_store: OpenStore) -> None:
+    replica_a, replica_b = await open_store(), await open_store()
+    nursery = Pairing("nursery", "a" * 64, "2026-12-04T02:00:00+00:00")
+    assert await replica_a.add_pairing(nursery)
+    assert await replica_b.pairings("nursery") == [nursery]
+    assert not await replica_b.add_pairing(Pairing("nursery", "b" * 64, "")), "an existing pairing is kept"
+    assert await replica_b.add_pairing(Pairing("nursery", "c" * 64, "later"), replace=True)
+    await replica_a.add_pairing(Pairing("kitchen", "d" * 64, ""))
+    assert [(p.name, p.token_sha256) for p in await replica_a.pairings()] == [
+        ("kitchen", "d" * 64),
+        ("nursery", "c" * 64),
+    ]
+    assert await replica_a.remove_pairing("nursery") and not await replica_b.remove_pairing("nursery")
+    assert await replica_b.pairings("nursery") == []
 
 
 async def test_an_unreachable_postgresql_is_a_clear_error_without_its_password() -> None:

@@ -8,7 +8,7 @@ in `base.py`, knows the backends: it registers SQLite for plain file paths (the 
 from pathlib import Path
 
 from plush.server.store.base import DEFAULT_SCHEME, Store
-from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord
+from plush.server.store.records import Conversation, Fact, Pairing, StoreError, TurnRecord
 from plush.server.store.sqlite import SqliteStore
 
 
@@ -29,4 +29,4 @@ Store.register_backend(DEFAULT_SCHEME, _open_sqlite)
 Store.register_backend("postgresql", _open_postgres)
 Store.register_backend("postgres", _open_postgres)
 
-__all__ = ["Conversation", "Fact", "Store", "StoreError", "TurnRecord"]
+__all__ = ["Conversation", "Fact", "Pairing", "Store", "StoreError", "TurnRecord"]

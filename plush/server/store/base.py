@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import ClassVar, TypeAlias
 
-from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord
+from plush.server.store.records import Conversation, Fact, Pairing, StoreError, TurnRecord
 
 Opener: TypeAlias = Callable[[str], Awaitable["Store"]]
 DEFAULT_SCHEME = "sqlite"
@@ -138,6 +138,21 @@ class Store(ABC):
     @abstractmethod
     async def usage(self, day: str, key: str) -> int:
         """A per-day counter's value (0 when nothing was counted that day)."""
+
+    # -- paired plushes (plush/server/paired_plushes.py) ---------------------------------------------------------
+
+    @abstractmethod
+    async def add_pairing(self, pairing: Pairing, *, replace: bool = False) -> bool:
+        """Keep a paired plush; with `replace` an earlier pairing of the same name is overwritten. False when the
+        name was already paired and `replace` is off (nothing changed)."""
+
+    @abstractmethod
+    async def remove_pairing(self, name: str) -> bool:
+        """Unpair `name`; False when it was not paired."""
+
+    @abstractmethod
+    async def pairings(self, name: str | None = None) -> list[Pairing]:
+        """The paired plushes by name (only `name`'s, when given)."""
 
     async def __aenter__(self) -> Store:
         return self

@@ -25,7 +25,7 @@ import asyncpg
 
 from plush.logs import get_logger
 from plush.server.store.base import Store
-from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord, fact_text
+from plush.server.store.records import Conversation, Fact, Pairing, StoreError, TurnRecord, fact_text
 from plush.server.store.sqlite import ADDED_COLUMNS, MIGRATIONS
 from plush.server.store.turn_rows import (
     CONVERSATIONS_QUERY,
@@ -80,9 +80,14 @@ SCHEMA = """
         count BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (day, key)
     );
+    CREATE TABLE IF NOT EXISTS paired_plushes (
+        name TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL,
+        paired_at TEXT NOT NULL DEFAULT ''
+    );
 """
-"""The tables the first SQLite migrations made, written once for PostgreSQL; later columns come from
-`ADDED_COLUMNS`."""
+"""The tables the SQLite migrations made (`paired_plushes`: `sqlite.PAIRING_MIGRATION`), written once for
+PostgreSQL; the columns they add to `turns` come from `ADDED_COLUMNS`. A new table is added here too."""
 
 
 def pg_definition(sqlite_definition: str) -> str:
@@ -311,6 +316,34 @@ class PostgresStore(Store):
     async def usage(self, day: str, key: str) -> int:
         count = await self._pool.fetchval("SELECT count FROM usage_counters WHERE day = $1 AND key = $2", day, key)
         return int(count or 0)
+
+    # -- paired plushes ------------------------------------------------------------------------------------------
+
+    async def add_pairing(self, pairing: Pairing, *, replace: bool = False) -> bool:
+        conflict = (
+            "DO UPDATE SET token_sha256 = excluded.token_sha256, paired_at = excluded.paired_at"
+            if replace
+            else "DO NOTHING"
+        )
+        changed = await self._change(
+            "INSERT INTO paired_plushes (name, token_sha256, paired_at) VALUES ($1, $2, $3)"
+            f" ON CONFLICT (name) {conflict}",
+            pairing.name,
+            pairing.token_sha256,
+            pairing.paired_at,
+        )
+        return changed > 0
+
+    async def remove_pairing(self, name: str) -> bool:
+        return await self._change("DELETE FROM paired_plushes WHERE name = $1", name) > 0
+
+    async def pairings(self, name: str | None = None) -> list[Pairing]:
+        rows = await self._pool.fetch(
+            "SELECT name, token_sha256, paired_at FROM paired_plushes WHERE $1::text IS NULL OR name = $1"
+            " ORDER BY name",
+            name,
+        )
+        return [Pairing(**dict(row)) for row in rows]
 
     async def _facts(self, where: str, *params: Any) -> list[Fact]:
         rows = await self._pool.fetch(

@@ -126,6 +126,17 @@ class Fact:
 
 
 @dataclass(frozen=True)
+class Pairing:
+    """A plush paired with the server (`plush pair add`): its name and a hash of its token, never the token."""
+
+    name: str
+    token_sha256: str
+    """SHA-256 of the token, hex: tokens are 256 random bits, so the hash cannot be guessed back."""
+    paired_at: str
+    """When it was paired, ISO 8601 in UTC ("" when not known)."""
+
+
+@dataclass(frozen=True)
 class Conversation:
     """A memory thread: one plush, one Telegram chat, one text client."""
 

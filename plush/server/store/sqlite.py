@@ -28,7 +28,7 @@ import aiosqlite
 from plush.logs import get_logger
 from plush.owners import LEGACY_OWNER
 from plush.server.store.base import Store
-from plush.server.store.records import Conversation, Fact, StoreError, TurnRecord, fact_text
+from plush.server.store.records import Conversation, Fact, Pairing, StoreError, TurnRecord, fact_text
 from plush.server.store.turn_rows import (
     CONVERSATIONS_QUERY,
     TURN_COLUMNS,
@@ -109,6 +109,16 @@ SPECULATION_MIGRATION = """
 """Turns say what starting the brain before the release cost them (plush/server/speculation.py): speculations
 started, adopted and wasted, and the Gemini requests they made and wasted."""
 
+PAIRING_MIGRATION = """
+    CREATE TABLE paired_plushes (
+        name TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL,
+        paired_at TEXT NOT NULL DEFAULT ''
+    )
+"""
+"""The paired plushes (plush/server/paired_plushes.py) move from a JSON file beside the database into the store,
+so every replica on one database accepts a plush paired once; the server imports an older file at start."""
+
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE turns (
@@ -173,6 +183,7 @@ MIGRATIONS: tuple[str, ...] = (
     SAFETY_MIGRATION,
     VOICES_MIGRATION,
     SPECULATION_MIGRATION,
+    PAIRING_MIGRATION,
 )
 ADDED_COLUMNS: dict[str, str] = {
     column: definition.strip()
@@ -392,6 +403,26 @@ class SqliteStore(Store):
             await self._db.execute_fetchall("SELECT count FROM usage_counters WHERE day = ? AND key = ?", (day, key))
         )
         return int(rows[0][0]) if rows else 0
+
+    # -- paired plushes ------------------------------------------------------------------------------------------
+
+    async def add_pairing(self, pairing: Pairing, *, replace: bool = False) -> bool:
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        changed = await self._change(
+            f"{verb} INTO paired_plushes (name, token_sha256, paired_at) VALUES (?, ?, ?)",
+            (pairing.name, pairing.token_sha256, pairing.paired_at),
+        )
+        return changed > 0
+
+    async def remove_pairing(self, name: str) -> bool:
+        return await self._change("DELETE FROM paired_plushes WHERE name = ?", (name,)) > 0
+
+    async def pairings(self, name: str | None = None) -> list[Pairing]:
+        where, params = ("WHERE name = ?", (name,)) if name is not None else ("", ())
+        rows = await self._db.execute_fetchall(
+            f"SELECT name, token_sha256, paired_at FROM paired_plushes {where} ORDER BY name", params
+        )
+        return [Pairing(**dict(row)) for row in rows]
 
     async def _facts(self, where: str, params: tuple[Any, ...]) -> list[Fact]:
         sql = f"SELECT id, text, created_at, source, owner FROM facts {where} ORDER BY id"
