@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -183,8 +184,13 @@ class ServerConfig(Section):
     port: int = Field(default=50051, ge=0, le=65535)
     persona: str = "en"
     """A built-in persona (`en`, `ko`) or a path to a persona TOML file."""
-    database: Path | None = None
-    """SQLite file for turns and memory; empty means `~/.local/share/plush/plush.db`."""
+    database: str | None = None
+    """Where turns, memory and pairings live: a SQLite file (empty: `~/.local/share/plush/plush.db`), or a
+    PostgreSQL URL (`postgresql://plush@db.example:5432/plush`, `pip install 'plush[postgres]'`) that several
+    replicas share; its password from PGPASSWORD or ~/.pgpass rather than the URL (asyncpg reads both)."""
+    data_dir: Path | None = None
+    """Folder for the server's own files (TLS certificate, dashboard password, kept turn audio, edited personas);
+    empty: beside the SQLite file, or the per-user data folder (`~/.local/share/plush`) with PostgreSQL."""
     max_audio_seconds: float = Field(default=30.0, gt=0)
     """Longest utterance the server accepts from a device."""
     max_message_mb: float = Field(default=4.0, gt=0)
@@ -215,9 +221,67 @@ class ServerConfig(Section):
     """redis://host:6379/0 for the state several replicas share (Gemini budgets, logins, presence, the live
     log, the Telegram poller); unset keeps it in this process (one server)."""
 
+    @field_validator("database", mode="before")
+    @classmethod
+    def _file_or_postgres_url(cls, value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if "://" in value:
+            check_database_url(value)
+        return value or None
+
+    def database_url(self) -> str | None:
+        """The PostgreSQL URL in `database`, or None for SQLite."""
+        return self.database if self.database and "://" in self.database else None
+
+    def database_location(self) -> str:
+        """What `Store.open` opens: the PostgreSQL URL, or the SQLite file's path."""
+        return self.database_url() or str(self.database_path())
+
     def database_path(self) -> Path:
-        """The SQLite file in use: `database`, or the per-user data folder."""
-        return self.database or data_home() / "plush.db"
+        """The SQLite file in use: `database`, or the per-user data folder (ConfigError with a PostgreSQL URL)."""
+        if self.database_url():
+            raise ConfigError(f"[server] database is a PostgreSQL database ({hide_password(self.database or '')})")
+        return Path(self.database) if self.database else data_home() / "plush.db"
+
+    def data_folder(self) -> Path:
+        """Where the server keeps its own files: `data_dir`; else beside the SQLite file, as always, so a home's
+        certificate and password stay where they were; with PostgreSQL the per-user data folder, which every
+        replica on one computer shares (on several computers, set it to one shared or copied folder)."""
+        if self.data_dir is not None:
+            return self.data_dir
+        return data_home() if self.database_url() else self.database_path().parent
+
+
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def check_database_url(url: str) -> None:
+    """ValueError unless `url` is a PostgreSQL URL asyncpg can read (the message never shows its password)."""
+    shown = hide_password(url)
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in DATABASE_SCHEMES:
+        raise ValueError(
+            f"{shown}: not a database Plush knows; give a SQLite file path or a postgresql://user@host:5432/db URL"
+        )
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when asked
+    except ValueError as exc:
+        raise ValueError(f"{shown}: the port is not a number from 1 to 65535") from exc
+    if parts.path.count("/") > 1:
+        raise ValueError(f"{shown}: the database name is one word after the host (postgresql://host:5432/plush)")
+
+
+def hide_password(url: str) -> str:
+    """A database URL with its password, if any, shown as ****."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:****@{host}"
 
 
 class DeviceConfig(Section):
@@ -328,8 +392,9 @@ class DashboardConfig(Section):
     """Where it listens. Beyond this computer, put it behind an HTTPS reverse proxy (the login is a password)."""
     port: int = Field(default=8765, ge=0, le=65535)
     password_file: Path | None = None
-    """The login's argon2 hash (`plush dashboard set-password` writes it); empty: `dashboard-password` beside the
-    database. PLUSH_DASHBOARD_PASSWORD in the environment or .env is used instead when set."""
+    """The login's argon2 hash (`plush dashboard set-password` writes it); empty: `dashboard-password` in the
+    server's data folder (`[server] data_dir`). PLUSH_DASHBOARD_PASSWORD in the environment or .env is used
+    instead when set."""
     session_hours: float = Field(default=12.0, gt=0)
     """How long a login lasts (a server restart ends every login)."""
     login_delay_s: float = Field(default=1.0, ge=0)
@@ -337,7 +402,7 @@ class DashboardConfig(Section):
     online_window_s: float = Field(default=300.0, gt=0)
     """A plush counts as online while a call is open or for this long after its last one."""
     keep_audio: bool = False
-    """Keep each reply's audio (WAV files beside the database, turn-audio/) to play back in the turn's detail;
+    """Keep each reply's audio (WAV files in the server's data folder, turn-audio/) to play back in the turn's detail;
     deleted with its turn (`[memory] retention_days`)."""
     trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses of the reverse proxies in front (e.g. ["127.0.0.1"]): their X-Forwarded-For and -Proto name the
@@ -497,9 +562,10 @@ def _describe(exc: ValidationError, source: str) -> ConfigError:
     lines = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
-        lines.append(
-            f"{source}: '{key}': {err['msg']}" + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
-        )
+        shown = err["input"]
+        if isinstance(shown, str) and "://" in shown:  # a database URL may carry its password
+            shown = hide_password(shown)
+        lines.append(f"{source}: '{key}': {err['msg']}" + (f" (got {shown!r})" if err["type"] != "missing" else ""))
     return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
 
 
@@ -523,6 +589,8 @@ def load_config(path: Path | None = None, *, search: bool = True, **overrides: A
 def masked(config: PlushConfig) -> dict[str, Any]:
     """The effective config as plain data with secrets masked, for `plush config show`."""
     data = config.model_dump(mode="json", exclude_none=False)
+    if config.server.database:
+        data["server"]["database"] = hide_password(config.server.database)
     for key in SECRET_KEYS:
         value = getattr(config, key)
         if value is None:

@@ -26,7 +26,7 @@ from plush.device.paired_server import join, load_paired_server, open_client, pa
 from plush.pairing import SERVER_NAME, PairingCode, PairingError
 from plush.server.app import start_server
 from plush.server.certificate import certificate_paths, load_or_create
-from plush.server.paired_plushes import PairedPlushes
+from plush.server.paired_plushes import PAIRED_FILE, paired_plushes_of
 from plush.server.transport import ExposedServerError, choose_transport
 
 PLUSH = [sys.executable, "-m", "plush"]
@@ -44,7 +44,8 @@ class PairedServer:
 async def tls_server(make_config: ConfigFactory, tmp_path: Path) -> AsyncIterator[PairedServer]:
     """A real server on 127.0.0.1 with TLS forced on and one paired plush, 'nursery'."""
     config = make_config(server={"port": 0, "database": str(tmp_path / "plush.db"), "tls": "on"})
-    token = PairedPlushes.for_server(config.server).add("nursery")
+    async with paired_plushes_of(config.server) as paired:
+        token = await paired.add("nursery")
     running = await start_server(config)
     fingerprint = load_or_create(config.server).fingerprint
     try:
@@ -115,9 +116,8 @@ async def test_a_plush_pinned_to_another_certificate_refuses_the_server(
 async def test_the_key_is_private_and_the_certificate_is_kept(tls_server: PairedServer) -> None:
     _, key_path = certificate_paths(tls_server.config.server)
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
-    paired_file = PairedPlushes.for_server(tls_server.config.server).path
-    assert stat.S_IMODE(paired_file.stat().st_mode) == 0o600
-    assert tls_server.code.token not in paired_file.read_text(), "only a hash of the token is stored"
+    (kept,) = await tls_server.running.companion.store.pairings("nursery")
+    assert tls_server.code.token not in repr(kept), "only a hash of the token is stored"
     await asyncio.to_thread(join, tls_server.code)
     assert stat.S_IMODE(paired_server_path().stat().st_mode) == 0o600
 
@@ -171,17 +171,14 @@ def test_auto_tls_is_on_beyond_localhost_or_once_a_plush_is_paired(
     tmp_path: Path, server: dict[str, Any], env_tokens: bool, paired: bool, expected: tuple[bool, bool]
 ) -> None:
     cfg = ServerConfig(**server, database=tmp_path / "plush.db")
-    plushes = PairedPlushes.for_server(cfg)
-    if paired:
-        plushes.add("nursery")
-    transport = choose_transport(cfg, {"kitchen": "t0ken"} if env_tokens else {}, plushes)
+    transport = choose_transport(cfg, {"kitchen": "t0ken"} if env_tokens else {}, paired)
     assert (transport.tls, transport.guarded) == expected
 
 
 def test_an_open_network_server_needs_allow_open(tmp_path: Path) -> None:
     cfg = ServerConfig(host="192.168.1.20", database=tmp_path / "plush.db")
     with pytest.raises(ExposedServerError, match=r"allow_open = true"):
-        choose_transport(cfg, {}, PairedPlushes.for_server(cfg))
+        choose_transport(cfg, {}, False)
 
 
 @pytest.mark.parametrize(
@@ -258,8 +255,8 @@ async def test_removing_a_plush_stops_its_turn_in_flight_and_the_turn_says_so(
     from plush.protos.plush.v1 import companion_pb2 as pb
 
     server_section = {"port": 0, "database": str(tmp_path / "plush.db"), "tls": "off"}
-    paired = PairedPlushes.for_server(ServerConfig(**server_section))
-    token = paired.add("nursery")
+    async with paired_plushes_of(ServerConfig(**server_section)) as paired:
+        token = await paired.add("nursery")
     server = await start_gemini_server(server=server_section)
     fake_gemini.reply("One. ", "Two. ", "Three. ", chunk_delay=30)  # a reply that would run on for a minute
     async with CompanionClient(f"127.0.0.1:{server.port}", "nursery", token=token) as client:
@@ -268,7 +265,8 @@ async def test_removing_a_plush_stops_its_turn_in_flight_and_the_turn_says_so(
         async for event in events:
             if event.WhichOneof("kind") == "text_delta":
                 break
-        paired.remove("nursery")
+        async with paired_plushes_of(ServerConfig(**server_section)) as paired:
+            await paired.remove("nursery")
         with pytest.raises(AuthError, match="pairing was removed"):
             async with asyncio.timeout(10):  # before: it ran on until the reply was done
                 async for _ in events:
@@ -277,3 +275,22 @@ async def test_removing_a_plush_stops_its_turn_in_flight_and_the_turn_says_so(
     (turn,) = await server.companion.store.list_turns()
     assert (turn.outcome, turn.ending) == ("interrupted", "revoked")
     assert turn.reply_text.startswith("One.")
+
+
+async def test_an_older_servers_paired_file_is_imported_once_and_its_plushes_still_accepted(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    cfg = ServerConfig(database=str(tmp_path / "plush.db"))
+    legacy = tmp_path / PAIRED_FILE
+    entry = {"token_sha256": hashlib.sha256(b"old-token").hexdigest(), "paired_at": "2026-01-01T00:00:00+00:00"}
+    legacy.write_text(json.dumps({"version": 1, "plushes": {"nursery": entry, "kitchen": entry}}))
+    legacy.chmod(0o600)
+
+    async with paired_plushes_of(cfg) as paired:
+        assert paired.accepts("nursery", "old-token") and not paired.accepts("nursery", "another")
+        assert [p.name for p in await paired.plushes()] == ["kitchen", "nursery"]
+        await paired.remove("kitchen")
+    assert not legacy.exists() and (tmp_path / f"{PAIRED_FILE}.imported").exists()
+    async with paired_plushes_of(cfg) as paired:
+        assert [p.name for p in await paired.plushes()] == ["nursery"], "imported once: a removal sticks"

@@ -1,9 +1,10 @@
 """`plush memory` and `plush persona`: what the companion remembers, and who it is.
 
-Memory commands work on the server's database file directly (SQLite in WAL mode lets them run while the server
-is up), so an owner can list, add and remove facts or restart a conversation from a shell on the server. Each
-fact belongs to one owner (a household from `[owners]`, or `device:<id>` for a plush in none; see
-plush/owners.py): listing shows every owner's unless `--owner` picks one, and adding needs to know whose it is.
+Memory commands work on the server's database directly (SQLite in WAL mode lets them run while the server is
+up; a PostgreSQL database is the one every replica shares), so an owner can list, add and remove facts or
+restart a conversation from a shell on the server. Each fact belongs to one owner (a household from `[owners]`,
+or `device:<id>` for a plush in none; see plush/owners.py): listing shows every owner's unless `--owner` picks
+one, and adding needs to know whose it is.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ def _with_store(config: Path | None, work: Callable[[Store], Awaitable[T]]) -> T
     """Open the configured database, run `work(store)`, close it."""
     from plush.server.store import Store
 
-    path = load_config(config).server.database_path()
+    location = load_config(config).server.database_location()
 
     async def run() -> T:
-        async with await Store.open(path) as store:
+        async with await Store.open(location) as store:
             return await work(store)
 
     return asyncio.run(run())

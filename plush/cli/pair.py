@@ -8,6 +8,7 @@ modules are imported inside the commands, so a plush without the server extras c
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -47,7 +48,7 @@ def pair_add(
 ) -> None:
     """On the server: pair a plush and print the code to give it (`plush pair join CODE` on the plush)."""
     from plush.server.certificate import load_or_create
-    from plush.server.paired_plushes import PairedPlushes
+    from plush.server.paired_plushes import paired_plushes_of
     from plush.server.transport import is_local
 
     cfg = _config(config)
@@ -55,9 +56,12 @@ def pair_add(
     dial = address or reachable_address(cfg.server)
     split_address(dial)
     certificate = load_or_create(cfg.server)
-    paired = PairedPlushes.for_server(cfg.server)
-    first = not paired
-    token = paired.add(name, replace=replace)
+
+    async def pair() -> tuple[bool, str]:
+        async with paired_plushes_of(cfg.server) as paired:
+            return not paired, await paired.add(name, replace=replace)
+
+    first, token = asyncio.run(pair())
     code = PairingCode(address=dial, name=name, token=token, fingerprint=certificate.fingerprint)
     out.print(f"paired '{escape(name)}'. On the plush, run:", highlight=False)
     out.print(f"  plush pair join {code}", markup=False, highlight=False)
@@ -109,9 +113,13 @@ def pair_remove(
     name: Annotated[str, typer.Argument(help="The paired plush's name.")], config: ConfigOption = None
 ) -> None:
     """On the server: unpair a plush; its token stops working at once."""
-    from plush.server.paired_plushes import PairedPlushes
+    from plush.server.paired_plushes import paired_plushes_of
 
-    PairedPlushes.for_server(_config(config).server).remove(name)
+    async def unpair(cfg: ServerConfig) -> None:
+        async with paired_plushes_of(cfg) as paired:
+            await paired.remove(name)
+
+    asyncio.run(unpair(_config(config).server))
     out.print(f"removed '{escape(name)}': its token no longer works", highlight=False)
 
 
@@ -149,10 +157,22 @@ def pair_leave() -> None:
 
 
 def _server_plushes(cfg: PlushConfig) -> list[tuple[str, str]]:
-    """(name, paired at) of the plushes paired with the server configured here (none on a plush)."""
-    from plush.server.paired_plushes import PairedPlushes
+    """(name, paired at) of the plushes paired with the server configured here (none on a plush: no server
+    database, or none of the server's packages; a missing SQLite file is not made for the question)."""
+    try:
+        from plush.server.paired_plushes import PAIRED_FILE, paired_plushes_of
+    except ImportError:  # a plush: it has no server side
+        return []
+    server = cfg.server
+    unpaired = not server.database_url() and not server.database_path().exists()
+    if unpaired and not (server.data_folder() / PAIRED_FILE).exists():
+        return []
 
-    return [(p.name, p.paired_at) for p in PairedPlushes.for_server(cfg.server).plushes()]
+    async def listed() -> list[tuple[str, str]]:
+        async with paired_plushes_of(server) as paired:
+            return [(p.name, p.paired_at) for p in await paired.plushes()]
+
+    return asyncio.run(listed())
 
 
 def reachable_address(cfg: ServerConfig) -> str:

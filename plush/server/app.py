@@ -35,7 +35,7 @@ from plush.server.llm.gemini_budget import GeminiBudget
 from plush.server.llm.llama_process import LlamaProcess
 from plush.server.llm.router import LlmRouter
 from plush.server.memory import Memory
-from plush.server.paired_plushes import PairedPlushes
+from plush.server.paired_plushes import REFRESH_S, PairedPlushes
 from plush.server.persona import PersonaSource
 from plush.server.refusals import DRAIN_LIMIT_S
 from plush.server.retention import Retention, audio_dir
@@ -56,8 +56,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 HOUSEKEEPING_S = 3600.0
-REVOCATION_CHECK_S = 0.5
-"""How soon a turn in flight stops once its plush is unpaired (`plush pair remove`)."""
+REVOCATION_CHECK_S = REFRESH_S
+"""How soon a turn in flight stops once its plush is unpaired (`plush pair remove`, on any replica's machine)."""
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Companion"].full_name
 
@@ -182,8 +182,6 @@ async def start_server(config: PlushConfig) -> RunningServer:
     """
     cfg = config.server
     tokens = config.allowed_devices()
-    paired = PairedPlushes.for_server(cfg)
-    transport = choose_transport(cfg, tokens, paired)  # before any model loads: a refused start is quick
     personas = PersonaSource(cfg.persona)
     persona = personas.current()
     async with AsyncExitStack() as cleanup:
@@ -192,8 +190,10 @@ async def start_server(config: PlushConfig) -> RunningServer:
         shared = await SharedState.connect(cfg.redis) if cfg.redis else None  # unreachable: said before loading
         if shared is not None:
             cleanup.push_async_callback(shared.close)
-        store = await Store.open(cfg.database_path())
+        store = await Store.open(cfg.database_location())
         cleanup.push_async_callback(store.close)
+        paired = await PairedPlushes.open(store, cfg.data_folder())
+        transport = choose_transport(cfg, tokens, bool(paired))  # before any model loads: a refused start is quick
         router = await asyncio.to_thread(build_router, config, store, shared)
         cleanup.push_async_callback(router.aclose)
         synthesizer, transcriber = await _load_models(config, router, persona.system_prompt)
@@ -235,7 +235,9 @@ async def start_server(config: PlushConfig) -> RunningServer:
         await server.start()
         cleanup.pop_all()
     retention = Retention(memory, audio_dir(cfg))
-    housekeeping = asyncio.create_task(_housekeeping(retention, in_flight), name="plush-housekeeping")
+    housekeeping = asyncio.create_task(
+        _housekeeping(retention, in_flight, paired if transport.guarded else None), name="plush-housekeeping"
+    )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     local_server.announce(cfg.port, "serving")
@@ -275,9 +277,12 @@ def _grpc_server(
     return server, health_servicer
 
 
-async def _housekeeping(retention: Retention, in_flight: TurnsInFlight, every_s: float = HOUSEKEEPING_S) -> None:
-    """Apply the retention setting (turns and their audio) at start and then every hour, and stop the turns of
-    plushes unpaired mid-turn within `REVOCATION_CHECK_S`; a failure is logged and tried again later."""
+async def _housekeeping(
+    retention: Retention, in_flight: TurnsInFlight, paired: PairedPlushes | None, every_s: float = HOUSEKEEPING_S
+) -> None:
+    """Apply the retention setting (turns and their audio) at start and then every hour, read the paired plushes
+    again and stop the turns of plushes unpaired mid-turn within `REVOCATION_CHECK_S` (on any replica: they are
+    in the store); a failure is logged and tried again later."""
 
     async def prune() -> None:
         while True:
@@ -288,7 +293,12 @@ async def _housekeeping(retention: Retention, in_flight: TurnsInFlight, every_s:
             await asyncio.sleep(every_s)
 
     async def revocations() -> None:
-        while True:  # a stat of the paired file per turn in flight: cheap
+        while True:  # one small read of the store, then a look at the copy per turn in flight: cheap
+            if paired is not None:
+                try:
+                    await paired.refresh()
+                except Exception:  # the database is away (a restart): keep checking against the last copy
+                    log.warning("paired_plushes_unread", exc_info=True)
             in_flight.stop_revoked()
             await asyncio.sleep(REVOCATION_CHECK_S)
 

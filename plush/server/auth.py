@@ -66,6 +66,16 @@ class DeviceTokenInterceptor(grpc.aio.ServerInterceptor):
             "(see `plush pair list` and PLUSH_DEVICE_TOKENS on the server)"
         )
 
+    async def recheck(self, metadata: Any) -> str | None:
+        """`check`, after looking the plush up in the store when the paired plushes in memory refuse it: it may
+        have been paired a moment ago, on another replica's machine."""
+        problem = self.check(metadata)
+        device, token = bearer(metadata)
+        if problem is None or self._paired is None or not device or not token:
+            return problem
+        await self._paired.look_up(device)
+        return self.check(metadata)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
@@ -74,7 +84,7 @@ class DeviceTokenInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or not details.method.startswith(PROTECTED_PREFIX):
             return handler
-        problem = self.check(details.invocation_metadata)
+        problem = await self.recheck(details.invocation_metadata)
         if problem is None:
             return handler
         log.warning("device_refused", method=details.method, reason=problem)

@@ -1,4 +1,5 @@
-"""The server's own TLS certificate: made at first start, kept beside the database, pinned by paired plushes.
+"""The server's own TLS certificate: made at first start, kept in the server's data folder, pinned by paired
+plushes.
 
 No certificate authority is involved: a plush learns the certificate's fingerprint from the pairing code and
 trusts that one certificate only. So the certificate must never change by itself: it does not expire (RFC 5280's
@@ -52,8 +53,8 @@ class ServerCertificate:
 
 
 def certificate_paths(cfg: ServerConfig) -> tuple[Path, Path]:
-    """(certificate, key) files: in the data folder, beside the database."""
-    folder = cfg.database_path().parent
+    """(certificate, key) files: in the server's data folder (beside a SQLite database, by default)."""
+    folder = cfg.data_folder()
     return folder / CERT_FILE, folder / KEY_FILE
 
 

@@ -1,5 +1,6 @@
 """Retention (`[memory] retention_days`) for everything a turn leaves behind: its row in the store and, when the
-owner chose to keep reply audio (`[dashboard] keep_audio`), its WAV file in `turn-audio/` beside the database.
+owner chose to keep reply audio (`[dashboard] keep_audio`), its WAV file in `turn-audio/` in the server's data
+folder.
 
 The audio is what the child heard, so it must not outlive the turn it belongs to: after turns are deleted, every
 file whose turn is no longer in the store goes too. The first pass after a start also sweeps files left by
@@ -21,8 +22,8 @@ AUDIO_DIR = "turn-audio"
 
 
 def audio_dir(config: ServerConfig) -> Path:
-    """Where kept reply audio lives: `turn-audio/` beside the database, one `<turn id>.wav` per turn."""
-    return config.database_path().parent / AUDIO_DIR
+    """Where kept reply audio lives: `turn-audio/` in the server's data folder, one `<turn id>.wav` per turn."""
+    return config.data_folder() / AUDIO_DIR
 
 
 class Retention:

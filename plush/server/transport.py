@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from plush.config import ServerConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
-from plush.server.paired_plushes import PairedPlushes
 
 log = get_logger(__name__)
 
@@ -44,10 +43,10 @@ def is_local(host: str) -> bool:
         return False
 
 
-def choose_transport(cfg: ServerConfig, env_tokens: Mapping[str, str], paired: PairedPlushes) -> Transport:
-    """Decide TLS and token checks for `cfg`, or refuse an open server on the network (`ExposedServerError`)."""
+def choose_transport(cfg: ServerConfig, env_tokens: Mapping[str, str], has_paired: bool) -> Transport:
+    """Decide TLS and token checks for `cfg` (`has_paired`: some plush is paired), or refuse an open server on the
+    network (`ExposedServerError`)."""
     local = is_local(cfg.host)
-    has_paired = bool(paired)
     guarded = bool(env_tokens) or has_paired
     if not local and not guarded:
         if not cfg.allow_open:

@@ -1,5 +1,5 @@
-"""The dashboard's password: kept only as an argon2 hash (argon2-cffi), in an untracked 0600 file beside the
-database, or given in the environment (`PLUSH_DASHBOARD_PASSWORD`, hashed as the server starts).
+"""The dashboard's password: kept only as an argon2 hash (argon2-cffi), in an untracked 0600 file in the server's
+data folder, or given in the environment (`PLUSH_DASHBOARD_PASSWORD`, hashed as the server starts).
 
 The file is read again at each login, so `plush dashboard set-password` takes effect on a running server.
 """
@@ -26,8 +26,8 @@ class PasswordError(PlushError):
 
 
 def password_file(config: PlushConfig) -> Path:
-    """Where the hash lives: `[dashboard] password_file`, or beside the database."""
-    return config.dashboard.password_file or config.server.database_path().parent / PASSWORD_FILE
+    """Where the hash lives: `[dashboard] password_file`, or the server's data folder (`[server] data_dir`)."""
+    return config.dashboard.password_file or config.server.data_folder() / PASSWORD_FILE
 
 
 def check_new_password(password: str) -> str:

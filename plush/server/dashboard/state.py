@@ -26,7 +26,6 @@ from plush.server.dashboard.queries import LoggedTurn, TurnLog
 from plush.server.dashboard.sessions import LoginThrottle, Sessions
 from plush.server.in_flight import TurnsInFlight
 from plush.server.llm.gemini_budget import REQUESTS_KEY, pacific_day
-from plush.server.paired_plushes import PairedPlushes
 from plush.server.persona import BUILT_IN, Persona, PersonaSource, load_persona
 from plush.server.store import Fact
 
@@ -84,7 +83,7 @@ class DashboardState:
     async def devices(self) -> list[dict[str, Any]]:
         """Every plush and client the server knows: paired, seen since the start, or in the turn log."""
         window = self.config.dashboard.online_window_s
-        paired = {p.name: p.paired_at for p in PairedPlushes.for_server(self.config.server).plushes()}
+        paired = {p.name: p.paired_at for p in await self.companion.store.pairings()}
         tokens = set(self.config.allowed_devices())
         logged = await self.turn_log.devices()
         now = time.time()
@@ -181,9 +180,9 @@ class DashboardState:
         return self.companion.personas.current()
 
     def copy_builtin_persona(self) -> Path:
-        """Write the built-in persona to a file beside the database and use that file from now on."""
+        """Write the built-in persona to a file in the server's data folder and use that file from now on."""
         name = self.companion.personas.spec
-        target = self.config.server.database_path().parent / f"persona-{name}.toml"
+        target = self.config.server.data_folder() / f"persona-{name}.toml"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(self.persona_text(), encoding="utf-8")
