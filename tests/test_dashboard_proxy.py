@@ -70,7 +70,7 @@ def start_nginx(folder: Path, site: str, port: int) -> subprocess.Popen[bytes]:
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[Any]:
     """Start nginx in front of a dashboard port; yields a function taking that port and returning the HTTPS URL."""
-    tls = ServerConfig(database=tmp_path / "nginx-tls" / "x.db")
+    tls = ServerConfig(database=str(tmp_path / "nginx-tls" / "x.db"))
     load_or_create(tls)
     cert, key = certificate_paths(tls)
     started: list[subprocess.Popen[bytes]] = []

@@ -101,7 +101,7 @@ async def test_a_code_with_another_fingerprint_pins_nothing(tls_server: PairedSe
 async def test_a_plush_pinned_to_another_certificate_refuses_the_server(
     tls_server: PairedServer, tmp_path: Path
 ) -> None:
-    other = load_or_create(ServerConfig(database=tmp_path / "elsewhere" / "plush.db"))
+    other = load_or_create(ServerConfig(database=str(tmp_path / "elsewhere" / "plush.db")))
     assert other.fingerprint != tls_server.code.fingerprint
     code = tls_server.code
     async with CompanionClient(code.address, "nursery", token=code.token, pinned_cert=other.cert_pem) as client:
@@ -132,7 +132,7 @@ async def test_the_key_is_private_and_the_certificate_is_kept(tls_server: Paired
 
 
 def test_configured_names_go_into_a_new_certificate(tmp_path: Path) -> None:
-    cfg = ServerConfig(database=tmp_path / "plush.db", tls_names=("plush.home.arpa", "192.168.1.20"))
+    cfg = ServerConfig(database=str(tmp_path / "plush.db"), tls_names=("plush.home.arpa", "192.168.1.20"))
     cert = x509.load_pem_x509_certificate(load_or_create(cfg).cert_pem)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "plush.home.arpa" in names.get_values_for_type(x509.DNSName)
@@ -170,13 +170,13 @@ def test_a_server_on_the_network_without_tokens_refuses_to_start(config_file: Pa
 def test_auto_tls_is_on_beyond_localhost_or_once_a_plush_is_paired(
     tmp_path: Path, server: dict[str, Any], env_tokens: bool, paired: bool, expected: tuple[bool, bool]
 ) -> None:
-    cfg = ServerConfig(**server, database=tmp_path / "plush.db")
+    cfg = ServerConfig(**server, database=str(tmp_path / "plush.db"))
     transport = choose_transport(cfg, {"kitchen": "t0ken"} if env_tokens else {}, paired)
     assert (transport.tls, transport.guarded) == expected
 
 
 def test_an_open_network_server_needs_allow_open(tmp_path: Path) -> None:
-    cfg = ServerConfig(host="192.168.1.20", database=tmp_path / "plush.db")
+    cfg = ServerConfig(host="192.168.1.20", database=str(tmp_path / "plush.db"))
     with pytest.raises(ExposedServerError, match=r"allow_open = true"):
         choose_transport(cfg, {}, False)
 
@@ -254,7 +254,7 @@ async def test_removing_a_plush_stops_its_turn_in_flight_and_the_turn_says_so(
 ) -> None:
     from plush.protos.plush.v1 import companion_pb2 as pb
 
-    server_section = {"port": 0, "database": str(tmp_path / "plush.db"), "tls": "off"}
+    server_section: dict[str, Any] = {"port": 0, "database": str(tmp_path / "plush.db"), "tls": "off"}
     async with paired_plushes_of(ServerConfig(**server_section)) as paired:
         token = await paired.add("nursery")
     server = await start_gemini_server(server=server_section)
