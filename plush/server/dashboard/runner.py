@@ -82,7 +82,7 @@ async def start_dashboard(
     sock = _bind(cfg.host, cfg.port)
     env_password = config.dashboard_password.get_secret_value() if config.dashboard_password else None
     passwords = Passwords(password_file(config), env_password)
-    database = config.server.database_path()
+    database = config.server.database_location()
     feed = TurnFeed(Metrics(), audio_dir(config.server) if cfg.keep_audio else None)
     state = DashboardState(
         config=config,
