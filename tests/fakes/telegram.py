@@ -95,6 +95,10 @@ class FakeTelegram:
         self.outages: dict[str, tuple[float, int, dict[str, Any]]] = {}
         """method -> (until, status, parameters): every call fails until `until` (time.monotonic)."""
         self.chats: dict[int, dict[str, Any]] = {}
+        self.polls_in_flight = 0
+        """getUpdates calls being answered now (one bot polls one at a time; Telegram refuses a second one)."""
+        self.most_polls_at_once = 0
+        """The most getUpdates calls ever in flight together: more than 1 means two pollers at once."""
         self._next_update = 1
         self._next_message = 1000
         self._file_numbers = itertools.count(1)
@@ -244,7 +248,14 @@ class FakeTelegram:
             if failure is not None:
                 return error_reply(*failure)
         if method == "getUpdates":
-            return 200, {"ok": True, "result": self._get_updates(params)}
+            with self._lock:
+                self.polls_in_flight += 1
+                self.most_polls_at_once = max(self.most_polls_at_once, self.polls_in_flight)
+            try:
+                return 200, {"ok": True, "result": self._get_updates(params)}
+            finally:
+                with self._lock:
+                    self.polls_in_flight -= 1
         with self._lock:
             try:
                 result = self._answer(method, params)

@@ -10,7 +10,7 @@ disk from its arrival until it is handled (inbox.py), so a server killed mid-rep
 once. Every message from an allowed user is stored as a turn, whatever became of it: answered, refused (a voice
 note it will not hear, the rate limit), no speech, or an error (Telegram refused the reply at every try).
 Starting without network is not fatal: the bot keeps trying with backoff (said once in the log) while the server
-serves plushes.
+serves plushes. Replicas that share a Redis run the bot each, and only one polls at a time (replicas.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
@@ -40,8 +40,12 @@ from plush.server.telegram.delivery import best_effort, deliver
 from plush.server.telegram.identity import ChatIdentity, Identities
 from plush.server.telegram.inbox import Inbox, InboxApplication, InboxQueue, turn_id
 from plush.server.telegram.listening import Listener, VoiceNoteError
+from plush.server.telegram.replicas import TelegramReplicas, bot_id
 from plush.server.telegram.turns import ChatLine, FloodGuard, answer
 from plush.voice_models.stt import Transcriber
+
+if TYPE_CHECKING:
+    from plush.server.shared_state import SharedState
 
 log = get_logger(__name__)
 CONCURRENT_UPDATES = 32
@@ -78,8 +82,12 @@ class TelegramBridge:
         presence: Presence | None = None,
         state_dir: Path | None = None,
         in_flight: TurnsInFlight | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.companion = companion
+        self.shared = shared
+        """The replicas' Redis (`[server] redis`): one poller among them, each pushed update handled once."""
+        self.replicas: TelegramReplicas | None = None
         if in_flight is None:  # a bridge of its own (tools, tests): the server's defaults
             defaults = ServerConfig()
             in_flight = TurnsInFlight(defaults.max_turns_in_flight, defaults.max_stt_in_flight)
@@ -102,10 +110,13 @@ class TelegramBridge:
     def application(self, token: str) -> App:
         """The python-telegram-bot application with Plush's handlers (not started)."""
         self._token = token
+        if self.shared is not None:
+            self.replicas = TelegramReplicas(self.shared, bot_id(token))
+        claim = self.replicas.claim if self.replicas is not None and self.settings.webhook_url else None
         app: App = (
             Application.builder()
             .application_class(InboxApplication)
-            .update_queue(InboxQueue(self.inbox))
+            .update_queue(InboxQueue(self.inbox, claim))
             .token(token)
             .base_url(self.settings.api_url)
             .base_file_url(file_url(self.settings.api_url))
@@ -124,7 +135,7 @@ class TelegramBridge:
 
     async def serve(self, token: str, stop: asyncio.Event, *, started: asyncio.Event | None = None) -> None:
         """Run the bot until `stop` is set: connect (retrying with backoff while Telegram is unreachable), set the
-        command list, then poll or take the webhook."""
+        command list, then poll or take the webhook. Among replicas, only the poller lease's holder polls."""
         app = self.application(token)
         if not await self._connect(app, stop):
             return
@@ -133,11 +144,12 @@ class TelegramBridge:
                 lambda: app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS]), what="setMyCommands"
             )
             await app.start()
-            await self._replay(app)
-            await self._receive(app)
-            log.info("telegram_started", bot=app.bot.username, token=mask_token(token), allowed=len(self.allowed))
-            if started is not None:
-                started.set()
+            if self.replicas is not None and not self.settings.webhook_url:
+                self._started(app, started)  # the bot is up; it polls when the lease comes to this replica
+                await self.replicas.poll_while_held(app, stop, partial(self._replay_and_receive, app))
+            else:
+                await self._replay_and_receive(app)
+                self._started(app, started)
             await stop.wait()
         finally:
             if app.updater is not None and app.updater.running:
@@ -162,6 +174,21 @@ class TelegramBridge:
         finally:
             stop.set()
             await task
+
+    def _started(self, app: App, started: asyncio.Event | None) -> None:
+        log.info(
+            "telegram_started",
+            bot=app.bot.username,
+            token=mask_token(self._token),
+            allowed=len(self.allowed),
+            poller_lease=self.replicas is not None and not self.settings.webhook_url,
+        )
+        if started is not None:
+            started.set()
+
+    async def _replay_and_receive(self, app: App) -> None:
+        await self._replay(app)
+        await self._receive(app)
 
     async def _connect(self, app: App, stop: asyncio.Event) -> bool:
         """Initialize (getMe) until it works or `stop` is set; a refused token is a PlushError at once."""
@@ -193,7 +220,8 @@ class TelegramBridge:
         for payload in left:
             update = Update.de_json(payload, app.bot)
             if update is not None:
-                await app.update_queue.put(update)
+                assert isinstance(app.update_queue, InboxQueue)
+                await app.update_queue.replay(update)
 
     async def _receive(self, app: App) -> None:
         assert app.updater is not None
@@ -201,12 +229,15 @@ class TelegramBridge:
             await app.updater.start_polling(timeout=getattr(self, "_poll_timeout", 10), bootstrap_retries=-1)
             return
         url = urlparse(self.settings.webhook_url)
+        secret = secrets.token_urlsafe(32)  # Telegram echoes it: a stranger's POST is refused
+        if self.replicas is not None:
+            secret = await self.replicas.webhook_secret(secret)  # one for every replica: Telegram keeps the last
         await app.updater.start_webhook(
             listen=self.settings.webhook_listen,
             port=self.settings.webhook_port,
             url_path=url.path.lstrip("/"),
             webhook_url=self.settings.webhook_url,
-            secret_token=secrets.token_urlsafe(32),  # Telegram echoes it: a stranger's POST is refused
+            secret_token=secret,
             bootstrap_retries=-1,
         )
 

@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +80,26 @@ class Inbox:
 
 
 class InboxQueue(asyncio.Queue[object]):
-    """python-telegram-bot's update queue, keeping each update on disk before the poller or webhook confirms it."""
+    """python-telegram-bot's update queue, keeping each update on disk before the poller or webhook confirms it.
 
-    def __init__(self, inbox: Inbox) -> None:
+    With `claim` (replicas behind one webhook: telegram/replicas.py), an update another replica claimed first is
+    dropped here, before it is kept or handled; `replay` puts back what this inbox kept, without a claim."""
+
+    def __init__(self, inbox: Inbox, claim: Callable[[int], Awaitable[bool]] | None = None) -> None:
         super().__init__()
         self.inbox = inbox
+        self.claim = claim
 
     async def put(self, item: object) -> None:
         if isinstance(item, Update):
+            if self.claim is not None and not await self.claim(item.update_id):
+                log.info("telegram_update_taken_elsewhere", update_id=item.update_id)
+                return
             await asyncio.to_thread(self.inbox.keep, item)
+        await super().put(item)
+
+    async def replay(self, item: Update) -> None:
+        """An update this inbox kept (a previous run's): claimed already, so queued as it is."""
         await super().put(item)
 
 

@@ -3,8 +3,9 @@
 
 The bot runs in the server's process because it must share the server's Companion: one database, one Gemini
 budget, one loaded local model, one Whisper. (A second process on the same database would double the models in
-memory and count the budget twice.) A bot that cannot reach Telegram keeps retrying in the background; the
-plushes are served meanwhile.
+memory and count the budget twice.) Replicas that share a Redis each run the bot, and the poller's lease lets one
+poll at a time. A bot that cannot reach Telegram keeps retrying in the background; the plushes are served
+meanwhile.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ async def telegram_bot(
         transcriber=getattr(running, "transcriber", None),
         presence=plush_presence(getattr(running, "presence", None), config.dashboard.online_window_s),
         in_flight=getattr(running, "in_flight", None),
+        shared=getattr(running, "shared", None),
     )
     bot_stop = asyncio.Event()
     task = asyncio.create_task(bridge.serve(token, bot_stop), name="telegram-bot")

@@ -1,0 +1,153 @@
+"""The Telegram bot on replicas that share a Redis: one poller at a time, the poller's lease handed over when its
+holder is killed, and each update pushed to a webhook handled once.
+
+Real `plush server` processes (one database, one Redis from Debian's redis-server) poll the fake Bot API server
+(fakes/telegram.py), which counts the getUpdates calls in flight together; the brain is the fake Gemini.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import tomli_w
+from conftest import GEMINI_TEST_KEY, config_sections
+from fakes.telegram import TOKEN, FakeTelegram
+from test_server_faults import _start_process
+from test_telegram import OWNER, REPLY, wait_for
+from tiny_models import TinyModels
+
+from plush.server.shared_state import SharedState
+from plush.server.telegram.bridge import TelegramBridge
+from plush.server.telegram.replicas import POLLER_LEASE_S, bot_id
+
+LEASE_KEY = SharedState.key("lease", f"telegram-poller:{bot_id(TOKEN)}")
+
+
+@pytest.fixture
+def fake_telegram() -> Any:
+    with FakeTelegram() as fake:
+        yield fake
+
+
+def _pid_of(holder: bytes | None) -> int | None:
+    """The process id in a replica's name (`host-PID-hex`)."""
+    return int(holder.decode().rsplit("-", 2)[1]) if holder else None
+
+
+async def test_the_poller_lease_passes_to_the_other_replica_when_its_holder_is_killed(
+    models: TinyModels, tmp_path: Path, fake_gemini: Any, fake_telegram: FakeTelegram, redis_url: str
+) -> None:
+    sections = config_sections(models, tmp_path)
+    gemini = {"base_url": fake_gemini.base_url, "timeout_s": 5, "client_share": 1.0}
+    sections["llm"] = {"backend": "auto", "gemini": gemini, "llama": sections["llm"]["llama"]}
+    sections["telegram"] = {"allowed_users": [OWNER], "api_url": fake_telegram.base_url}
+    sections["server"]["redis"] = redis_url
+    config = tmp_path / "plush.toml"
+    config.write_text(tomli_w.dumps(sections), encoding="utf-8")
+    env = {
+        **os.environ,
+        "GEMINI_API_KEY": GEMINI_TEST_KEY,
+        "TELEGRAM_BOT_TOKEN": fake_telegram.token,
+        "XDG_DATA_HOME": str(tmp_path / "data"),  # one machine: the replicas share the bot's inbox folder
+    }
+    replicas: dict[int, subprocess.Popen[str]] = {}
+    async with aioredis.Redis.from_url(redis_url) as client:
+        try:
+            for _ in range(2):  # one after the other: one migrates the database first
+                proc, _, _ = _start_process(config, env)
+                replicas[proc.pid] = proc
+            holder = await wait_for(lambda: client.get(LEASE_KEY), within_s=30)
+            assert _pid_of(holder) in replicas, holder
+
+            fake_telegram.send_text(OWNER, "Hello before.")
+            await wait_for(lambda: fake_telegram.texts_to(OWNER) == [REPLY], within_s=60)
+            polled = len(fake_telegram.calls_to("getUpdates"))
+            # The other replica tries for the lease every quarter of it: watch it try a few times.
+            await wait_for(lambda: len(fake_telegram.calls_to("getUpdates")) >= polled + 6, within_s=30)
+            assert fake_telegram.most_polls_at_once == 1, "only the lease's holder polls"
+
+            killed = replicas.pop(_pid_of(holder) or 0)
+            killed.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(killed.wait, 10)
+            killed_at = time.monotonic()
+            fake_telegram.send_text(OWNER, "Hello after.")
+            await wait_for(lambda: fake_telegram.texts_to(OWNER) == [REPLY, REPLY], within_s=POLLER_LEASE_S + 30)
+            took = time.monotonic() - killed_at
+
+            [survivor] = replicas.values()
+            assert _pid_of(await client.get(LEASE_KEY)) == survivor.pid, "the survivor holds the lease now"
+            assert took < POLLER_LEASE_S * 1.25 + 10, f"answered {took:.1f} s after the kill"
+            assert fake_telegram.most_polls_at_once == 1, "never two pollers at once, the handover included"
+
+            survivor.terminate()
+            assert await asyncio.to_thread(survivor.wait, 20) == 0
+            assert await client.get(LEASE_KEY) is None, "a clean stop lets go of the lease"
+        finally:
+            for proc in replicas.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+async def test_an_update_pushed_to_two_replicas_is_answered_once_and_both_use_one_secret(
+    start_gemini_server: Any,
+    make_config: Any,
+    fake_telegram: FakeTelegram,
+    redis_url: str,
+    *,
+    tmp_path: Path,
+    unused_tcp_port_factory: Any,
+) -> None:
+    server = await start_gemini_server()
+    ports = [unused_tcp_port_factory(), unused_tcp_port_factory()]
+    bridges = []
+    for number, port in enumerate(ports):
+        settings = {
+            "allowed_users": [OWNER],
+            "api_url": fake_telegram.base_url,
+            "webhook_url": "https://plush.example.org/telegram-hook",
+            "webhook_port": port,
+        }
+        config = make_config(telegram=settings)
+        shared = await SharedState.connect(redis_url)
+        bridge = TelegramBridge(
+            server.companion, config.telegram, config.owners, state_dir=tmp_path / f"r{number}", shared=shared
+        )
+        bridges.append((bridge, shared))
+    update = {
+        "update_id": 7001,
+        "message": {
+            "message_id": 1,
+            "date": 1_700_000_000,
+            "chat": {"id": OWNER, "type": "private"},
+            "from": {"id": OWNER, "is_bot": False, "first_name": "Owner"},
+            "text": "/start",
+            "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+        },
+    }
+    try:
+        async with bridges[0][0].polling(fake_telegram.token), bridges[1][0].polling(fake_telegram.token):
+            secrets = {call.params["secret_token"] for call in fake_telegram.calls_to("setWebhook")}
+            assert len(secrets) == 1, "every replica gives Telegram the same secret"
+            [secret] = secrets
+            async with httpx.AsyncClient() as http:
+                for port in [*ports, ports[0]]:  # Telegram pushed it again, and once more to the first replica
+                    hook = f"http://127.0.0.1:{port}/telegram-hook"
+                    pushed = await http.post(hook, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": secret})
+                    assert pushed.status_code == 200
+            [greeting] = await wait_for(lambda: fake_telegram.texts_to(OWNER))
+            await wait_for(lambda: not [path for bridge, _ in bridges for path in bridge.inbox.folder.glob("*.json")])
+        assert greeting.startswith("Hello! I'm")
+        assert len(fake_telegram.texts_to(OWNER)) == 1, "answered once, by one replica"
+    finally:
+        for _, shared in bridges:
+            await shared.close()
