@@ -38,6 +38,7 @@ from plush.server.memory import Memory
 from plush.server.paired_plushes import REFRESH_S, PairedPlushes
 from plush.server.persona import PersonaSource
 from plush.server.refusals import DRAIN_LIMIT_S
+from plush.server.replica_sharing import ReplicaSharing, presence_and_sharing
 from plush.server.retention import Retention, audio_dir
 from plush.server.service import CompanionService, Limits, add_to_server
 from plush.server.shared_state import SharedState
@@ -154,6 +155,8 @@ class RunningServer:
     """`retention_days` for turns and their kept audio; the housekeeping applies it every hour."""
     shared: SharedState | None = None
     """The Redis that replicas share (`[server] redis`), or None: everything in this process."""
+    sharing: ReplicaSharing | None = None
+    """With `shared`: this replica's presence and stored turns, told to the other replicas."""
 
     async def stop(self, grace: float = 2.0) -> None:
         """Refuse new turns, stop every turn in flight (each is stored, as interrupted, with what was already
@@ -169,6 +172,8 @@ class RunningServer:
         await self.companion.wait_stored()
         await self.companion.router.aclose()
         await self.companion.store.close()
+        if self.sharing is not None:
+            await self.sharing.stop()
         if self.shared is not None:
             await self.shared.close()
         local_server.withdraw(self.configured_port)
@@ -218,7 +223,8 @@ async def start_server(config: PlushConfig) -> RunningServer:
             token_problem=guard.check if guard is not None else None,
             max_speculations=cfg.max_speculations,
         )
-        presence = Presence()  # the plushes' calls, for the dashboard's devices and metrics
+        # The plushes' calls, for the dashboard's devices and metrics (every replica's, with Redis).
+        presence, sharing = await presence_and_sharing(shared, companion, cleanup)
         server, health_servicer = _grpc_server(cfg, service, guard, presence)
         address = f"{cfg.host}:{cfg.port}"
         certificate = load_or_create(cfg) if transport.tls else None
@@ -250,7 +256,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
     )
     return RunningServer(
         server, port, companion, health_servicer, housekeeping, in_flight, transcriber, dashboard, presence, cfg.port,
-        retention, shared,
+        retention, shared, sharing,
     )  # fmt: skip
 
 

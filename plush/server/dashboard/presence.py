@@ -3,7 +3,8 @@ interceptor, for the dashboard's device list and the `plush_connected_plushes` m
 
 A plush opens a call per turn (and one for its offline phrase at start), so "online" means a call is open now or
 one ended within `dashboard.online_window_s`. Only calls the token check let through are counted (the
-interceptor runs after it), so a stranger cannot make a plush look online.
+interceptor runs after it), so a stranger cannot make a plush look online. With replicas on one Redis, the
+other replicas' sightings come in as `elsewhere` (shared_presence.py) and are combined with this one's.
 """
 
 from __future__ import annotations
@@ -39,6 +40,23 @@ class Sighting:
         """A call is open, or one ended less than `window_s` ago."""
         return self.open_calls > 0 or ((now or time.time()) - self.last_seen) < window_s
 
+    def combined(self, other: Sighting) -> Sighting:
+        """This device as two servers saw it together: calls added up, the latest address and version."""
+        latest = other if other.last_seen > self.last_seen else self
+        methods = dict(self.methods)
+        for name, count in other.methods.items():
+            methods[name] = methods.get(name, 0) + count
+        return Sighting(
+            self.device_id,
+            address=latest.address or self.address or other.address,
+            version=latest.version or self.version or other.version,
+            first_seen=min((t for t in (self.first_seen, other.first_seen) if t), default=0.0),
+            last_seen=max(self.last_seen, other.last_seen),
+            calls=self.calls + other.calls,
+            open_calls=self.open_calls + other.open_calls,
+            methods=methods,
+        )
+
 
 class Presence:
     """Sightings by device id; `interceptor()` feeds it from the gRPC server."""
@@ -46,17 +64,28 @@ class Presence:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._seen: dict[str, Sighting] = {}
+        self.elsewhere: dict[str, Sighting] = {}
+        """What the other live replicas saw (shared_presence.py keeps it fresh); empty with one server."""
 
     def sightings(self) -> list[Sighting]:
-        """Every client seen since the server started, most recent first."""
-        return sorted(self._seen.values(), key=lambda s: s.last_seen, reverse=True)
+        """Every client seen since the server started (here or on a live replica), most recent first."""
+        devices = self._seen.keys() | self.elsewhere.keys()
+        seen = [s for s in map(self.get, devices) if s is not None]
+        return sorted(seen, key=lambda s: s.last_seen, reverse=True)
+
+    def own_sightings(self) -> list[Sighting]:
+        """The clients this server saw itself."""
+        return list(self._seen.values())
 
     def get(self, device_id: str) -> Sighting | None:
-        return self._seen.get(device_id)
+        here, there = self._seen.get(device_id), self.elsewhere.get(device_id)
+        if here is None or there is None:
+            return here or there
+        return here.combined(there)
 
     def online_count(self, window_s: float) -> int:
         now = self._clock()
-        return sum(1 for s in self._seen.values() if s.online(window_s, now))
+        return sum(1 for s in self.sightings() if s.online(window_s, now))
 
     def call_started(self, device_id: str, method: str, address: str, version: str) -> Sighting:
         now = self._clock()

@@ -19,6 +19,7 @@ from plush.config import PlushConfig
 from plush.errors import PlushError
 from plush.logs import get_logger
 from plush.server.companion import Companion
+from plush.server.dashboard.fanout import TurnWakeups
 from plush.server.dashboard.live import TurnFeed
 from plush.server.dashboard.metrics import Metrics
 from plush.server.dashboard.passwords import Passwords, password_file
@@ -47,6 +48,8 @@ class Dashboard:
     server: uvicorn.Server
     task: asyncio.Task[None]
     port: int
+    wakeups: TurnWakeups | None = None
+    """With the replicas' Redis: wakes the live logs at another replica's turn."""
 
     @property
     def url(self) -> str:
@@ -57,6 +60,8 @@ class Dashboard:
         """End the live streams, then the web server, then the read-only connection."""
         with contextlib.suppress(ValueError):
             self.state.companion.listeners.remove(self.state.feed.on_turn)
+        if self.wakeups is not None:
+            await self.wakeups.stop()
         await self.state.feed.close()
         self.server.should_exit = True
         try:
@@ -116,7 +121,10 @@ async def start_dashboard(
         task.result()
         raise PlushError("the dashboard stopped as it started (see the log above)")
     port = sock.getsockname()[1]
-    dashboard = Dashboard(state, server, task, port)
+    wakeups = TurnWakeups(feed, shared) if shared is not None else None
+    if wakeups is not None:
+        await wakeups.start()
+    dashboard = Dashboard(state, server, task, port, wakeups)
     if not passwords.configured():
         log.warning("dashboard_without_password", url=dashboard.url, hint="run `plush dashboard set-password`")
     log.info("dashboard_started", url=dashboard.url, keep_audio=cfg.keep_audio)
