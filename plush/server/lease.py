@@ -8,8 +8,9 @@ holds it within `ttl_s` and a quarter.
 
 The holder counts its lease from the moment it *sent* each renewal, so the time it believes it holds the lease
 always ends before Redis lets the key expire; and it gives the lease up (`keep` returns) a quarter of `ttl_s`
-before that, which leaves the old holder time to stop polling before a new one can begin. Renewal and release
-are compare-and-set scripts: a replica never renews or deletes a lease that another one holds now.
+before that, which leaves the old holder time to stop polling before a new one can begin; a Redis that does not
+answer (a network cut) is waited for only until then. Renewal and release are compare-and-set scripts: a replica
+never renews or deletes a lease that another one holds now.
 """
 
 from __future__ import annotations
@@ -77,10 +78,11 @@ class Lease:
         """Take the lease if nobody holds it (or renew it if this replica already does)."""
         sent = self._clock()
         try:
-            taken = await self.shared.client.set(self.key, self.shared.replica, nx=True, px=self._ttl_ms())
-            if not taken:
-                return await self._renew(sent)
-        except self._errors as exc:
+            async with asyncio.timeout(self.every_s):
+                taken = await self.shared.client.set(self.key, self.shared.replica, nx=True, px=self._ttl_ms())
+                if not taken:
+                    return await self._renew(sent)
+        except (*self._errors, TimeoutError) as exc:
             self._unreachable(exc)
             return False
         self._valid_until = sent + self.ttl_s
@@ -105,9 +107,10 @@ class Lease:
             if stop.is_set():
                 return False
             sent = self._clock()
-            try:
-                mine = await self._renew(sent)
-            except self._errors as exc:
+            try:  # a Redis that hangs (a network cut) must not hold the holder past its lease
+                async with asyncio.timeout(max(0.05, self._valid_until - sent - self.every_s)):
+                    mine = await self._renew(sent)
+            except (*self._errors, TimeoutError) as exc:
                 self._unreachable(exc)
                 mine = True  # perhaps still ours: `held` says for how long it safely is
             else:
@@ -121,8 +124,9 @@ class Lease:
         """Let go of the lease (only if this replica holds it), so another replica takes it at its next try."""
         self._valid_until = 0.0
         try:
-            await self.shared.client.eval(RELEASE, 1, self.key, self.shared.replica)  # type: ignore[misc]
-        except self._errors as exc:  # it expires on its own
+            async with asyncio.timeout(self.every_s):
+                await self.shared.client.eval(RELEASE, 1, self.key, self.shared.replica)  # type: ignore[misc]
+        except (*self._errors, TimeoutError) as exc:  # it expires on its own
             log.warning("lease_not_released", lease=self.name, error=str(exc) or type(exc).__name__)
 
     async def _renew(self, sent: float) -> bool:
