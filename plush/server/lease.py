@@ -82,7 +82,7 @@ class Lease:
                 taken = await self.shared.client.set(self.key, self.shared.replica, nx=True, px=self._ttl_ms())
                 if not taken:
                     return await self._renew(sent)
-        except (*self._errors, TimeoutError) as exc:
+        except self._errors as exc:  # TimeoutError is an OSError
             self._unreachable(exc)
             return False
         self._valid_until = sent + self.ttl_s
@@ -110,7 +110,7 @@ class Lease:
             try:  # a Redis that hangs (a network cut) must not hold the holder past its lease
                 async with asyncio.timeout(max(0.05, self._valid_until - sent - self.every_s)):
                     mine = await self._renew(sent)
-            except (*self._errors, TimeoutError) as exc:
+            except self._errors as exc:  # TimeoutError is an OSError
                 self._unreachable(exc)
                 mine = True  # perhaps still ours: `held` says for how long it safely is
             else:
@@ -126,7 +126,7 @@ class Lease:
         try:
             async with asyncio.timeout(self.every_s):
                 await self.shared.client.eval(RELEASE, 1, self.key, self.shared.replica)  # type: ignore[misc]
-        except (*self._errors, TimeoutError) as exc:  # it expires on its own
+        except self._errors as exc:  # it expires on its own (a timeout is an OSError too)
             log.warning("lease_not_released", lease=self.name, error=str(exc) or type(exc).__name__)
 
     async def _renew(self, sent: float) -> bool:
