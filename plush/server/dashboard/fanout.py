@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 CHANNEL = ("turns",)
 RETRY_S = 1.0
+POLL_BOUND_S = 2.0
+"""How long an announcement may wait on Redis: past the live logs' poll, it is of no use."""
 """How soon a dashboard listens again after Redis went away."""
 
 
@@ -49,7 +51,8 @@ class TurnAnnouncer:
     async def _announce(self, turn_id: str) -> None:
         message = json.dumps({"replica": self.shared.replica, "turn": turn_id})
         try:
-            await self.shared.client.publish(channel(self.shared), message)
+            async with asyncio.timeout(POLL_BOUND_S):
+                await self.shared.client.publish(channel(self.shared), message)
         except Exception as exc:  # Redis away: the other dashboards see the turn at their next poll
             log.warning("turn_not_announced", turn_id=turn_id, error=str(exc) or type(exc).__name__)
 

@@ -69,8 +69,9 @@ class PresenceExchange:
     async def exchange(self) -> None:
         """Write this replica's sightings, then read the others' into `presence.elsewhere`."""
         try:
-            await self._write()
-            self.presence.elsewhere = await self._read()
+            async with asyncio.timeout(TTL_S):  # a Redis that hangs must not keep stale sightings on show
+                await self._write()
+                self.presence.elsewhere = await self._read()
         except Exception as exc:  # Redis away: each replica shows its own plushes meanwhile
             self.presence.elsewhere = {}
             if not self._said_unreachable:

@@ -32,6 +32,8 @@ log = get_logger(__name__)
 POLLER_LEASE_S = 10.0
 """How long the poller's lease lasts unrenewed: the longest Telegram goes unpolled after its poller is killed."""
 UPDATE_MEMORY_S = 24 * 3600
+CLAIM_WAIT_S = 2.0
+"""How long a pushed update waits on Redis for its claim before it is handled anyway (Telegram waits for the 200)."""
 """How long a claimed update id is remembered: Telegram keeps an undelivered update for 24 hours."""
 
 
@@ -95,8 +97,9 @@ class TelegramReplicas:
         not answer, it is handled here: twice is better than never."""
         key = self.shared.key("telegram", self.bot_id, "update", str(update_id))
         try:
-            return bool(await self.shared.client.set(key, self.shared.replica, nx=True, ex=UPDATE_MEMORY_S))
-        except self._errors as exc:
+            async with asyncio.timeout(CLAIM_WAIT_S):
+                return bool(await self.shared.client.set(key, self.shared.replica, nx=True, ex=UPDATE_MEMORY_S))
+        except self._errors as exc:  # a timeout is an OSError too
             log.warning("telegram_claim_unreachable", update_id=update_id, error=str(exc) or type(exc).__name__)
             return True
 
