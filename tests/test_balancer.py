@@ -2,29 +2,35 @@
 
 A plush is paired through the balancer (the code names the balancer's address and the fingerprint of the
 certificate it presents), talks through it over TLS, and is still answered after the replica that answered it
-was killed with SIGKILL. The two replicas share one SQLite database here (SQLite's WAL allows several
-processes), so the pairing and the stored turns are the same for both; the PostgreSQL store is tested elsewhere.
+was killed with SIGKILL. A replica killed in the middle of a reply leaves that turn stored as interrupted (with
+what was said), and the plush's next turn is answered by the other. The two replicas share one SQLite database
+here (SQLite's WAL allows several processes), so the pairing and the stored turns are the same for both; the
+PostgreSQL store is tested elsewhere.
 """
 
 from __future__ import annotations
 
-import os
-import re
+import asyncio
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import tomli_w
-from conftest import PLUSH_COMMAND, config_sections, start_server_process
+from balanced_replicas import balancer_site, chat, converse, pair_through, spoken_turn
+from conftest import GEMINI_TEST_KEY, config_sections, start_server_process
+from fakes.gemini import DEFAULT_REPLY, FakeGemini
 from test_dashboard_proxy import free_port, start_nginx
 from tiny_models import TinyModels
 
 from plush.config import load_config
+from plush.device.client import ServerError
 from plush.device.paired_server import join, open_client
 from plush.pairing import PairingCode
-from plush.server.store import Store
+from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.server.store import Store, TurnRecord
 
 
 @pytest.fixture
@@ -35,44 +41,6 @@ def run_nginx(tmp_path: Path) -> Iterator[Callable[[str, int], None]]:
     for proc in started:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def balancer_site(config_file: Path, balancer: str, replicas: list[str]) -> str:
-    """The site an owner gets from `plush cluster nginx --listen BALANCER -r REPLICA ...`."""
-    replica_flags = [flag for address in replicas for flag in ("--replica", address)]
-    done = subprocess.run(
-        [*PLUSH_COMMAND, "cluster", "nginx", "--listen", balancer, *replica_flags, "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "upstream plush_replicas" in done.stdout and "level=" not in done.stdout, "only the site is printed"
-    return done.stdout
-
-
-def pair_through(config_file: Path, balancer: str) -> str:
-    """`plush pair add kid --address BALANCER` on the server side: the pairing code it prints."""
-    done = subprocess.run(
-        [*PLUSH_COMMAND, "pair", "add", "kid", "--address", balancer, "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, "COLUMNS": "400"},
-    )
-    found = re.search(r"plush pair join (\S+)", done.stdout)
-    assert found, done.stdout
-    assert "through a TLS balancer" in done.stdout, "tls = off is explained, not only warned about"
-    return found.group(1)
-
-
-async def chat(client: object, text: str) -> tuple[str, str]:
-    """One text turn: the reply's text and its turn id."""
-    events = [e async for e in client.chat(text, conversation_id="kid-room")]  # type: ignore[attr-defined]
-    reply = "".join(e.text_delta.text for e in events if e.WhichOneof("kind") == "text_delta")
-    assert events[-1].WhichOneof("kind") == "done", events[-1]
-    return reply, events[-1].done.turn_id
 
 
 async def test_a_plush_paired_through_the_balancer_is_answered_after_its_replica_is_killed(
@@ -113,3 +81,95 @@ async def test_a_plush_paired_through_the_balancer_is_answered_after_its_replica
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=20)
+
+
+STORY = ("Once upon a time, ", "a bunny lived in a burrow. ", *("It hopped and hopped. " for _ in range(60)))
+"""A reply that takes half a minute at the pace below: long enough to kill its replica in the middle of it."""
+
+
+async def test_a_replica_killed_mid_reply_leaves_the_turn_stored_and_another_answers_the_next(
+    models: TinyModels, tmp_path: Path, run_nginx: Callable[[str, int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", GEMINI_TEST_KEY)
+    with FakeGemini() as gemini_a, FakeGemini() as gemini_b:  # one each, so the fake that is asked names the replica
+        config_files = _replica_configs(models, tmp_path, [gemini_a, gemini_b])
+        balancer = f"127.0.0.1:{free_port()}"
+        code = pair_through(config_files[0], balancer)
+        replicas = [start_server_process(config_file) for config_file in config_files]
+        try:
+            run_nginx(
+                balancer_site(config_files[0], balancer, [address for _, address in replicas]),
+                int(balancer.split(":")[1]),
+            )
+            for gemini in (gemini_a, gemini_b):
+                gemini.reply(*STORY, chunk_delay=0.5)
+            paired = join(PairingCode.parse(code), path=tmp_path / "paired_server.json")
+            async with open_client(load_config(search=False, device={"id": "unused"}), paired) as client:
+                call = await client.converse(spoken_turn(), transcript="Tell me a long story")
+                events = aiter(call.events())
+                turn_id = await _first_words(events)
+                serving = 0 if gemini_a.requests else 1
+                other_gemini = (gemini_a, gemini_b)[1 - serving]
+                other_gemini.clear()  # the next turn is answered at once, with the fake's default reply
+                database = load_config(config_files[0], search=False).server.database_path()
+                async with await Store.open(database) as store:
+                    under_way = await _stored_with_reply(store, turn_id)
+                    assert (under_way.outcome, under_way.ending) == ("interrupted", "replica_lost")
+
+                    killed, _ = replicas[serving]
+                    killed.send_signal(signal.SIGKILL)
+                    killed.wait(timeout=10)
+                    with pytest.raises(ServerError):
+                        async with asyncio.timeout(20):
+                            async for _ in events:
+                                pass
+
+                    reply, next_id = await converse(client, "Are you still there?")
+                    assert reply == "".join(DEFAULT_REPLY), "the other replica answered, with its Gemini"
+                    [asked] = other_gemini.requests
+                    assert not any("long story" in text for _, text in asked.turns), "no prompt has the lost turn"
+
+                    lost = await store.get_turn(turn_id)
+                    answered = await store.get_turn(next_id)
+                    kept = await store.list_turns(limit=10)
+        finally:
+            for proc, _ in replicas:
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(timeout=20)
+    assert lost is not None and (lost.outcome, lost.ending) == ("interrupted", "replica_lost")
+    assert (lost.source, lost.device_id, lost.user_text) == ("device", "kid", "Tell me a long story")
+    assert lost.reply_text.startswith("Once upon a time,"), "what was said before the replica died is kept"
+    assert answered is not None and (answered.outcome, answered.backend) == ("answered", "gemini")
+    assert [turn.id for turn in kept] == [next_id, turn_id], "each turn is in the log once"
+
+
+def _replica_configs(models: TinyModels, tmp_path: Path, geminis: list[FakeGemini]) -> list[Path]:
+    """A config file per replica: the same database, certificate and pairings, each its own Gemini."""
+    config_files = []
+    for n, gemini in enumerate(geminis):
+        sections = config_sections(models, tmp_path)
+        sections["server"]["tls"] = "off"
+        llama = sections["llm"]["llama"]
+        sections["llm"] = {"backend": "auto", "llama": llama, "gemini": {"base_url": gemini.base_url}}
+        config_files.append(tmp_path / f"plush-{n}.toml")
+        config_files[-1].write_text(tomli_w.dumps(sections), encoding="utf-8")
+    return config_files
+
+
+async def _first_words(events: AsyncIterator[pb.TurnEvent]) -> str:
+    """Read a reply until its first words: the turn's id."""
+    async with asyncio.timeout(20):
+        while (event := await anext(events)).WhichOneof("kind") != "text_delta":
+            pass
+    return event.turn_id
+
+
+async def _stored_with_reply(store: Store, turn_id: str) -> TurnRecord:
+    """The turn as the store holds it once some of its reply is in it (the plush has heard that much)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if (turn := await store.get_turn(turn_id)) is not None and turn.reply_text:
+            return turn
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"turn {turn_id} is not in the store with its reply so far: {turn}")

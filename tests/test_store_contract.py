@@ -138,6 +138,37 @@ async def test_a_plush_paired_on_one_replica_is_known_to_the_other_until_removed
     assert await replica_b.pairings("nursery") == []
 
 
+async def test_a_turn_under_way_is_stored_as_lost_until_its_end_replaces_it(open_store: OpenStore) -> None:
+    replica_a, replica_b = await open_store(), await open_store()
+    await replica_a.add_turn(turn("before", "hello", "hi!", started_at=1.0))
+    for turn_id, said in (("lost", "tell me about rabbits"), ("going", "tell me about carrots")):
+        await replica_a.begin_turn(turn(turn_id, said, "", started_at=2.0 if turn_id == "lost" else 3.0))
+    assert await replica_a.note_reply("lost", "Rabbits hop")
+    assert await replica_a.note_reply("lost", "Rabbits hop and dig.")
+    assert await replica_a.note_reply("going", "Carrots are orange.")
+
+    lost = await replica_b.get_turn("lost")  # replica A dies here: its 'lost' turn never ends
+    assert lost is not None and (lost.outcome, lost.ending, lost.interrupted) == ("interrupted", "replica_lost", True)
+    assert (lost.user_text, lost.reply_text) == ("tell me about rabbits", "Rabbits hop and dig.")
+    assert [t.id for t in await replica_b.recent_turns("room", 5, owner="home")] == ["before"], "no prompt has them"
+    assert await replica_b.search_turns(["rabbits", "carrots"], limit=5, owner="home") == []
+
+    ended = turn("going", "tell me about carrots", "Carrots are orange and crunchy.", started_at=3.0)
+    ended.timings = {"total": 900.0}
+    await replica_a.add_turn(ended)
+    assert await replica_b.get_turn("going") == ended, "its end replaced the row it had under way"
+    assert [t.id for t in await replica_b.list_turns(limit=10)] == ["going", "lost", "before"], "each turn once"
+    assert [t.id for t in await replica_b.search_turns(["carrots"], limit=5, owner="home")] == ["going"]
+    assert [t.id for t in await replica_b.recent_turns("room", 5, owner="home")] == ["before", "going"]
+    [conversation] = await replica_b.list_conversations()
+    assert conversation.turns == 3
+
+    assert not await replica_a.note_reply("going", "Carrots"), "a late write of the turn under way changes nothing"
+    await replica_a.begin_turn(turn("going", "tell me about carrots", "", started_at=3.0))
+    assert await replica_b.get_turn("going") == ended
+    assert not await replica_a.note_reply("never-began", "hello")
+
+
 async def test_an_unreachable_postgresql_is_a_clear_error_without_its_password() -> None:
     shown = re.escape("cannot open the database postgresql://plush@127.0.0.1:9/plush")
     with pytest.raises(StoreError, match=shown) as caught:

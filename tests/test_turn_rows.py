@@ -67,3 +67,20 @@ async def test_recall_and_the_log_search_quote_words_alike(tmp_path: Path) -> No
     assert [t.id for t in recalled] == ["t1"]
     assert fts_query(['"quoted"', "NEAR(", '"'], operator="OR") == '"""quoted"""*' + ' OR "NEAR("*'
     assert fts_query(["a", '""', "b", "c"], most=2) == '"a"* AND "b"*'
+
+
+async def test_a_turn_that_ends_after_a_later_one_reaches_the_live_log_once_as_it_ended(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "plush.db") as store:
+        log = await TurnLog.open(tmp_path / "plush.db")
+        try:
+            await store.begin_turn(TurnRecord("story", "room", "bunny", "device", "tell me a long story"))
+            await store.add_turn(TurnRecord("quick", "room", "bear", "device", "hi", "hello"))
+            [shown_last, shown_before] = await log.turns(TurnFilter())  # what the live log has shown so far
+            await store.add_turn(TurnRecord("story", "room", "bunny", "device", "tell me a long story", "Once..."))
+            fresh = await log.turns_after(shown_last.rowid, TurnFilter())
+            listed = await log.turns(TurnFilter())
+        finally:
+            await log.close()
+    assert (shown_before.record.id, shown_before.record.ending) == ("story", "replica_lost"), "shown under way"
+    assert [(t.record.id, t.record.outcome) for t in fresh] == [("story", "answered")], "the live log gets its end"
+    assert [t.record.id for t in listed] == ["story", "quick"], "and lists it once"

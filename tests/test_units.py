@@ -16,7 +16,7 @@ from plush.errors import ConfigError
 from plush.server.in_flight import StopReason
 from plush.server.persona import load_persona
 from plush.server.store import Store, TurnRecord
-from plush.server.store.records import ENDINGS
+from plush.server.store.records import ENDINGS, REPLICA_LOST
 from plush.server.store.sqlite import MIGRATIONS
 from plush.voice_models.audio import chunk_pcm, float_to_pcm16, pcm16_to_float, resample_pcm16
 
@@ -164,4 +164,5 @@ def test_a_turn_says_why_it_ended_in_the_logs_one_vocabulary() -> None:
     assert turn(outcome="interrupted", ending="revoked").reason == "revoked"
     assert turn(outcome="answered").reason == turn(outcome="error", error="boom").reason == ""
     said_by_the_service = {"barge_in", "client_not_reading", "client_hung_up"}
-    assert set(ENDINGS) == said_by_the_service | {reason.name.lower() for reason in StopReason}
+    left_by_a_dead_replica = {REPLICA_LOST}
+    assert set(ENDINGS) == said_by_the_service | left_by_a_dead_replica | {reason.name.lower() for reason in StopReason}

@@ -6,7 +6,8 @@ check (plush/server/safety) reads what the owner said before any brain does, and
 it is sent as text or speech: a flagged turn gets the persona's calm line instead and is stored `blocked`, with
 what was flagged and where. Whatever happens
 (an error, a cancelled turn), the turn is stored with its outcome, and every write is tracked until it is done, so
-a server shutting down closes the store only after the turns it stopped are in it.
+a server shutting down closes the store only after the turns it stopped are in it. A turn that reaches the brain is
+in the store from its start, as interrupted (see turn_journal.py), so a replica killed mid-reply loses none.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from plush.server.speculation import Speculation, TurnSpeculations
 from plush.server.speech import SpeechOut
 from plush.server.store import Store, TurnRecord
 from plush.server.store.records import Outcome
+from plush.server.turn_journal import TurnJournal
 from plush.voice_models.opus import OpusEncoder
 from plush.voice_models.tts import TtsError
 
@@ -186,8 +188,10 @@ class Companion:
         while self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
-    async def _produce(self, turn: TurnRequestData, emit: Emit, finish: Callable[[], None]) -> None:
+    async def _produce(self, turn: TurnRequestData, send: Emit, finish: Callable[[], None]) -> None:
         record = _record(turn)
+        journal = TurnJournal(self.store, record)  # stored from now on: a replica killed mid-turn loses no turn
+        emit = _noting(send, journal, record)
         route = Route()
         trace = TurnTrace()
         persona = self.persona
@@ -238,7 +242,7 @@ class Companion:
                 record.outcome = "error"
             record.timings = turn.clock.durations()
             trace.stages = dict(turn.clock.stages)
-            await self._store(record, trace)
+            await self._store(record, trace, after=journal)
             for stage, (start, duration) in turn.clock.stages.items():
                 timing = pb.StageTiming(stage=stage, duration_ms=duration, started_at_ms=start)
                 emit(_event(turn, timing=timing))
@@ -410,16 +414,21 @@ class Companion:
         if seq:
             turn.clock.stages["tts"] = (turn.clock.stages["first_audio"][0], synth_ms)
 
-    async def _store(self, record: TurnRecord, trace: TurnTrace | None = None) -> None:
+    async def _store(
+        self, record: TurnRecord, trace: TurnTrace | None = None, *, after: TurnJournal | None = None
+    ) -> None:
         """Store the turn in a task of its own, tracked until written: a turn cancelled twice (barge-in, then the
-        client hanging up) is still stored, and shutdown waits for it (`wait_stored`) before closing the store."""
-        write = asyncio.create_task(self._write(record, trace or TurnTrace()), name=f"plush-store-{record.id}")
+        client hanging up) is still stored, and shutdown waits for it (`wait_stored`) before closing the store.
+        The turn's end is written after the writes of its journal (`after`), so it replaces its row under way."""
+        write = asyncio.create_task(self._write(record, trace or TurnTrace(), after), name=f"plush-store-{record.id}")
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
         await asyncio.shield(write)
 
-    async def _write(self, record: TurnRecord, trace: TurnTrace) -> None:
+    async def _write(self, record: TurnRecord, trace: TurnTrace, after: TurnJournal | None) -> None:
         try:
+            if after is not None:
+                await after.settled()
             await self.store.add_turn(record)
         except Exception:  # the reply already went out; a failed write must not break the stream
             log.exception("turn_not_stored", turn_id=record.id, outcome=record.outcome)
@@ -463,6 +472,17 @@ async def _count_speculations(turn: TurnRequestData, record: TurnRecord) -> None
     record.speculations, record.speculations_adopted = counts.started, counts.adopted
     record.speculations_wasted, record.speculation_gemini_requests = counts.wasted, counts.gemini_requests
     record.speculation_gemini_wasted = counts.gemini_wasted
+
+
+def _noting(send: Emit, journal: TurnJournal, record: TurnRecord) -> Emit:
+    """`send`, and each text that goes out into the turn's journal: what was said is in the store as it is said."""
+
+    def emit(event: pb.TurnEvent) -> None:
+        send(event)
+        if event.HasField("text_delta"):
+            journal.said(record.reply_text)
+
+    return emit
 
 
 def _queue_of(pieces: list[str]) -> asyncio.Queue[str | None]:

@@ -56,7 +56,20 @@ class Store(ABC):
 
     @abstractmethod
     async def add_turn(self, turn: TurnRecord) -> None:
-        """Persist a finished (or interrupted, or failed) turn."""
+        """Persist a finished (or interrupted, or failed) turn, in place of its row from `begin_turn` if it has one
+        (the turn is then listed once, as it ended, and comes after the turns stored before it ended). A turn
+        already stored as ended is not stored again (StoreError or the engine's integrity error)."""
+
+    @abstractmethod
+    async def begin_turn(self, turn: TurnRecord) -> None:
+        """Store a turn that has just started as what it stays if its replica dies in it (`records.under_way`:
+        interrupted, ending `replica_lost`), so a killed replica loses no turn; `add_turn` replaces it when the
+        turn ends. Nothing changes when the turn is already stored. Window and recall never return such a row."""
+
+    @abstractmethod
+    async def note_reply(self, turn_id: str, reply_text: str) -> bool:
+        """What a turn still under way has said so far, into its row from `begin_turn`; False (nothing changed)
+        when the turn has ended or never began."""
 
     @abstractmethod
     async def get_turn(self, turn_id: str) -> TurnRecord | None: ...

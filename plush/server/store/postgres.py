@@ -25,12 +25,21 @@ import asyncpg
 
 from plush.logs import get_logger
 from plush.server.store.base import Store
-from plush.server.store.records import Conversation, Fact, Pairing, StoreError, TurnRecord, fact_text
+from plush.server.store.records import (
+    Conversation,
+    Fact,
+    Pairing,
+    StoreError,
+    TurnRecord,
+    fact_text,
+    under_way,
+)
 from plush.server.store.sqlite import ADDED_COLUMNS, MIGRATIONS
 from plush.server.store.turn_rows import (
     CONVERSATIONS_QUERY,
     TURN_COLUMNS,
     conversation_from_row,
+    ended,
     turn_columns,
     turn_from_row,
     turn_values,
@@ -164,7 +173,24 @@ class PostgresStore(Store):
     # -- turns ---------------------------------------------------------------------------------------------------
 
     async def add_turn(self, turn: TurnRecord) -> None:
+        # The row the turn had while under way goes in the same transaction (and the ended turn gets a new `seq`,
+        # so it comes after the turns stored before it ended, as on SQLite).
+        await self._insert_turn(turn, f"DELETE FROM turns WHERE id = $1 AND NOT ({ended()})")
+
+    async def begin_turn(self, turn: TurnRecord) -> None:
+        await self._insert_turn(under_way(turn), conflict=" ON CONFLICT (id) DO NOTHING")
+
+    async def note_reply(self, turn_id: str, reply_text: str) -> bool:
+        changed = await self._change(
+            f"UPDATE turns SET reply_text = $1 WHERE id = $2 AND NOT ({ended()})", reply_text, turn_id
+        )
+        return changed > 0
+
+    async def _insert_turn(self, turn: TurnRecord, before: str = "", *, conflict: str = "") -> None:
+        """The turn and its conversation row in one transaction, after `before` (a statement on the turn's id)."""
         async with self._pool.acquire() as db, db.transaction():
+            if before:
+                await db.execute(before, turn.id)
             await db.execute(
                 "INSERT INTO conversations (id, created_at, owner) VALUES ($1, $2, $3)"
                 " ON CONFLICT (id) DO UPDATE SET owner = excluded.owner WHERE conversations.owner = ''",
@@ -173,7 +199,7 @@ class PostgresStore(Store):
                 turn.owner,
             )
             await db.execute(
-                f"INSERT INTO turns ({turn_columns()}) VALUES ({_placeholders(len(TURN_COLUMNS))})",
+                f"INSERT INTO turns ({turn_columns()}) VALUES ({_placeholders(len(TURN_COLUMNS))}){conflict}",
                 *turn_values(turn),
             )
 
@@ -198,7 +224,7 @@ class PostgresStore(Store):
             return []
         rows = await self._turns(
             f"SELECT {turn_columns()} FROM turns WHERE conversation_id = $1 AND owner = $2 AND reply_text != ''"
-            " AND outcome != 'blocked'"
+            f" AND outcome != 'blocked' AND {ended()}"
             " AND started_at >= COALESCE((SELECT reset_at FROM conversations WHERE id = $1), 0)"
             " ORDER BY started_at DESC, seq DESC LIMIT $3",
             conversation_id,
@@ -221,7 +247,7 @@ class PostgresStore(Store):
             return []
         sql = (
             f"SELECT {turn_columns()} FROM turns, to_tsquery('simple', $1) AS q"
-            " WHERE search @@ q AND owner = $2 AND reply_text != '' AND outcome != 'blocked'"
+            f" WHERE search @@ q AND owner = $2 AND reply_text != '' AND outcome != 'blocked' AND {ended()}"
             " AND ($3::text IS NULL OR conversation_id = $3) AND NOT (id = ANY($4::text[]))"
             " ORDER BY ts_rank(search, q) DESC, started_at DESC LIMIT $5"
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from plush.errors import PlushError
@@ -39,8 +39,15 @@ ENDINGS: dict[str, str] = {
     "client_not_reading": "the client stopped reading the reply (server.idle_timeout_s)",
     "client_hung_up": "the client hung up",
     "revoked": "the plush's pairing was removed or its token revoked",
+    "replica_lost": "the server replica serving it stopped before the turn ended (killed or crashed), or the turn"
+    " is still under way",
 }
 """What stopped an `interrupted` turn (`TurnRecord.ending`), each with the words the dashboard and /status use."""
+
+REPLICA_LOST = "replica_lost"
+"""The ending of a turn whose end no replica has stored: a turn is written so when it starts (`Store.begin_turn`),
+and its end replaces that row; a replica that dies mid-turn leaves it as it is. No prompt reads such a turn (window
+or recall): it may still be under way on another replica, and nobody knows how much of it was heard."""
 
 
 @dataclass
@@ -110,6 +117,11 @@ class TurnRecord:
         """Keep `message` along with the errors already met (each once)."""
         if message and message not in self.error.split("; "):
             self.error = f"{self.error}; {message}" if self.error else message
+
+
+def under_way(turn: TurnRecord) -> TurnRecord:
+    """The turn as the store keeps it while it is under way: what it stays if its replica never ends it."""
+    return replace(turn, outcome="interrupted", ending=REPLICA_LOST, timings=dict(turn.timings))
 
 
 @dataclass(frozen=True)

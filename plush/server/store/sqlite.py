@@ -28,11 +28,20 @@ import aiosqlite
 from plush.logs import get_logger
 from plush.owners import LEGACY_OWNER
 from plush.server.store.base import Store
-from plush.server.store.records import Conversation, Fact, Pairing, StoreError, TurnRecord, fact_text
+from plush.server.store.records import (
+    Conversation,
+    Fact,
+    Pairing,
+    StoreError,
+    TurnRecord,
+    fact_text,
+    under_way,
+)
 from plush.server.store.turn_rows import (
     CONVERSATIONS_QUERY,
     TURN_COLUMNS,
     conversation_from_row,
+    ended,
     fts_query,
     turn_columns,
     turn_from_row,
@@ -191,6 +200,7 @@ ADDED_COLUMNS: dict[str, str] = {
     for column, definition in re.findall(r"ALTER TABLE turns ADD COLUMN (\w+) ([^;\n]+)", migration)
 }
 """Each column the migrations add to `turns`, with its definition (see `_add_missing_columns`)."""
+_TURN_PLACEHOLDERS = ", ".join("?" * len(TURN_COLUMNS))
 
 
 class SqliteStore(Store):
@@ -268,10 +278,26 @@ class SqliteStore(Store):
     # -- turns ---------------------------------------------------------------------------------------------------
 
     async def add_turn(self, turn: TurnRecord) -> None:
-        # One statement: its triggers write the conversation row and the FTS row (see OUTCOME_MIGRATION), and a
-        # failed statement leaves nothing behind, even while other writes share the connection's transaction.
-        placeholders = ", ".join("?" * len(TURN_COLUMNS))
-        await self._change(f"INSERT INTO turns ({turn_columns()}) VALUES ({placeholders})", turn_values(turn))
+        # The INSERT's triggers write the conversation row and the FTS row (see OUTCOME_MIGRATION). The row the
+        # turn had while under way goes in the same transaction, so a failed INSERT leaves that row as it was, and
+        # the ended turn gets a new rowid: the live log, which follows rowids, shows it when it ends.
+        async with self._transaction():
+            await self._db.execute(f"DELETE FROM turns WHERE id = ? AND NOT ({ended()})", (turn.id,))
+            await self._db.execute(
+                f"INSERT INTO turns ({turn_columns()}) VALUES ({_TURN_PLACEHOLDERS})", turn_values(turn)
+            )
+
+    async def begin_turn(self, turn: TurnRecord) -> None:
+        await self._change(
+            f"INSERT INTO turns ({turn_columns()}) VALUES ({_TURN_PLACEHOLDERS}) ON CONFLICT (id) DO NOTHING",
+            turn_values(under_way(turn)),
+        )
+
+    async def note_reply(self, turn_id: str, reply_text: str) -> bool:
+        changed = await self._change(
+            f"UPDATE turns SET reply_text = ? WHERE id = ? AND NOT ({ended()})", (reply_text, turn_id)
+        )
+        return changed > 0
 
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
         rows = await self._turns(f"SELECT {turn_columns()} FROM turns WHERE id = ?", (turn_id,))
@@ -289,7 +315,7 @@ class SqliteStore(Store):
             return []
         rows = await self._turns(
             f"SELECT {turn_columns()} FROM turns WHERE conversation_id = ? AND owner = ? AND reply_text != ''"
-            " AND outcome != 'blocked'"
+            f" AND outcome != 'blocked' AND {ended()}"
             " AND started_at >= COALESCE((SELECT reset_at FROM conversations WHERE id = ?), 0)"
             " ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (conversation_id, owner, conversation_id, limit),
@@ -312,6 +338,7 @@ class SqliteStore(Store):
             f"SELECT {turn_columns('t')}"
             " FROM turns_fts JOIN turns t ON t.id = turns_fts.turn_id"
             " WHERE turns_fts MATCH ? AND t.owner = ? AND t.reply_text != '' AND t.outcome != 'blocked'"
+            f" AND {ended('t')}"
         )
         params: list[Any] = [query, owner]
         if conversation_id is not None:

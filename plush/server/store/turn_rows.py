@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal, Protocol
 
-from plush.server.store.records import Conversation, TurnRecord
+from plush.server.store.records import REPLICA_LOST, Conversation, TurnRecord
 
 TURN_COLUMNS: tuple[str, ...] = (
     "id",
@@ -58,6 +58,13 @@ def turn_values(turn: TurnRecord) -> tuple[Any, ...]:
     values["timings"] = json.dumps(turn.timings, sort_keys=True)
     values["interrupted"] = int(turn.interrupted)
     return tuple(values[column] for column in TURN_COLUMNS)
+
+
+def ended(alias: str = "") -> str:
+    """A SQL condition that holds for a turn whose end is stored, not one still under way or lost with its replica
+    (`records.REPLICA_LOST`): the only turns a prompt may carry, on both engines."""
+    prefix = f"{alias}." if alias else ""
+    return f"{prefix}ending != '{REPLICA_LOST}'"
 
 
 class Row(Protocol):

@@ -34,6 +34,7 @@ from plush.logs import get_logger
 from plush.server.companion import Companion, Stopwatch, TurnRequestData
 from plush.server.contract_limits import MAX_INPUT_CHARS
 from plush.server.in_flight import AdmissionError, Slot, TurnsInFlight
+from plush.server.store.records import REPLICA_LOST
 from plush.server.telegram.chat_settings import ChatSettings, answers_with
 from plush.server.telegram.commands import COMMANDS, Commands, Presence
 from plush.server.telegram.delivery import best_effort, deliver
@@ -289,9 +290,10 @@ class TelegramBridge:
         return False
 
     async def _handled(self, turn: TurnRequestData, admitted: bool) -> bool:
-        """True when this message needs no answer: its turn is stored already (handled by a run that died before
-        it let go of the update), or it is over the rate limit (stored `refused` here)."""
-        if await self.companion.store.get_turn(turn.turn_id) is not None:
+        """True when this message needs no answer: its turn's end is stored already (handled by a run that died
+        before it let go of the update), or it is over the rate limit (stored `refused` here). A turn stored only as
+        under way (`replica_lost`: its run died mid-reply) is answered again, and that answer replaces it."""
+        if (stored := await self.companion.store.get_turn(turn.turn_id)) is not None and stored.ending != REPLICA_LOST:
             log.info("telegram_already_answered", turn_id=turn.turn_id)
             return True
         if not admitted:

@@ -84,7 +84,8 @@ function listen(after) {
   source.addEventListener("ready", () => { badge.textContent = "● live"; badge.className = "live on"; });
   source.addEventListener("turn", (event) => {
     const turn = JSON.parse(event.data);
-    if (body.querySelector(`tr[data-turn="${CSS.escape(turn.id)}"]`)) return;
+    // A turn shown while under way (stored as interrupted until it ends) is replaced by the turn as it ended.
+    body.querySelector(`tr[data-turn="${CSS.escape(turn.id)}"]`)?.remove();
     body.prepend(row(turn, true));
     empty.hidden = true;
   });
