@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import tomli_w
+from balanced_replicas import pair_through
 from conftest import GEMINI_TEST_KEY, config_sections, start_server_process
 from fakes.gemini import FakeGemini
-from test_balancer import pair_through
 from tiny_models import TinyModels
 
 from plush.config import load_config
