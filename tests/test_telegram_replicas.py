@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +100,40 @@ async def test_the_poller_lease_passes_to_the_other_replica_when_its_holder_is_k
                     proc.wait(timeout=10)
 
 
-async def test_an_update_pushed_to_two_replicas_is_answered_once_and_both_use_one_secret(
+@dataclass
+class Hooked:
+    """Two replicas' bots taking Telegram's pushes on a port each, with the secret Telegram was given."""
+
+    bridges: list[TelegramBridge]
+    ports: list[int]
+    secret: str
+
+    async def push(self, port: int, update_id: int, text: str) -> None:
+        """Telegram pushing a message from the owner to the replica on `port`."""
+        message: dict[str, Any] = {
+            "message_id": update_id,
+            "date": 1_700_000_000,
+            "chat": {"id": OWNER, "type": "private"},
+            "from": {"id": OWNER, "is_bot": False, "first_name": "Owner"},
+            "text": text,
+        }
+        if text.startswith("/"):
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split(maxsplit=1)[0])}]
+        async with httpx.AsyncClient() as http:
+            pushed = await http.post(
+                f"http://127.0.0.1:{port}/telegram-hook",
+                json={"update_id": update_id, "message": message},
+                headers={"X-Telegram-Bot-Api-Secret-Token": self.secret},
+            )
+        assert pushed.status_code == 200
+
+    def idle(self) -> bool:
+        """Every update pushed so far was handled to its end, on both replicas."""
+        return not [path for bridge in self.bridges for path in bridge.inbox.folder.glob("*.json")]
+
+
+@pytest.fixture
+async def hooked(
     start_gemini_server: Any,
     make_config: Any,
     fake_telegram: FakeTelegram,
@@ -106,10 +141,10 @@ async def test_an_update_pushed_to_two_replicas_is_answered_once_and_both_use_on
     *,
     tmp_path: Path,
     unused_tcp_port_factory: Any,
-) -> None:
+) -> AsyncIterator[Hooked]:
     server = await start_gemini_server()
     ports = [unused_tcp_port_factory(), unused_tcp_port_factory()]
-    bridges = []
+    bridges, shared = [], []
     for number, port in enumerate(ports):
         settings = {
             "allowed_users": [OWNER],
@@ -118,36 +153,39 @@ async def test_an_update_pushed_to_two_replicas_is_answered_once_and_both_use_on
             "webhook_port": port,
         }
         config = make_config(telegram=settings)
-        shared = await SharedState.connect(redis_url)
-        bridge = TelegramBridge(
-            server.companion, config.telegram, config.owners, state_dir=tmp_path / f"r{number}", shared=shared
+        shared.append(await SharedState.connect(redis_url))
+        bridges.append(
+            TelegramBridge(
+                server.companion, config.telegram, config.owners, state_dir=tmp_path / f"r{number}", shared=shared[-1]
+            )
         )
-        bridges.append((bridge, shared))
-    update = {
-        "update_id": 7001,
-        "message": {
-            "message_id": 1,
-            "date": 1_700_000_000,
-            "chat": {"id": OWNER, "type": "private"},
-            "from": {"id": OWNER, "is_bot": False, "first_name": "Owner"},
-            "text": "/start",
-            "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
-        },
-    }
     try:
-        async with bridges[0][0].polling(fake_telegram.token), bridges[1][0].polling(fake_telegram.token):
+        async with bridges[0].polling(fake_telegram.token), bridges[1].polling(fake_telegram.token):
             secrets = {call.params["secret_token"] for call in fake_telegram.calls_to("setWebhook")}
             assert len(secrets) == 1, "every replica gives Telegram the same secret"
-            [secret] = secrets
-            async with httpx.AsyncClient() as http:
-                for port in [*ports, ports[0]]:  # Telegram pushed it again, and once more to the first replica
-                    hook = f"http://127.0.0.1:{port}/telegram-hook"
-                    pushed = await http.post(hook, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": secret})
-                    assert pushed.status_code == 200
-            [greeting] = await wait_for(lambda: fake_telegram.texts_to(OWNER))
-            await wait_for(lambda: not [path for bridge, _ in bridges for path in bridge.inbox.folder.glob("*.json")])
-        assert greeting.startswith("Hello! I'm")
-        assert len(fake_telegram.texts_to(OWNER)) == 1, "answered once, by one replica"
+            yield Hooked(bridges, ports, secrets.pop())
     finally:
-        for _, shared in bridges:
-            await shared.close()
+        for client in shared:
+            await client.close()
+
+
+async def test_an_update_pushed_to_two_replicas_is_answered_once(hooked: Hooked, fake_telegram: FakeTelegram) -> None:
+    first, second = hooked.ports
+    for port in (first, second, first):  # Telegram pushed it again, and once more to the first replica
+        await hooked.push(port, 7001, "/start")
+    [greeting] = await wait_for(lambda: fake_telegram.texts_to(OWNER))
+    await wait_for(hooked.idle)
+    assert greeting.startswith("Hello! I'm")
+    assert len(fake_telegram.texts_to(OWNER)) == 1, "answered once, by one replica"
+
+
+async def test_a_chats_reply_choice_made_through_one_replica_holds_on_the_other(
+    hooked: Hooked, fake_telegram: FakeTelegram
+) -> None:
+    first, second = hooked.ports
+    await hooked.push(first, 7101, "/voice both")
+    await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 1)
+    await hooked.push(second, 7102, "/status")
+    await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 2)
+    # before: the second replica still answered with the mode it had read at its start
+    assert "Replies here: both" in fake_telegram.texts_to(OWNER)[1]

@@ -113,6 +113,7 @@ class TelegramBridge:
         self._token = token
         if self.shared is not None:
             self.replicas = TelegramReplicas(self.shared, bot_id(token))
+            self.chats.share(self.shared, self.shared.key("telegram", bot_id(token), "chats"))
         claim = self.replicas.claim if self.replicas is not None and self.settings.webhook_url else None
         app: App = (
             Application.builder()
@@ -334,6 +335,7 @@ class TelegramBridge:
             await deliver(lambda: context.bot.send_message(chat_id, text), what="sendMessage")
 
         async with self.line.turn(chat_id):
+            await self.chats.refresh()  # a choice made through another replica
             await self.commands.run(name, list(context.args or []), who, chat_id, say)
 
     async def _text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -346,6 +348,7 @@ class TelegramBridge:
         turn = self._turn(who, context, update.message.message_id, chat_id, text[:MAX_INPUT_CHARS])
         admitted = self._admitted(update, context)
         async with self.line.turn(chat_id):
+            await self.chats.refresh()  # a choice made through another replica
             if await self._handled(turn, admitted) or (slot := await self._admit(turn, context.bot, chat_id)) is None:
                 return
             text_out, voice_out = answers_with(self.chats.mode(chat_id), voice_in=False)
@@ -365,6 +368,7 @@ class TelegramBridge:
         admitted = self._admitted(update, context)
         media = message.voice or message.audio or message.document
         async with self.line.turn(chat_id):
+            await self.chats.refresh()  # a choice made through another replica
             if await self._handled(turn, admitted):
                 return
             if (slot := await self._admit(turn, context.bot, chat_id, stt=True)) is None:

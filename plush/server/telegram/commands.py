@@ -103,7 +103,7 @@ class Commands:
                 f"I answer this chat with: {now}. Choose one: /voice text, /voice voice, /voice both, /voice auto"
             )
             return
-        self.chats.set_mode(chat_id, cast(ReplyMode, mode))
+        await self.chats.choose(chat_id, cast(ReplyMode, mode))
         meaning = {
             "auto": "a voice note for a voice note, text for text",
             "text": "text only",
