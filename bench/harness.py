@@ -185,10 +185,11 @@ def server_config(
 
 
 class ServerProcess:
-    """`python -m plush server --config FILE --port 0` in its own process; its output goes to a log file."""
+    """`python -m plush server --config FILE --port PORT` in its own process (port 0: any free one); its output
+    goes to a log file."""
 
-    def __init__(self, config: Path, log: Path, *, gemini_key: bool = False) -> None:
-        self.config, self.log = config, log
+    def __init__(self, config: Path, log: Path, *, gemini_key: bool = False, port: int = 0) -> None:
+        self.config, self.log, self.port = config, log, port
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for key in [k for k in self.env if k.startswith("PLUSH_") or k == "GEMINI_API_KEY"]:
             del self.env[key]
@@ -200,7 +201,7 @@ class ServerProcess:
     def start(self, timeout_s: float = 180) -> ServerProcess:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "plush", "server", "--config", str(self.config), "--port", "0"],
+                [sys.executable, "-m", "plush", "server", "--config", str(self.config), "--port", str(self.port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self.env,
@@ -241,10 +242,14 @@ class ServerProcess:
 
 class PacedGemini:
     """The fake Gemini (bench/paced_gemini.py) in its own process: every answer is `reply`, its first word
-    after `ttft_s`, then `tokens_per_s` words a second."""
+    after `ttft_s`, then `tokens_per_s` words a second; with `requests_log`, each request's arrival time is
+    appended to that file (see `request_times`)."""
 
-    def __init__(self, reply: str, ttft_s: float, tokens_per_s: float) -> None:
+    def __init__(self, reply: str, ttft_s: float, tokens_per_s: float, *, requests_log: Path | None = None) -> None:
         self.args = ["--reply", reply, "--ttft", str(ttft_s), "--tokens-per-s", str(tokens_per_s)]
+        self.requests_log = requests_log
+        if requests_log is not None:
+            self.args += ["--requests-log", str(requests_log)]
         self.proc: subprocess.Popen[str] | None = None
         self.base_url = ""
 
@@ -258,6 +263,12 @@ class PacedGemini:
             self.__exit__()
             raise SystemExit("the paced fake Gemini did not start")
         return self
+
+    def request_times(self) -> list[float]:
+        """When each request reached the fake (Unix seconds), as logged so far."""
+        if self.requests_log is None or not self.requests_log.exists():
+            return []
+        return [float(line) for line in self.requests_log.read_text(encoding="utf-8").split()]
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:

@@ -2,7 +2,9 @@
 first word after `--ttft` seconds, then `--tokens-per-s` words a second (one SSE chunk per word).
 
 Run by the benchmarks in a process of its own (bench/harness.py `PacedGemini`); it prints its base URL on the
-first line of its output, then serves until it is terminated.
+first line of its output, then serves until it is terminated. With `--requests-log FILE` it appends the time
+(Unix seconds) of each request it received, one per line, so a benchmark can count requests per minute against
+the budget the servers were given (bench/cluster.py).
 
     .venv/bin/python bench/paced_gemini.py --ttft 0.4 --tokens-per-s 25
 """
@@ -13,6 +15,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests")]
@@ -33,8 +36,10 @@ def main() -> None:
     parser.add_argument("--reply", default="Oh, what a lovely question! I like warm toast with honey.")
     parser.add_argument("--ttft", type=float, default=0.4, help="time to the first word, s (default 0.4)")
     parser.add_argument("--tokens-per-s", type=float, default=25.0, help="words a second after it (default 25)")
+    parser.add_argument("--requests-log", type=Path, help="append each request's arrival time (Unix s) here")
     args = parser.parse_args()
     pieces = words(args.reply)
+    logged = 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with FakeGemini() as fake:
@@ -42,8 +47,14 @@ def main() -> None:
         while not stop.is_set():
             while fake.pending < BACKLOG:
                 fake.reply(*pieces, delay=args.ttft, chunk_delay=1 / args.tokens_per_s)
+            if args.requests_log and len(fake.requests) > logged:
+                now = time.time()  # within the 50 ms poll of the arrival: enough for requests per minute
+                with args.requests_log.open("a", encoding="utf-8") as out:
+                    out.write(f"{now:.3f}\n" * (len(fake.requests) - logged))
+                logged = len(fake.requests)
             if len(fake.requests) > 1000:  # the fake remembers every request; a soak would pile them up
                 fake.clear()
+                logged = 0
             stop.wait(0.05)
 
 

@@ -74,6 +74,13 @@ class PostgresServer:
         assert made.returncode == 0, made.stdout + made.stderr
         return self.url(name)
 
+    def restart(self) -> None:
+        """Stop (fast: open connections are closed) and start again on the same port; returns once it accepts
+        connections again. What a database restart does to its clients (bench/cluster.py)."""
+        data, log = str(self.folder / "data"), str(self.folder / "log")  # -l again: else its output is our pipe
+        done = self._run(str(self.bin / "pg_ctl"), "-D", data, "-l", log, "-m", "fast", "-w", "restart")
+        assert done.returncode == 0, done.stdout + done.stderr
+
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
