@@ -1,20 +1,22 @@
 """Two `plush server` replicas on one PostgreSQL (Debian's server, started by the suite): what a plush tells one is
 known to the other, and a plush paired once, while both run, is accepted by both without a restart.
 
-Real processes, the real `plush pair add` command, the fake Gemini (it records every prompt, so the test sees what
-the brain was given), the replicas' own files in the shared per-user data folder.
+Real processes, the real `plush pair add` and `plush memory` commands, the fake Gemini (it records every prompt,
+so the test sees what the brain was given), the replicas' own files in the shared per-user data folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
 from balanced_replicas import pair_through
-from conftest import GEMINI_TEST_KEY, config_sections, start_server_process
+from conftest import GEMINI_TEST_KEY, PLUSH_COMMAND, config_sections, start_server_process
 from fakes.gemini import FakeGemini
 from tiny_models import TinyModels
 
@@ -74,6 +76,16 @@ async def test_a_fact_told_through_one_replica_is_recalled_through_the_other(
             facts = await store.list_facts("device:kid")
             turns = await store.list_turns(limit=10)
         assert len(facts) == 1 and "Snowball" in facts[0].text, facts
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            [*PLUSH_COMMAND, "memory", "facts", "--config", str(config_file)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        assert listed.returncode == 0 and "Snowball" in listed.stdout, "`plush memory` reads the shared database"
         assert {turn.device_id for turn in turns} == {"kid"} and len(turns) == 2, "both replicas store in one place"
     finally:
         for proc, _ in replicas:

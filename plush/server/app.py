@@ -299,12 +299,18 @@ async def _housekeeping(
             await asyncio.sleep(every_s)
 
     async def revocations() -> None:
+        unread = False  # said once per outage, not twice a second
         while True:  # one small read of the store, then a look at the copy per turn in flight: cheap
             if paired is not None:
                 try:
                     await paired.refresh()
-                except Exception:  # the database is away (a restart): keep checking against the last copy
-                    log.warning("paired_plushes_unread", exc_info=True)
+                    if unread:
+                        log.info("paired_plushes_read_again")
+                    unread = False
+                except Exception as exc:  # the database is away (a restart): check against the last copy
+                    if not unread:
+                        log.warning("paired_plushes_unread", error=str(exc) or type(exc).__name__)
+                    unread = True
             in_flight.stop_revoked()
             await asyncio.sleep(REVOCATION_CHECK_S)
 

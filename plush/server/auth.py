@@ -73,7 +73,11 @@ class DeviceTokenInterceptor(grpc.aio.ServerInterceptor):
         device, token = bearer(metadata)
         if problem is None or self._paired is None or not device or not token:
             return problem
-        await self._paired.look_up(device)
+        try:
+            await self._paired.look_up(device)
+        except Exception as exc:  # the database is away: the plushes already known still talk, this one waits
+            log.warning("paired_plush_not_looked_up", device_id=device, error=str(exc) or type(exc).__name__)
+            return problem
         return self.check(metadata)
 
     async def intercept_service(
