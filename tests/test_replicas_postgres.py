@@ -125,3 +125,31 @@ async def test_a_plush_paired_once_is_accepted_by_both_replicas_and_removed_from
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=20)
+
+
+async def test_while_postgresql_is_away_known_plushes_pass_the_token_check_and_others_are_refused(
+    tmp_path: Path,
+) -> None:
+    from postgres_server import PostgresServer
+
+    from plush.server.auth import DeviceTokenInterceptor
+    from plush.server.paired_plushes import PairedPlushes
+
+    database = PostgresServer().start()  # its own: this test stops it
+    try:
+        store = await Store.open(database.create_database("plush_away"))
+        paired = await PairedPlushes.open(store, tmp_path)
+        token = await paired.add("nursery")
+        guard = DeviceTokenInterceptor({}, paired)
+        database.stop()
+
+        assert await guard.recheck([("plush-device-id", "nursery"), ("authorization", f"Bearer {token}")]) is None
+        refused = await guard.recheck([("plush-device-id", "kitchen"), ("authorization", "Bearer guess")])
+        assert refused is not None and "not accepted" in refused, "refused, not a failed call"
+        with pytest.raises(Exception):  # noqa: B017 - whichever error the driver raises for a gone server
+            await paired.refresh()
+        assert paired.accepts("nursery", token), "the copy in memory is kept"
+        async with asyncio.timeout(10):
+            await store.close()
+    finally:
+        database.stop()
