@@ -4,7 +4,7 @@ does not (the prompt it was answered from, its stage start times) and, when the 
 The companion calls `on_turn` right after the turn is in the database; it only records and schedules, so the
 reply is never held up. Prompts and start times are kept in memory for the last `KEPT_TRACES` turns (they hold
 what the owner said and what memory added, so they are not written anywhere new); audio goes to WAV files
-beside the database, one per turn, and is deleted with its turn (plush/server/retention.py).
+in the server's data folder, one per turn, and is deleted with its turn (plush/server/retention.py).
 """
 
 from __future__ import annotations
