@@ -281,7 +281,8 @@ async def test_an_older_servers_paired_file_is_imported_once_and_its_plushes_sti
     import hashlib
     import json
 
-    cfg = ServerConfig(database=str(tmp_path / "plush.db"))
+    # A data_dir set since: the older file is still found where it was, beside the database.
+    cfg = ServerConfig(database=str(tmp_path / "plush.db"), data_dir=tmp_path / "files")
     legacy = tmp_path / PAIRED_FILE
     entry = {"token_sha256": hashlib.sha256(b"old-token").hexdigest(), "paired_at": "2026-01-01T00:00:00+00:00"}
     legacy.write_text(json.dumps({"version": 1, "plushes": {"nursery": entry, "kitchen": entry}}))

@@ -160,12 +160,12 @@ def _server_plushes(cfg: PlushConfig) -> list[tuple[str, str]]:
     """(name, paired at) of the plushes paired with the server configured here (none on a plush: no server
     database, or none of the server's packages; a missing SQLite file is not made for the question)."""
     try:
-        from plush.server.paired_plushes import PAIRED_FILE, paired_plushes_of
+        from plush.server.paired_plushes import paired_file, paired_plushes_of
     except ImportError:  # a plush: it has no server side
         return []
     server = cfg.server
     unpaired = not server.database_url() and not server.database_path().exists()
-    if unpaired and not (server.data_folder() / PAIRED_FILE).exists():
+    if unpaired and not paired_file(server).exists():
         return []
 
     async def listed() -> list[tuple[str, str]]:

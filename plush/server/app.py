@@ -35,7 +35,7 @@ from plush.server.llm.gemini_budget import GeminiBudget
 from plush.server.llm.llama_process import LlamaProcess
 from plush.server.llm.router import LlmRouter
 from plush.server.memory import Memory
-from plush.server.paired_plushes import REFRESH_S, PairedPlushes
+from plush.server.paired_plushes import REFRESH_S, PairedPlushes, paired_file
 from plush.server.persona import PersonaSource
 from plush.server.refusals import DRAIN_LIMIT_S
 from plush.server.replica_sharing import ReplicaSharing, presence_and_sharing
@@ -197,7 +197,7 @@ async def start_server(config: PlushConfig) -> RunningServer:
             cleanup.push_async_callback(shared.close)
         store = await Store.open(cfg.database_location())
         cleanup.push_async_callback(store.close)
-        paired = await PairedPlushes.open(store, cfg.data_folder())
+        paired = await PairedPlushes.open(store, paired_file(cfg))
         transport = choose_transport(cfg, tokens, bool(paired))  # before any model loads: a refused start is quick
         router = await asyncio.to_thread(build_router, config, store, shared)
         cleanup.push_async_callback(router.aclose)

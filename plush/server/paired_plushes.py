@@ -7,9 +7,9 @@ the database, so each server keeps a copy in memory: a call whose token the copy
 plush up in the store first (a pairing made a moment ago is accepted at once), and the copy is read again every
 `REFRESH_S` (a removed plush is refused, and its turn in flight stopped, within about that long).
 
-A server from before kept them in `paired_plushes.json` in its data folder: the file is imported once, at the
-first start (or `plush pair` command) that finds it, and renamed `paired_plushes.json.imported`, so no pairing is
-lost and none removed since comes back.
+A server from before kept them in `paired_plushes.json` beside its database (`paired_file`): the file is imported
+once, at the first start (or `plush pair` command) that finds it, and renamed `paired_plushes.json.imported`, so
+no pairing is lost and none removed since comes back.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ class PairedPlushes:
         self._hashes: dict[str, str] = {}
 
     @classmethod
-    async def open(cls, store: Store, data_folder: Path) -> PairedPlushes:
-        """The paired plushes in `store`, with an older server's file in `data_folder` imported first."""
+    async def open(cls, store: Store, older_file: Path) -> PairedPlushes:
+        """The paired plushes in `store`, with an older server's file (`older_file`, see `paired_file`) imported
+        first."""
         paired = cls(store)
-        await paired.import_file(data_folder / PAIRED_FILE)
+        await paired.import_file(older_file)
         await paired.refresh()
         return paired
 
@@ -130,7 +131,14 @@ class PairedPlushes:
 async def paired_plushes_of(cfg: ServerConfig) -> AsyncIterator[PairedPlushes]:
     """The paired plushes of the server `cfg` configures, on a store opened for them (`plush pair`, tests)."""
     async with await Store.open(cfg.database_location()) as store:
-        yield await PairedPlushes.open(store, cfg.data_folder())
+        yield await PairedPlushes.open(store, paired_file(cfg))
+
+
+def paired_file(cfg: ServerConfig) -> Path:
+    """Where a server from before kept its paired plushes: beside its SQLite file (whatever `data_dir` says now);
+    with PostgreSQL, in the data folder, where an owner moving a home's pairings over would put it."""
+    folder = cfg.data_folder() if cfg.database_url() else cfg.database_path().parent
+    return folder / PAIRED_FILE
 
 
 def _hash(token: str) -> str:
