@@ -14,21 +14,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from plush.cli.console import ConfigOption, out
 from plush.config import PlushConfig, load_config
-from plush.errors import PlushError
 from plush.logs import command_level, setup_logging
 from plush.voice_models.cloning.voice_store import DEFAULT, VoiceStore, check_voice_name
 from plush.voice_models.model_store import ModelStore
 
 TRAINING_FOLDER = "voice-training"
-MAX_CER_ABOVE_BASE = 0.2
-"""How much worse than its base a voice may be heard (round-trip CER) before `use` refuses it: joe scores 0.02,
-a voice that learned mumbling 0.9."""
+FIT_STEPS = 300
+"""Fit-to-base steps before a fine-tune from an ONNX base: the base's own held-out speech then reconstructs
+intelligibly through the posterior encoder (bench/README.md "Fit-to-base"); about 15 minutes on a laptop CPU."""
 LANGUAGES = {"en": "en-us", "ko": "ko"}
 NameArg = Annotated[str, typer.Argument(help="The voice's name (lower-case letters, digits, '-', '_').")]
 
@@ -42,14 +40,16 @@ def _setup(config: Path | None) -> tuple[PlushConfig, ModelStore, VoiceStore]:
 
 def add_train_commands(app: typer.Typer) -> None:
     """Add the model half of `plush voice` to the `voice` Typer group."""
+    from plush.cli import voice_check  # it imports this module's helpers
+
     base_app = typer.Typer(help="Bases to fine-tune from (official Piper checkpoints).", no_args_is_help=True)
     app.add_typer(base_app, name="base")
     base_app.command("download")(base_download)
     app.command("train")(train)
     app.command("import-checkpoint")(import_checkpoint)
     app.command("export")(export)
-    app.command("check")(check)
-    app.command("use")(use)
+    app.command("check")(voice_check.check)
+    app.command("use")(voice_check.use)
     app.command("list")(list_voices)
     app.command("remove")(remove)
 
@@ -88,6 +88,9 @@ def train(  # noqa: PLR0917 - a command's options
     learning_rate: Annotated[
         float, typer.Option(min=1e-7, max=1.0, help="The optimizers' learning rate (Piper's default).")
     ] = 2e-4,
+    fit_steps: Annotated[
+        int, typer.Option(min=0, help="Steps fitting an ONNX base's missing parts to its own speech first.")
+    ] = FIT_STEPS,
     cpu: Annotated[bool, typer.Option("--cpu", help="Train on this CPU although it takes days (smoke runs).")] = False,
     job: Annotated[Path | None, typer.Option(help="Write a self-contained job folder for a CUDA machine.")] = None,
     restart: Annotated[
@@ -126,6 +129,8 @@ def train(  # noqa: PLR0917 - a command's options
         if chosen.kind == "onnx":
             made = warm_start_checkpoint(chosen.path, warm)
             out.print(f"  {len(made.from_onnx)} parameters from the ONNX voice, {len(made.fresh)} start fresh")
+            if fit_steps:
+                _fit_to_base(warm, chosen.path, fit_steps)
         else:
             warm_start_from_checkpoint(chosen.path, base_config, warm)
     defaults = tr.plan_for(info, on_gpu=accelerator == "gpu")
@@ -170,6 +175,21 @@ def train(  # noqa: PLR0917 - a command's options
     resumed = " (resumed)" if result.resumed else ""
     out.print(f"trained {result.steps} steps ({result.seconds_per_step:.1f} s per step){resumed}", highlight=False)
     _export(name, result.checkpoint, voices, espeak, {"steps": result.steps, "base": str(chosen.path)})
+
+
+def _fit_to_base(warm: Path, onnx: Path, steps: int) -> None:
+    """Fit the warm start's fresh parts to the base speaking Plush's prompts (#27), in place, with a bar."""
+    from plush.voice_models.cloning.fit_to_base import FitPlan, fit_to_base
+    from plush.voice_models.cloning.prompts import builtin_prompts
+    from plush.voice_models.cloning.warm_start import voice_config
+
+    language = str(voice_config(onnx).get("language", {}).get("code", "en"))[:2]
+    texts = [p.text for p in builtin_prompts("ko" if language == "ko" else "en")]
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=out) as progress:  # fmt: skip
+        task = progress.add_task("fitting the missing parts to the base's own speech", total=steps)
+        fit_to_base(warm, onnx, texts, warm, plan=FitPlan(steps=steps),
+                    on_progress=lambda p: progress.update(task, completed=p.step))  # fmt: skip
 
 
 def _warn_if_short(dataset: Path, minutes: float) -> None:
@@ -262,94 +282,6 @@ def export(
     run_dir = models.root / TRAINING_FOLDER / name
     chosen = checkpoint or run_dir / LAST_CHECKPOINT
     _export(name, chosen, voices, read_run_file(run_dir).get("espeak_voice"), {"exported_from": str(chosen)})
-
-
-WhisperOption = Annotated[
-    str | None, typer.Option(help="Whisper model that listens (name or folder; default: the config's [stt] model).")
-]
-
-
-def check(
-    name: NameArg,
-    whisper: WhisperOption = None,
-    language: Annotated[str | None, typer.Option(help="en or ko (default: the voice's).")] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Score a voice: real-time factor and round-trip CER (Whisper hears test sentences), beside its base's."""
-    cfg, models, voices = _setup(config)
-    report = _check(cfg, models, voices, name, whisper=whisper, language=language)
-    table = Table(title=f"{name} ({report.language}, heard by {whisper or cfg.stt.model})")
-    for column in ("voice", "real-time factor", "CER"):
-        table.add_column(column)
-    for score in (report.voice, report.base):
-        if score is not None:
-            table.add_row(score.voice, f"{score.real_time_factor:.3f}", f"{score.cer:.3f}")
-    out.print(table)
-    for heard in report.voice.sentences:
-        out.print(f"  {escape(heard.text)} -> {escape(heard.heard)} (CER {heard.cer:.2f})", highlight=False)
-
-
-def _check(
-    cfg: PlushConfig, models: ModelStore, voices: VoiceStore, name: str, *, whisper: str | None, language: str | None
-) -> Any:
-    """Score the voice (and its base) with `whisper` or the config's STT model, and keep the scores with it."""
-    from plush.voice_models.cloning.checking import check_voice
-    from plush.voice_models.stt import SttOptions, Transcriber
-
-    voice = voices.get(name)
-    espeak = json.loads(voice.config.read_text(encoding="utf-8")).get("espeak", {}).get("voice", "en-us")
-    lang = language or ("ko" if espeak.startswith("ko") else "en")
-    base = Path(str(voice.info["base"])) if str(voice.info.get("base", "")).endswith(".onnx") else None
-    with out.status("speaking the test sentences and listening ..."):
-        transcriber = Transcriber(models.resolve(whisper or cfg.stt.model, "stt"), options=SttOptions(language=lang))
-        report = check_voice(voice.onnx, transcriber, lang, base=base)
-    voices.update_info(name, check={**report.as_dict(), "checked": time.strftime("%F %T")})
-    return report
-
-
-def use(
-    name: Annotated[str, typer.Argument(help="A voice from `plush voice list`, or `default` for [tts] voice.")],
-    force: Annotated[bool, typer.Option("--force", help="Use it even if its check says Whisper cannot follow it.")] = (
-        False
-    ),
-    max_cer_above_base: Annotated[
-        float, typer.Option(min=0.0, help="Refuse a voice heard this much worse than its base (round-trip CER).")
-    ] = MAX_CER_ABOVE_BASE,
-    whisper: WhisperOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """Make the server speak with this voice; a running server switches at its next turn, no restart.
-
-    The voice is checked first (its last `plush voice check`, or a new one when it has none or was exported
-    since): one that Whisper hears far worse than its base voice is refused, with its scores, unless --force.
-    """
-    cfg, models, voices = _setup(config)
-    if name != DEFAULT and not force:
-        voice = voices.get(name)
-        checked = voice.info.get("check") or {}
-        if not checked or str(checked.get("checked", "")) < str(voice.info.get("exported", "")):
-            out.print(f"checking {name} first (plush voice check; --force skips it) ...", highlight=False)
-            checked = _check(cfg, models, voices, name, whisper=whisper, language=None).as_dict()
-        if (problem := _unfit(name, checked, max_cer_above_base)) is not None:
-            raise PlushError(problem)
-    chosen = voices.use(name)
-    spoken = f"{chosen.name} ({chosen.onnx})" if chosen else f"the config's voice ({cfg.tts.voice})"
-    out.print(f"the server speaks with {spoken} from its next turn on", highlight=False)
-
-
-def _unfit(name: str, checked: dict[str, Any], max_above: float) -> str | None:
-    """Why the checked voice must not be used (heard far worse than its base), or None."""
-    cer = float(checked["voice"]["cer"])
-    base = checked.get("base")
-    yardstick = float(base["cer"]) if base else 0.0
-    if cer <= yardstick + max_above:
-        return None
-    beside = f"its base {base['voice']} scores {yardstick:.2f}" if base else "no base voice was at hand to compare"
-    return (
-        f"{name} is not used: Whisper heard its test sentences with a character error rate of {cer:.2f} and "
-        f"{beside} (at most {max_above:g} worse is accepted): it mumbles or babbles. Train longer, with more "
-        "recordings or more frozen steps, then check again; or use it anyway with --force"
-    )
 
 
 def list_voices(config: ConfigOption = None) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from plush.logs import get_logger
 from plush.voice_models.audio import WHISPER_RATE, pcm16_to_float, resample_pcm16
+from plush.voice_models.cloning.deep_check import DeepReport
 from plush.voice_models.speech_scoring import character_error_rate
 from plush.voice_models.stt import Transcriber
 from plush.voice_models.tts import Synthesizer
@@ -59,6 +60,8 @@ class CheckReport:
     voice: VoiceScore
     base: VoiceScore | None
     language: str
+    deep: DeepReport | None = None
+    """`check --deep`'s reconstruction, held-out CER and speaker similarity, when asked for."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
