@@ -22,7 +22,7 @@ import tomli_w
 from balanced_replicas import balancer_site, chat, converse, pair_through, spoken_turn
 from conftest import GEMINI_TEST_KEY, config_sections, start_server_process
 from fakes.gemini import DEFAULT_REPLY, FakeGemini
-from test_dashboard_proxy import free_port, start_nginx
+from test_dashboard_proxy import start_nginx
 from tiny_models import TinyModels
 
 from plush.config import load_config
@@ -30,6 +30,7 @@ from plush.device.client import ServerError
 from plush.device.paired_server import join, open_client
 from plush.pairing import PairingCode
 from plush.protos.plush.v1 import companion_pb2 as pb
+from plush.scratch_engines import free_port
 from plush.server.store import Store, TurnRecord
 
 

@@ -8,10 +8,7 @@ Every request reaches nginx from 127.0.0.1; the test's nginx takes the client ad
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +19,11 @@ from conftest import ConfigFactory
 from fakes.dashboard_client import PASSWORD, csrf_of, dashboard_server
 
 from plush.config import ServerConfig
+from plush.scratch_engines import free_port, nginx_binary
+from plush.scratch_engines import start_nginx as start_scratch_nginx
 from plush.server.balancer import nginx_scratch_conf
 from plush.server.certificate import certificate_paths, load_or_create
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SITE = """
     location / {
         proxy_pass http://127.0.0.1:DASHBOARD;
@@ -37,34 +35,15 @@ SITE = """
     }
 """
 """The README's location block (Behind a reverse proxy)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "start_nginx"]  # what bench/cluster.py takes from here
 
 
 def start_nginx(folder: Path, site: str, port: int) -> subprocess.Popen[bytes]:
     """Debian's nginx serving `site` (blocks for inside `http { }`) from a scratch folder; returns once it
     listens on `port`."""
-    if not Path(NGINX).is_file():
+    if nginx_binary() is None:
         pytest.skip("Debian's nginx is not installed (apt-get install nginx-light): the proxy tests need it")
-    folder.mkdir(parents=True, exist_ok=True)
-    conf = folder / "nginx.conf"
-    conf.write_text(nginx_scratch_conf(folder, site), encoding="utf-8")
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(folder), "-e", str(folder / "error.log")])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError("nginx stopped: " + (folder / "error.log").read_text()) from None
-            time.sleep(0.05)  # nginx has no readiness signal but its open port
-    proc.terminate()
-    raise AssertionError("nginx did not listen: " + (folder / "error.log").read_text())
+    return start_scratch_nginx(folder, nginx_scratch_conf(folder, site), port)
 
 
 @pytest.fixture

@@ -56,3 +56,49 @@ def nginx(
         return
     output.write_text(site, encoding="utf-8")
     out.print(f"wrote {output} ({len(replica)} replicas behind {listen})", highlight=False)
+
+
+FolderOption = Annotated[
+    Path | None, typer.Option("--folder", help="The cluster's scratch folder (default: /tmp/plush-cluster-UID).")
+]
+
+
+@cluster_app.command("up")
+def up(  # noqa: PLR0917 - a command's options
+    replicas: Annotated[int, typer.Option(min=1, max=16, help="How many `plush server` replicas.")] = 3,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The balancer's port; replicas take PORT+11 on. 0: free ports.")
+    ] = 50051,
+    sqlite: Annotated[bool, typer.Option(help="One SQLite file for the replicas instead of PostgreSQL.")] = False,
+    name: Annotated[str, typer.Option(help="The name of the plush paired through the balancer.")] = "plush",
+    folder: FolderOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Start a local cluster on 127.0.0.1 to try (what scripts/cluster runs): PostgreSQL and Redis from Debian's
+    packages in a scratch folder, the replicas and nginx as their balancer; a plush paired through it. Runs until
+    Ctrl+C or `plush cluster down`, then stops everything it started.
+
+    --config is the replicas' base configuration (models, brain, persona); the cluster sets their [server]
+    address, TLS (off: it ends at nginx), database, Redis and data folder over it.
+    """
+    from plush.cli.local_cluster import ClusterPlan, default_folder
+    from plush.cli.local_cluster import up as run_cluster
+    from plush.cli.models import models_download
+
+    models_download(side="server", config=config)  # once here, not by each replica at its start
+    plan = ClusterPlan(
+        folder=folder or default_folder(), replicas=replicas, port=port, base_config=config, sqlite=sqlite,
+        plush_name=name,
+    )  # fmt: skip
+    run_cluster(plan)
+
+
+@cluster_app.command("down")
+def down(folder: FolderOption = None) -> None:
+    """Stop the local cluster `plush cluster up` started (from another terminal), and whatever it left running."""
+    from plush.cli.local_cluster import default_folder
+    from plush.cli.local_cluster import down as stop_cluster
+
+    where = folder or default_folder()
+    stopped = stop_cluster(where)
+    out.print(f"stopped the cluster in {where}" if stopped or not where.exists() else "no cluster was running")
