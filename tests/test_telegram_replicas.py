@@ -100,6 +100,41 @@ async def test_the_poller_lease_passes_to_the_other_replica_when_its_holder_is_k
                     proc.wait(timeout=10)
 
 
+async def test_a_poller_that_stops_hands_the_lease_over_and_the_other_replica_answers(
+    start_gemini_server: Any, make_config: Any, fake_telegram: FakeTelegram, redis_url: str, tmp_path: Path
+) -> None:
+    server = await start_gemini_server()
+    config = make_config(telegram={"allowed_users": [OWNER], "api_url": fake_telegram.base_url})
+    shared = [await SharedState.connect(redis_url) for _ in range(2)]
+    bridges = [
+        TelegramBridge(server.companion, config.telegram, config.owners, state_dir=tmp_path / f"r{n}", shared=on)
+        for n, on in enumerate(shared)
+    ]
+    pollers = [bridge.polling(fake_telegram.token, poll_timeout=1) for bridge in bridges]
+    try:
+        for poller in pollers:
+            await poller.__aenter__()
+        holder = await wait_for(lambda: shared[0].client.get(LEASE_KEY))
+        first = 0 if holder.decode() == shared[0].replica else 1
+        fake_telegram.send_text(OWNER, "Hello before.")
+        await wait_for(lambda: fake_telegram.texts_to(OWNER) == [REPLY])
+
+        await pollers[first].__aexit__(None, None, None)  # a clean stop: its lease is let go of
+        stopped_at = time.monotonic()
+        fake_telegram.send_text(OWNER, "Hello after.")
+        await wait_for(lambda: fake_telegram.texts_to(OWNER) == [REPLY, REPLY])
+        took = time.monotonic() - stopped_at
+        assert (await shared[0].client.get(LEASE_KEY)).decode() == shared[1 - first].replica
+    finally:
+        for number, poller in enumerate(pollers):
+            if number != first:
+                await poller.__aexit__(None, None, None)
+        for on in shared:
+            await on.close()
+    assert took < POLLER_LEASE_S / 4 + 3, f"answered {took:.1f} s after the stop"
+    assert fake_telegram.most_polls_at_once == 1, "never two pollers at once"
+
+
 @dataclass
 class Hooked:
     """Two replicas' bots taking Telegram's pushes on a port each, with the secret Telegram was given."""

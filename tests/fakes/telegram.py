@@ -29,6 +29,7 @@ import io
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from types import TracebackType
@@ -40,6 +41,8 @@ TOKEN = "123456:TEST-token-abcd"
 BOT = {"id": 123456, "is_bot": True, "first_name": "Plush", "username": "plush_test_bot"}
 MAX_POLL_S = 1.0
 """The longest a getUpdates call waits here, so the client's shutdown is never held up for long."""
+HANG_UP_CHECK_S = 0.05
+"""How often a waiting getUpdates looks whether its client hung up."""
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 """The real API's limit for a bot's downloads: getFile refuses bigger files with 400 "file is too big"."""
 
@@ -95,10 +98,11 @@ class FakeTelegram:
         self.outages: dict[str, tuple[float, int, dict[str, Any]]] = {}
         """method -> (until, status, parameters): every call fails until `until` (time.monotonic)."""
         self.chats: dict[int, dict[str, Any]] = {}
-        self.polls_in_flight = 0
-        """getUpdates calls being answered now (one bot polls one at a time; Telegram refuses a second one)."""
         self.most_polls_at_once = 0
-        """The most getUpdates calls ever in flight together: more than 1 means two pollers at once."""
+        """The most long polls (getUpdates with a timeout) ever waiting together for clients still connected: more
+        than 1 means two pollers at once (Telegram would refuse one with 409 Conflict). A poll its client gave up
+        on does not count, nor the quick getUpdates (timeout 0) that confirms the last updates as a poller stops."""
+        self._polls: list[Callable[[], bool]] = []
         self._next_update = 1
         self._next_message = 1000
         self._file_numbers = itertools.count(1)
@@ -238,7 +242,9 @@ class FakeTelegram:
 
     # --- the API -------------------------------------------------------------------------------------------
 
-    def handle(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def handle(
+        self, method: str, params: dict[str, Any], hung_up: Callable[[], bool] = lambda: False
+    ) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.calls.append(Call(method, params))
             failure = self.failures[method].pop(0) if self.failures.get(method) else None
@@ -248,14 +254,18 @@ class FakeTelegram:
             if failure is not None:
                 return error_reply(*failure)
         if method == "getUpdates":
+            long_poll = float(params.get("timeout", 0) or 0) > 0
             with self._lock:
-                self.polls_in_flight += 1
-                self.most_polls_at_once = max(self.most_polls_at_once, self.polls_in_flight)
+                if long_poll:
+                    self._polls.append(hung_up)
+                    connected = sum(1 for gone in self._polls if not gone())
+                    self.most_polls_at_once = max(self.most_polls_at_once, connected)
             try:
-                return 200, {"ok": True, "result": self._get_updates(params)}
+                return 200, {"ok": True, "result": self._get_updates(params, hung_up)}
             finally:
                 with self._lock:
-                    self.polls_in_flight -= 1
+                    if long_poll:
+                        self._polls.remove(hung_up)
         with self._lock:
             try:
                 result = self._answer(method, params)
@@ -367,8 +377,9 @@ class FakeTelegram:
     def _file_fields(stored: StoredFile) -> dict[str, Any]:
         return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "file_size": stored.size}
 
-    def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Updates from `offset` on (earlier ones are confirmed and dropped), waiting up to `timeout`."""
+    def _get_updates(self, params: dict[str, Any], hung_up: Callable[[], bool]) -> list[dict[str, Any]]:
+        """Updates from `offset` on (earlier ones are confirmed and dropped), waiting up to `timeout`, or until the
+        client hangs up (as Telegram's server stops a long poll whose connection closed)."""
         offset = int(params.get("offset", 0) or 0)
         deadline = time.monotonic() + min(float(params.get("timeout", 0) or 0), MAX_POLL_S)
         with self._lock:
@@ -376,7 +387,9 @@ class FakeTelegram:
                 self.updates = [u for u in self.updates if u["update_id"] >= offset]
                 if self.updates or time.monotonic() >= deadline:
                     return list(self.updates[: int(params.get("limit", 100) or 100)])
-                self._lock.wait(deadline - time.monotonic())
+                if hung_up():
+                    return []
+                self._lock.wait(min(HANG_UP_CHECK_S, deadline - time.monotonic()))
 
     def _listen(self) -> None:
         with self._serving:

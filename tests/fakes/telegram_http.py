@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler
@@ -54,7 +57,9 @@ def reply_to(params: dict[str, Any]) -> int | None:
 class BotApi(Protocol):
     token: str
 
-    def handle(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]: ...
+    def handle(
+        self, method: str, params: dict[str, Any], hung_up: Callable[[], bool] = ...
+    ) -> tuple[int, dict[str, Any]]: ...
 
     def download(self, file_path: str) -> bytes | None: ...
 
@@ -73,9 +78,17 @@ def handler(api: BotApi) -> type[BaseHTTPRequestHandler]:
                 return
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             status, answer = api.handle(
-                self.path.removeprefix(prefix), parse_params(body, self.headers["Content-Type"])
+                self.path.removeprefix(prefix), parse_params(body, self.headers["Content-Type"]), self._hung_up
             )
             self._reply(status, answer)
+
+        def _hung_up(self) -> bool:
+            """Whether the client closed the connection (as a long poll it gave up on does)."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
 
         def do_GET(self) -> None:
             prefix, path = f"/file/bot{api.token}/", unquote(self.path)  # PTB percent-encodes the token's ':'
