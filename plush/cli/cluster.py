@@ -78,16 +78,19 @@ def up(  # noqa: PLR0917 - a command's options
     packages in a scratch folder, the replicas and nginx as their balancer; a plush paired through it. Runs until
     Ctrl+C or `plush cluster down`, then stops everything it started.
 
-    --config is the replicas' base configuration (models, brain, persona); the cluster sets their [server]
-    address, TLS (off: it ends at nginx), database, Redis and data folder over it.
+    --config is the replicas' base configuration (models, brain, persona; default: the file `plush` finds, as
+    every command does); the cluster sets their [server] address, TLS (off: it ends at nginx), database, Redis and
+    data folder over it.
     """
     from plush.cli.local_cluster import ClusterPlan, default_folder
     from plush.cli.local_cluster import up as run_cluster
     from plush.cli.models import models_download
+    from plush.config import find_config_file
 
     models_download(side="server", config=config)  # once here, not by each replica at its start
+    base = find_config_file(config)
     plan = ClusterPlan(
-        folder=folder or default_folder(), replicas=replicas, port=port, base_config=config, sqlite=sqlite,
+        folder=folder or default_folder(), replicas=replicas, port=port, base_config=base, sqlite=sqlite,
         plush_name=name,
     )  # fmt: skip
     run_cluster(plan)

@@ -119,7 +119,9 @@ class LocalCluster:
             database = self._postgres.create_database("plush")
         config = self._write_config(database, self._redis.url)
         code = _pair(config, balancer, plan.plush_name)
-        addresses = [self._start_replica(config, n, port) for n, port in enumerate(plan.replica_ports(), start=1)]
+        first, *others = enumerate(plan.replica_ports(), start=1)
+        addresses = [_wait_listening(*self._start_replica(config, *first))]  # it migrates the database first
+        addresses += [_wait_listening(*started) for started in [self._start_replica(config, *o) for o in others]]
         self._start_balancer(config, balancer, addresses)
         _run_plush(["pair", "join", code], env={"XDG_DATA_HOME": str(self.plush_home)})
         return [
@@ -145,8 +147,9 @@ class LocalCluster:
         path.write_text(tomli_w.dumps(sections), encoding="utf-8")
         return path
 
-    def _start_replica(self, config: Path, n: int, port: int) -> str:
-        """`plush server` on `port` in its own session (Ctrl+C reaches the launcher, which stops it in order)."""
+    def _start_replica(self, config: Path, n: int, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+        """`plush server` on `port` in its own session (Ctrl+C reaches the launcher, which stops it in order); the
+        process and its log."""
         log = self.folder / "logs" / f"replica-{n}.log"
         env = {**os.environ, **({} if n == 1 else {"PLUSH_DASHBOARD__ENABLED": "false"})}
         with log.open("wb") as sink:
@@ -160,7 +163,7 @@ class LocalCluster:
             )
         self._replicas.append(proc)
         self._record(f"replica-{n}", proc, str(config))
-        return _wait_listening(proc, log)
+        return proc, log
 
     def _start_balancer(self, config: Path, balancer: str, replicas: list[str]) -> None:
         from plush.config import load_config
