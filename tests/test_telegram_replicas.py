@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from test_telegram import OWNER, REPLY, wait_for
 from tiny_models import TinyModels
 
 from plush.server.shared_state import SharedState
-from plush.server.telegram.bridge import TelegramBridge
+from plush.server.telegram.bridge import SLOW_DOWN, TelegramBridge
 from plush.server.telegram.replicas import POLLER_LEASE_S, bot_id
 
 LEASE_KEY = SharedState.key("lease", f"telegram-poller:{bot_id(TOKEN)}")
@@ -186,6 +187,7 @@ async def hooked(
             "api_url": fake_telegram.base_url,
             "webhook_url": "https://plush.example.org/telegram-hook",
             "webhook_port": port,
+            "rate_limit": "2/minute",
         }
         config = make_config(telegram=settings)
         shared.append(await SharedState.connect(redis_url))
@@ -224,3 +226,19 @@ async def test_a_chats_reply_choice_made_through_one_replica_holds_on_the_other(
     await wait_for(lambda: len(fake_telegram.texts_to(OWNER)) == 2)
     # before: the second replica still answered with the mode it had read at its start
     assert "Replies here: both" in fake_telegram.texts_to(OWNER)[1]
+
+
+async def test_a_users_rate_limit_counts_their_messages_on_every_replica(
+    hooked: Hooked, fake_telegram: FakeTelegram
+) -> None:
+    first, second = hooked.ports
+    for sent, port in enumerate((first, second, first), start=1):  # the limit is 2 a minute
+        await hooked.push(port, 7200 + sent, f"Message {sent}.")
+        await wait_for(partial(_texts_are, fake_telegram, sent), within_s=30)
+    await wait_for(hooked.idle)
+    # before: each replica counted on its own, and the third message was answered
+    assert fake_telegram.texts_to(OWNER) == [REPLY, REPLY, SLOW_DOWN]
+
+
+def _texts_are(fake_telegram: FakeTelegram, count: int) -> bool:
+    return len(fake_telegram.texts_to(OWNER)) == count

@@ -114,6 +114,7 @@ class TelegramBridge:
         if self.shared is not None:
             self.replicas = TelegramReplicas(self.shared, bot_id(token))
             self.chats.share(self.shared, self.shared.key("telegram", bot_id(token), "chats"))
+            self.flood = FloodGuard(self.settings.rate_limit, self.shared)
         claim = self.replicas.claim if self.replicas is not None and self.settings.webhook_url else None
         app: App = (
             Application.builder()
@@ -275,11 +276,11 @@ class TelegramBridge:
             log.warning("telegram_group_ignored", chat_id=chat.id, hint="set [telegram] allow_groups = true")
         return None
 
-    def _admitted(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    async def _admitted(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
         """Within the sender's rate limit, checked as the message arrives; the first one over it gets a single
         "slow down" (sent in the background, so the check itself never waits on Telegram)."""
         assert update.effective_user is not None and update.effective_chat is not None
-        verdict = self.flood.admit(update.effective_user.id)
+        verdict = await self.flood.admit(update.effective_user.id)
         if verdict is True:
             return True
         log.warning("telegram_rate_limited", user_id=update.effective_user.id)
@@ -346,7 +347,7 @@ class TelegramBridge:
             return
         chat_id = update.effective_chat.id
         turn = self._turn(who, context, update.message.message_id, chat_id, text[:MAX_INPUT_CHARS])
-        admitted = self._admitted(update, context)
+        admitted = await self._admitted(update, context)
         async with self.line.turn(chat_id):
             await self.chats.refresh()  # a choice made through another replica
             if await self._handled(turn, admitted) or (slot := await self._admit(turn, context.bot, chat_id)) is None:
@@ -365,7 +366,7 @@ class TelegramBridge:
         assert update.effective_user is not None
         chat_id = update.effective_chat.id
         turn = self._turn(who, context, message.message_id, chat_id, "")
-        admitted = self._admitted(update, context)
+        admitted = await self._admitted(update, context)
         media = message.voice or message.audio or message.document
         async with self.line.turn(chat_id):
             await self.chats.refresh()  # a choice made through another replica

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from limits import parse_many
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 
@@ -27,6 +27,9 @@ from plush.protos.plush.v1 import companion_pb2 as pb
 from plush.server.companion import Companion, TurnRequestData
 from plush.server.telegram.delivery import best_effort, deliver
 from plush.server.telegram.replies import StreamedReply
+
+if TYPE_CHECKING:
+    from plush.server.shared_state import SharedState
 
 log = get_logger(__name__)
 VOICE_RATE = 48000
@@ -59,19 +62,44 @@ class ChatLine:
 
 
 class FloodGuard:
-    """The per-user message budget, and the one "slow down" per window for those who exceed it."""
+    """The per-user message budget, and the one "slow down" per window for those who exceed it: counted in this
+    process, or with `shared` in the replicas' Redis (`limits`' Redis storage), so a user whose messages reach
+    several replicas (behind a webhook) has one budget. A Redis that does not answer lets the message through."""
 
-    def __init__(self, rate_limit: str) -> None:
+    def __init__(self, rate_limit: str, shared: SharedState | None = None) -> None:
         self.items = parse_many(rate_limit)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        storage: Storage = MemoryStorage()
+        if shared is not None:
+            storage = RedisStorage(
+                f"async+{shared.url}",
+                implementation="redispy",
+                key_prefix=shared.key("telegram-flood"),
+                connection_pool=shared.client.connection_pool,  # type: ignore[arg-type]  # limits types it narrowly
+            )
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._shared = shared
 
-    def admit(self, user_id: int) -> bool | None:
+    async def admit(self, user_id: int) -> bool | None:
         """True: answer. False: over the limit, say "slow down" (once per window). None: over it, say nothing."""
         key = str(user_id)
-        if all(self._limiter.hit(item, "telegram", key) for item in self.items):
+        try:
+            async with asyncio.timeout(2.0):
+                if await self._all_hit(self.items, "telegram", key):
+                    return True
+                warn = await self._all_hit(self.items, "telegram-warned", key, whole=True)
+        except Exception as exc:  # only the replicas' Redis can fail here
+            if self._shared is None:
+                raise
+            log.warning("telegram_rate_limit_unshared", user_id=user_id, error=str(exc) or type(exc).__name__)
             return True
-        warn = all(self._limiter.hit(item, "telegram-warned", key, cost=item.amount) for item in self.items)
         return False if warn else None
+
+    async def _all_hit(self, items: list[RateLimitItem], namespace: str, key: str, *, whole: bool = False) -> bool:
+        """Whether every item takes one more hit (`whole`: its whole amount, so it passes once per window)."""
+        for item in items:
+            if not await self._limiter.hit(item, namespace, key, cost=item.amount if whole else 1):
+                return False
+        return True
 
 
 async def answer(
