@@ -91,8 +91,8 @@ class Phase:
     events: list[tuple[float, str]] = field(default_factory=list)
     """(seconds into the phase, what happened): the faults."""
     gemini_times: list[float] = field(default_factory=list)
-    stored: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """Turn id -> (outcome, ending) as the turn log holds it at the end."""
+    stored: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    """Turn id -> (outcome, ending, backend) as the turn log holds it at the end."""
 
 
 class Replicas:
@@ -193,8 +193,9 @@ async def plush_loop(
 
 
 async def faults(phase: Phase, replicas: Replicas, postgres: PostgresServer, start: float, down_s: float) -> None:
-    """The cluster phase's faults: replica 0 SIGKILLed at a third, back `down_s` later; PostgreSQL restarted at
-    two thirds. Each is logged with its moment."""
+    """The cluster phase's faults, each on its own clock: replica 0 SIGKILLed at a third and started again
+    `down_s` later (it then loads its models); PostgreSQL restarted at two thirds. Each is logged with its
+    moment."""
 
     async def at(fraction: float) -> None:
         await asyncio.sleep(max(0.0, start + phase.seconds * fraction - time.perf_counter()))
@@ -202,23 +203,30 @@ async def faults(phase: Phase, replicas: Replicas, postgres: PostgresServer, sta
     def note(what: str) -> None:
         phase.events.append((time.perf_counter() - start, what))
 
-    await at(1 / 3)
-    replicas.kill(0)
-    note("replica 0 SIGKILLed")
-    await asyncio.sleep(down_s)
-    await asyncio.to_thread(replicas.start, 0)
-    note("replica 0 started again")
-    await at(2 / 3)
-    note("PostgreSQL restart begins")
-    await asyncio.to_thread(postgres.restart)
-    note("PostgreSQL accepting connections again")
+    async def replica_down() -> None:
+        await at(1 / 3)
+        replicas.kill(0)
+        note("replica 0 SIGKILLed")
+        await asyncio.sleep(down_s)
+        note("replica 0 starting again")
+        await asyncio.to_thread(replicas.start, 0)
+        note("replica 0 listening again")
+
+    async def database_restart() -> None:
+        await at(2 / 3)
+        note("PostgreSQL restart begins")
+        await asyncio.to_thread(postgres.restart)
+        note("PostgreSQL accepting connections again")
+
+    await asyncio.gather(replica_down(), database_restart())
 
 
-async def stored_turns(url: str) -> dict[str, tuple[str, str]]:
-    """Every turn in the log: id -> (outcome, ending)."""
+async def stored_turns(url: str) -> dict[str, tuple[str, str, str]]:
+    """Every turn in the log: id -> (outcome, ending, backend)."""
     db = await asyncpg.connect(url)
     try:
-        return {row["id"]: (row["outcome"], row["ending"]) for row in await db.fetch("SELECT * FROM turns")}
+        rows = await db.fetch("SELECT id, outcome, ending, backend FROM turns")
+        return {row["id"]: (row["outcome"], row["ending"], row["backend"]) for row in rows}
     finally:
         await db.close()
 
@@ -260,7 +268,11 @@ async def run_phase(  # noqa: PLR0917 - a phase's settings
         finally:
             replicas.stop()  # SIGTERM: each replica stores its turns before it exits
         phase.gemini_times = gemini.request_times()
-    phase.stored = await stored_turns(database)
+    try:
+        phase.stored = await stored_turns(database)
+    except OSError as exc:
+        log_tail = (postgres.folder / "log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"PostgreSQL stopped answering ({exc}); its log ends:\n{log_tail}") from exc
     return phase
 
 
@@ -295,7 +307,10 @@ def summary(phase: Phase, rpm: int) -> dict[str, Any]:
         "errored_unbegun": sum(not t.turn_id for t in failed),
         "lost": len(lost),
         "lost_answered": sum(t.outcome == "answered" for t in lost),
-        "errored_stored_as": dict(Counter("/".join(phase.stored[t.turn_id]) for t in failed if t.turn_id in stored)),
+        "answered_by": dict(Counter(phase.stored[t.turn_id][2] for t in answered if t.turn_id in stored)),
+        "errored_stored_as": dict(
+            Counter("/".join(phase.stored[t.turn_id][:2]) for t in failed if t.turn_id in stored)
+        ),
         "error_details": dict(Counter(t.detail[:90] for t in failed)),
         "gemini_requests": len(phase.gemini_times),
         "gemini_busiest_minute": busiest_minute(phase.gemini_times),
@@ -323,6 +338,7 @@ def report(data: dict[str, Any]) -> str:
     for s in data["phases"]:
         for moment, what in s["events"]:
             lines.append(f"- {s['phase']}, {moment:.0f} s: {what}")
+        lines.append(f"- {s['phase']}: answered by {s['answered_by']}")
         if s["errored"]:
             lines.append(f"- {s['phase']}: errored turns stored as {s['errored_stored_as'] or 'nothing'}; "
                          f"{s['errored_unbegun']} had not begun on a server; causes: {s['error_details']}")  # fmt: skip
