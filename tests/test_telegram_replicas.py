@@ -136,6 +136,20 @@ async def test_a_poller_that_stops_hands_the_lease_over_and_the_other_replica_an
     assert fake_telegram.most_polls_at_once == 1, "never two pollers at once"
 
 
+def _webhook_bridge(
+    server: Any, make_config: Any, fake: FakeTelegram, *, shared: SharedState, port: int, state: Path
+) -> Any:
+    settings = {
+        "allowed_users": [OWNER],
+        "api_url": fake.base_url,
+        "webhook_url": "https://plush.example.org/telegram-hook",
+        "webhook_port": port,
+        "rate_limit": "2/minute",
+    }
+    config = make_config(telegram=settings)
+    return TelegramBridge(server.companion, config.telegram, config.owners, state_dir=state, shared=shared)
+
+
 @dataclass
 class Hooked:
     """Two replicas' bots taking Telegram's pushes on a port each, with the secret Telegram was given."""
@@ -180,22 +194,11 @@ async def hooked(
 ) -> AsyncIterator[Hooked]:
     server = await start_gemini_server()
     ports = [unused_tcp_port_factory(), unused_tcp_port_factory()]
-    bridges, shared = [], []
-    for number, port in enumerate(ports):
-        settings = {
-            "allowed_users": [OWNER],
-            "api_url": fake_telegram.base_url,
-            "webhook_url": "https://plush.example.org/telegram-hook",
-            "webhook_port": port,
-            "rate_limit": "2/minute",
-        }
-        config = make_config(telegram=settings)
-        shared.append(await SharedState.connect(redis_url))
-        bridges.append(
-            TelegramBridge(
-                server.companion, config.telegram, config.owners, state_dir=tmp_path / f"r{number}", shared=shared[-1]
-            )
-        )
+    shared = [await SharedState.connect(redis_url) for _ in ports]
+    bridges = [
+        _webhook_bridge(server, make_config, fake_telegram, shared=on, port=port, state=tmp_path / f"r{number}")
+        for number, (on, port) in enumerate(zip(shared, ports, strict=True))
+    ]
     try:
         async with bridges[0].polling(fake_telegram.token), bridges[1].polling(fake_telegram.token):
             secrets = {call.params["secret_token"] for call in fake_telegram.calls_to("setWebhook")}
@@ -242,3 +245,38 @@ async def test_a_users_rate_limit_counts_their_messages_on_every_replica(
 
 def _texts_are(fake_telegram: FakeTelegram, count: int) -> bool:
     return len(fake_telegram.texts_to(OWNER)) == count
+
+
+async def test_a_replica_starting_behind_the_webhook_leaves_alone_what_another_is_answering(
+    start_gemini_server: Any,
+    make_config: Any,
+    fake_telegram: FakeTelegram,
+    fake_gemini: Any,
+    redis_url: str,
+    *,
+    tmp_path: Path,
+    unused_tcp_port_factory: Any,
+) -> None:
+    server = await start_gemini_server()
+    shared = [await SharedState.connect(redis_url) for _ in range(2)]
+    ports = [unused_tcp_port_factory(), unused_tcp_port_factory()]
+    # One machine: both replicas' bots keep their state in the same data folder.
+    first, second = (
+        _webhook_bridge(server, make_config, fake_telegram, shared=on, port=port, state=tmp_path)
+        for on, port in zip(shared, ports, strict=True)
+    )
+    fake_gemini.reply("A slow answer.", delay=3.0)
+    try:
+        async with first.polling(fake_telegram.token):
+            secret = fake_telegram.calls_to("setWebhook")[0].params["secret_token"]
+            await Hooked([first], ports[:1], secret).push(ports[0], 7301, "Tell me something slowly.")
+            await wait_for(lambda: fake_gemini.requests)  # the first replica is answering it
+            async with second.polling(fake_telegram.token):
+                await wait_for(lambda: fake_telegram.texts_to(OWNER), within_s=30)
+                await wait_for(Hooked([first, second], ports, secret).idle)
+    finally:
+        for on in shared:
+            await on.close()
+    # before: the second replica answered it again from the inbox folder they share
+    assert fake_telegram.texts_to(OWNER) == ["A slow answer."]
+    assert len(fake_gemini.requests) == 1

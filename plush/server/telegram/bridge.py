@@ -99,7 +99,10 @@ class TelegramBridge:
         self.identities = Identities(settings, households or {})
         state = (state_dir or data_home()) / "telegram"
         self.chats = ChatSettings(state / "chats.json", settings.replies)
-        self.inbox = Inbox(state / "inbox")
+        # Replicas behind a webhook each keep an inbox of their own (named by the port they listen on, the same
+        # after a restart): one starting must not answer what another replica on this machine is answering now.
+        shared_hook = shared is not None and bool(settings.webhook_url)
+        self.inbox = Inbox(state / (f"inbox-{settings.webhook_port}" if shared_hook else "inbox"))
         self.commands = Commands(companion, self.chats, presence)
         self.listener = Listener(transcriber, max_seconds=settings.max_voice_seconds, keep=settings.keep_voice_notes)
         self.line = ChatLine()

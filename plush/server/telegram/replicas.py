@@ -11,7 +11,8 @@ handled once, and one webhook secret for all.
   it again when no 200 came back in time. The first replica to claim an update id (`SET NX EX`, kept as long as
   Telegram keeps updates) handles it; another that receives it again answers 200 and drops it. The claimant keeps
   the update in its inbox before it answers 200, so one killed mid-reply answers it when it starts again. Each
-  replica listens on a `webhook_port` of its own, behind the proxy Telegram pushes to.
+  replica listens on a `webhook_port` of its own, behind the proxy Telegram pushes to, and keeps its inbox in a
+  folder named by that port: a replica that starts does not answer what another one on the machine is answering.
 - **The webhook's secret.** Telegram echoes one secret on every push, the last one set: so every replica uses the
   one the first replica stored, or each replica's `setWebhook` would make the others refuse Telegram's pushes.
 """
