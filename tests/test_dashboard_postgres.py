@@ -7,6 +7,7 @@ PostgreSQL instead of a SQLite file: what the parent sees must not depend on the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from test_dashboard import (  # noqa: F401 - collected here, on PostgreSQL
 from test_turn_rows import _full_turn
 
 from plush.server.dashboard.queries import TurnFilter, TurnLog
-from plush.server.store import Store
+from plush.server.store import Store, TurnRecord
 
 
 @pytest.fixture
@@ -61,3 +62,42 @@ async def test_the_log_reads_back_the_stored_turn_and_cannot_change_the_store(po
         assert await store.get_turn(turn.id) == turn
     assert logged is not None and logged.record == turn
     assert [t.record.id for t in found] == [turn.id]
+
+
+async def test_a_live_log_following_two_replicas_writing_at_once_misses_no_turn(postgres_url: str) -> None:
+    replicas = [await Store.open(postgres_url) for _ in range(2)]
+    log = await TurnLog.open(postgres_url)
+    written = 150
+
+    async def write(n: int, store: Store) -> None:
+        async def plush(k: int) -> None:  # several plushes per replica, each turn its own transaction
+            for i in range(k, written, 5):
+                await store.add_turn(TurnRecord(f"r{n}-{i:03d}", f"c{n}-{k}", f"plush-{k}", "chat", f"turn {i}", "ok"))
+
+        await asyncio.gather(*(plush(k) for k in range(5)))
+
+    async def follow(done: asyncio.Event) -> list[str]:
+        """What the live stream does (api.py): turns after the cursor, up to the newest row, cursor moved on."""
+        seen: list[str] = []
+        cursor = 0
+        while not done.is_set() or len(seen) < 2 * written:
+            upto = await log.last_rowid()
+            for logged in await log.turns_after(cursor, TurnFilter(), upto=upto, limit=1000):
+                seen.append(logged.record.id)
+                cursor = logged.rowid
+            if done.is_set() and cursor == await log.last_rowid():
+                break
+        return seen
+
+    try:
+        done = asyncio.Event()
+        follower = asyncio.create_task(follow(done))
+        await asyncio.gather(*(write(n, store) for n, store in enumerate(replicas)))
+        done.set()
+        async with asyncio.timeout(30):
+            seen = await follower
+    finally:
+        await log.close()
+        for store in replicas:
+            await store.close()
+    assert len(seen) == len(set(seen)) == 2 * written, f"{2 * written - len(set(seen))} turns never reached the log"

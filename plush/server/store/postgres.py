@@ -47,6 +47,8 @@ from plush.server.store.turn_rows import (
 
 log = get_logger(__name__)
 MIGRATION_LOCK = 0x706C757368  # "plush": one replica migrates at a time
+TURN_ORDER_LOCK = MIGRATION_LOCK + 1
+"""Taken by each turn's INSERT until its commit, so turns commit in `seq` order (`_insert_turn`)."""
 SCHEMA = """
     CREATE TABLE IF NOT EXISTS plush_schema (version INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS conversations (
@@ -187,7 +189,11 @@ class PostgresStore(Store):
         return changed > 0
 
     async def _insert_turn(self, turn: TurnRecord, before: str = "", *, conflict: str = "") -> None:
-        """The turn and its conversation row in one transaction, after `before` (a statement on the turn's id)."""
+        """The turn and its conversation row in one transaction, after `before` (a statement on the turn's id).
+
+        The row's `seq` is taken under `TURN_ORDER_LOCK`, held to the commit: replicas then commit turns in `seq`
+        order, so a reader that sees a turn sees every turn numbered before it (the dashboard's live log follows
+        `seq`; without the lock a turn numbered first but committed second, on another replica, was skipped)."""
         async with self._pool.acquire() as db, db.transaction():
             if before:
                 await db.execute(before, turn.id)
@@ -198,6 +204,7 @@ class PostgresStore(Store):
                 turn.started_at,
                 turn.owner,
             )
+            await db.execute("SELECT pg_advisory_xact_lock($1)", TURN_ORDER_LOCK)
             await db.execute(
                 f"INSERT INTO turns ({turn_columns()}) VALUES ({_placeholders(len(TURN_COLUMNS))}){conflict}",
                 *turn_values(turn),
