@@ -84,3 +84,17 @@ async def test_a_turn_that_ends_after_a_later_one_reaches_the_live_log_once_as_i
     assert (shown_before.record.id, shown_before.record.ending) == ("story", "replica_lost"), "shown under way"
     assert [(t.record.id, t.record.outcome) for t in fresh] == [("story", "answered")], "the live log gets its end"
     assert [t.record.id for t in listed] == ["story", "quick"], "and lists it once"
+
+
+async def test_a_turn_alone_in_flight_reaches_the_live_log_again_when_it_ends(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "plush.db") as store:
+        log = await TurnLog.open(tmp_path / "plush.db")
+        try:
+            await store.begin_turn(TurnRecord("story", "room", "bunny", "device", "tell me a long story"))
+            [shown] = await log.turns(TurnFilter())  # the newest row: SQLite would give its rowid to the next one
+            await store.add_turn(TurnRecord("story", "room", "bunny", "device", "tell me a long story", "Once..."))
+            fresh = await log.turns_after(shown.rowid, TurnFilter())
+        finally:
+            await log.close()
+    assert shown.record.ending == "replica_lost"
+    assert [(t.record.id, t.record.outcome) for t in fresh] == [("story", "answered")], "the live log gets its end"

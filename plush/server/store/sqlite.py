@@ -281,10 +281,17 @@ class SqliteStore(Store):
         # The INSERT's triggers write the conversation row and the FTS row (see OUTCOME_MIGRATION). The row the
         # turn had while under way goes in the same transaction, so a failed INSERT leaves that row as it was, and
         # the ended turn gets a new rowid: the live log, which follows rowids, shows it when it ends.
+        # SQLite gives a new row the largest rowid + 1, which is the deleted row's own when it was the newest (one
+        # turn in flight): the rowid is given past it, or the live log, already past it, never shows the end.
         async with self._transaction():
+            under_way = await self._db.execute_fetchall(
+                f"SELECT rowid FROM turns WHERE id = ? AND NOT ({ended()})", (turn.id,)
+            )
             await self._db.execute(f"DELETE FROM turns WHERE id = ? AND NOT ({ended()})", (turn.id,))
             await self._db.execute(
-                f"INSERT INTO turns ({turn_columns()}) VALUES ({_TURN_PLACEHOLDERS})", turn_values(turn)
+                f"INSERT INTO turns (rowid, {turn_columns()}) VALUES"
+                f" ((SELECT MAX(COALESCE(MAX(rowid), 0), ?) + 1 FROM turns), {_TURN_PLACEHOLDERS})",
+                (next(iter(under_way), (0,))[0], *turn_values(turn)),
             )
 
     async def begin_turn(self, turn: TurnRecord) -> None:
