@@ -17,9 +17,11 @@ index does. The database needs a UTF-8 encoding and locale (`initdb --locale=C.U
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -46,6 +48,47 @@ from plush.server.store.turn_rows import (
 )
 
 log = get_logger(__name__)
+
+RECONNECT_S = 15.0
+"""How long a store call waits for the database to come back (a restart, a failover) before it fails."""
+LOST_CONNECTION: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # 08xxx: the connection is gone or refused
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: the server is shutting down (a restart)
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.exceptions.CrashShutdownError,  # 57P02
+    asyncpg.InterfaceError,  # "connection is closed": a pooled connection the restart closed under it
+    asyncpg.exceptions.InternalClientError,  # a connection that died mid-statement, reused before the pool saw it
+    OSError,  # connection refused or reset while it is down
+)
+"""What a database restart looks like to a pooled connection; the pool replaces the connection on the next try."""
+_Result = TypeVar("_Result")
+
+
+def reconnecting(call: Callable[..., Awaitable[_Result]]) -> Callable[..., Awaitable[_Result]]:
+    """Retry `call` while the database is away (`LOST_CONNECTION`), for up to `RECONNECT_S`.
+
+    Why: a PostgreSQL restart closes every pooled connection; without this, the next statement on each fails and
+    a turn that the brain answered would fail with it (bench/cluster.py restarts PostgreSQL mid-run). Each call
+    is one statement or one transaction, so a retry repeats nothing that committed, except a counter that was
+    incremented just before its connection dropped (counted once more: a budget errs on the safe side)."""
+
+    @functools.wraps(call)
+    async def retried(*args: Any, **kwargs: Any) -> _Result:
+        deadline = time.monotonic() + RECONNECT_S
+        pause = 0.1
+        while True:
+            try:
+                return await call(*args, **kwargs)
+            except LOST_CONNECTION as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("database_away_retrying", call=call.__name__, error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    return retried
+
+
 MIGRATION_LOCK = 0x706C757368  # "plush": one replica migrates at a time
 TURN_ORDER_LOCK = MIGRATION_LOCK + 1
 """Taken by each turn's INSERT until its commit, so turns commit in `seq` order (`_insert_turn`)."""
@@ -392,6 +435,13 @@ class PostgresStore(Store):
         status: str = await self._pool.execute(sql, *params)
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
+
+
+# Every public call of the store waits out a database restart (the private helpers run inside them: one retry
+# loop per call, not one per level).
+for _name, _method in list(vars(PostgresStore).items()):
+    if _name not in {"connect", "close"} and not _name.startswith("_") and asyncio.iscoroutinefunction(_method):
+        setattr(PostgresStore, _name, reconnecting(_method))
 
 
 def _without_password(url: str) -> str:
