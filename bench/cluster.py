@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import random
+import shutil
 import signal
 import tempfile
 import time
@@ -267,6 +268,7 @@ async def run_phase(  # noqa: PLR0917 - a phase's settings
                 phase.seconds = time.perf_counter() - start
         finally:
             replicas.stop()  # SIGTERM: each replica stores its turns before it exits
+            keep_logs(folder, args.out / f"{args.name}-logs" / name)
         phase.gemini_times = gemini.request_times()
     try:
         phase.stored = await stored_turns(database)
@@ -274,6 +276,14 @@ async def run_phase(  # noqa: PLR0917 - a phase's settings
         log_tail = (postgres.folder / "log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"PostgreSQL stopped answering ({exc}); its log ends:\n{log_tail}") from exc
     return phase
+
+
+def keep_logs(folder: Path, dest: Path) -> None:
+    """The replicas' logs and the fake Gemini's request times, kept beside the results (the work folder goes)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for log in [*folder.glob("replica-*.log"), folder / "gemini-requests.log"]:
+        if log.exists():
+            shutil.copy(log, dest / log.name)
 
 
 def busiest_minute(times: list[float]) -> int:
