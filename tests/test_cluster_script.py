@@ -110,6 +110,7 @@ def test_scripts_cluster_comes_up_answers_through_the_balancer_and_stop_leaves_n
             check=False,
         )
         assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "stopped the cluster" in stop.stdout, stop.stdout  # not "no cluster was running"
         assert launcher.wait(timeout=30) == 0
     finally:
         if launcher.poll() is None:

@@ -238,10 +238,11 @@ def down(folder: Path) -> list[str]:
     state = ClusterState.load(folder)
     if state is None:
         return []
-    if _alive(state.launcher, "cluster"):
+    stopped = []
+    if _alive(state.launcher, "cluster"):  # it stops what it started itself, then the rest is already gone
         os.kill(state.launcher, signal.SIGTERM)
         _wait_gone(state.launcher, STOP_S + 30)
-    stopped = []
+        stopped.append("launcher")
     for name, pid in state.processes.items():
         if _alive(pid, state.markers.get(name, "")):
             _end(pid, signal.SIGTERM)
