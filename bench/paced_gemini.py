@@ -15,7 +15,6 @@ import argparse
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests")]
@@ -48,10 +47,10 @@ def main() -> None:
             while fake.pending < BACKLOG:
                 fake.reply(*pieces, delay=args.ttft, chunk_delay=1 / args.tokens_per_s)
             if args.requests_log and len(fake.requests) > logged:
-                now = time.time()  # within the 50 ms poll of the arrival: enough for requests per minute
+                arrived = fake.requests[logged:]
                 with args.requests_log.open("a", encoding="utf-8") as out:
-                    out.write(f"{now:.3f}\n" * (len(fake.requests) - logged))
-                logged = len(fake.requests)
+                    out.write("".join(f"{r.received_at:.4f}\n" for r in arrived))
+                logged += len(arrived)
             if len(fake.requests) > 1000:  # the fake remembers every request; a soak would pile them up
                 fake.clear()
                 logged = 0

@@ -83,6 +83,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: dict[str, Any]
     raw_body: bytes = field(repr=False)
+    received_at: float = field(default_factory=time.time, compare=False)
+    """When it arrived (Unix seconds): bench/cluster.py counts requests per moving minute against the budget."""
 
     @property
     def api_key(self) -> str | None:
