@@ -25,7 +25,7 @@ the start of its next answered one.
 
     .venv/bin/python bench/cluster.py                                # 16 plushes, 3 replicas, 3 min a phase
     .venv/bin/python bench/cluster.py --plushes 32 --minutes 5
-    .venv/bin/python bench/cluster.py --quick                        # tiny models, 4 plushes, 45 s a phase
+    .venv/bin/python bench/cluster.py --quick                        # tiny models, 3 plushes, 30 s a phase
 """
 
 from __future__ import annotations
@@ -390,12 +390,12 @@ def main() -> None:
     parser.add_argument("--down-s", type=float, default=20.0, help="how long the killed replica stays down")
     parser.add_argument("--ttft", type=float, default=0.4, help="fake Gemini's time to first token, s")
     parser.add_argument("--tokens-per-s", type=float, default=25.0, help="fake Gemini's words a second")
-    add_run_options(parser, quick="tiny models, 4 plushes, 45 s a phase", name="cluster")
+    add_run_options(parser, quick="tiny models, 3 plushes, 30 s a phase", name="cluster")
     args = parser.parse_args()
     if not 1 <= args.plushes <= 32:
         parser.error("--plushes is 1 to 32")
     if args.quick:
-        args.models, args.plushes, args.minutes, args.down_s = "tiny", 4, 0.75, 5.0
+        args.models, args.plushes, args.minutes, args.down_s = "tiny", 3, 0.5, 3.0
     args.out.mkdir(parents=True, exist_ok=True)
     setup_logging("WARNING")
     with tempfile.TemporaryDirectory(prefix="plush-cluster-bench-") as work:

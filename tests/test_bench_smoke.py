@@ -1,4 +1,4 @@
-"""The end-to-end benchmarks (bench/latency.py, barge_in.py, load.py, soak.py) run, on tiny models, and report.
+"""The end-to-end benchmarks (bench/latency.py, barge_in.py, load.py, soak.py, cluster.py) run on tiny models.
 
 They are scripts run by hand for minutes at a time; these smoke runs keep them from rotting. Each is a whole
 run as a user starts it (`--quick`: tiny models, a turn or two): a real `plush server` process, the fake Gemini
@@ -146,3 +146,26 @@ def test_brain_quality_bench_runs_every_prompt_through_a_real_server(tmp_path: P
         assert risky and all(a["outcome"] == "blocked" for a in risky), result["brain"]
         assert {a["language"] for a in result["answers"]} == {"en", "ko"}
     assert "risky handled" in (tmp_path / "brain_quality_quick.md").read_text()
+
+
+def test_cluster_bench_kills_a_replica_restarts_postgresql_and_keeps_within_the_gemini_budget(
+    tmp_path: Path,
+) -> None:
+    """bench/cluster.py --quick: PostgreSQL, Redis, nginx and real replicas; both phases measured, both faults
+    made, every turn the plushes heard stored, Gemini within the budget the replicas share."""
+    command = [sys.executable, str(REPO / "bench" / "cluster.py"), "--quick", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    single, cluster = json.loads((tmp_path / "cluster.json").read_text())["phases"]
+    assert (single["replicas"], cluster["replicas"]) == (1, 3)
+    assert single["answered"] > 0 and cluster["answered"] > 0
+    made = {what for _, what in cluster["events"]}
+    assert made == {
+        "replica 0 SIGKILLed", "replica 0 starting again", "replica 0 listening again",
+        "PostgreSQL restart begins", "PostgreSQL accepting connections again",
+    }  # fmt: skip
+    for phase in (single, cluster):
+        assert phase["lost_answered"] == 0, "a turn the plush heard is in the turn log"
+        assert phase["gemini_busiest_minute"] <= phase["gemini_budget_rpm"]
+    assert (tmp_path / "cluster-logs" / "cluster" / "replica-0.log").exists()
+    assert "Gemini busiest 60 s / budget" in (tmp_path / "cluster.md").read_text()
