@@ -165,8 +165,9 @@ def _unfit(name: str, checked: dict[str, Any], max_above: float) -> str | None:
         reasons.insert(0, f"Whisper heard its test sentences with a character error rate of {cer:.2f} and {beside} "
                           f"(at most {max_above:g} worse is accepted): it mumbles or babbles")  # fmt: skip
     return (
-        f"{name} is not used: {'; '.join(reasons)}. Train longer, with more recordings, starting from a warm start "
-        "fitted to its base (see bench/README.md), then check again; or use it anyway with --force"
+        f"{name} is not used: {'; '.join(reasons)}. Train it again (--restart) from a warm start fitted to its base "
+        "(--fit-steps) at a lower learning rate (--learning-rate 5e-5 kept a CPU run clear, see bench/README.md), "
+        "with more recordings if you can, then check again; or use it anyway with --force"
     )
 
 
