@@ -153,6 +153,10 @@ class LlamaConfig(Section):
     """How long the breaker stays open at first; it doubles each time it opens again, up to ten minutes."""
     start_timeout_s: float = Field(default=120.0, gt=0)
     """How long the worker may take to load the model and evaluate the persona before it counts as failed."""
+    stall_s: float = Field(default=30.0, gt=0)
+    """How long a running generation may go without a token (its prompt's evaluation included) before its worker
+    counts as stalled: it is killed and restarted, and the turn gets the persona's fallback line. Raise it for a
+    slow board that reads long prompts."""
 
 
 class LlmConfig(Section):

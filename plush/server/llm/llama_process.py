@@ -14,6 +14,18 @@ worker restarts at once, then with backoff for crashes in a row (`restart_backof
 minutes), said once in the log, and turns get the fallback line at once with reason `local_llm_down` until a
 trial restart answers again. `health_note` tells people (the doctor, the dashboard, /status) what is wrong.
 
+A worker that stops answering without dying (a generation that gives no token for `stall_s`, prompt evaluation
+included) is killed and handled as a crash, with reason `local_llm_stalled`: the turn gets the fallback line, the
+turns queued behind it go to the restarted worker, and no turn holds the model's queue for a minute.
+
+llama-cpp-python's wheels run llama.cpp's threads under OpenMP (`OPENMP = 1` in its system info), and ggml's
+barrier between a graph's operations, hundreds a token, is then OpenMP's, whose waiting threads by default spin
+on their core rather than sleep. On a machine whose cores are also busy elsewhere (the server's own speech
+synthesis and recognition on a small box) the spinning threads take the cores from the threads doing the work:
+three turns at once on the real Qwen2.5 0.5B (each with its own history), two cores, two busy processes beside
+it: the first was answered after 72 s; with `OMP_WAIT_POLICY=PASSIVE` all three in 21 s
+(tests/test_local_brain_stall.py). So the worker starts with that policy, unless the environment sets one.
+
 The boundary costs one pipe write and one read per delta: microseconds against a token's tens of milliseconds
 (bench/brain_overhead.py measures it against the in-process model).
 """
@@ -23,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import signal
 import sys
 import time
@@ -44,6 +57,8 @@ WORKER_MODULE = "plush.server.llm.llama_worker"
 MAX_PAUSE_S = 600.0
 STOP_WAIT_S = 3.0
 LINE_LIMIT = 1 << 20
+WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+"""OpenMP's waiting threads sleep instead of spinning on cores others need (see the module docstring)."""
 State = Literal["starting", "ready", "restarting", "down", "stopped"]
 
 
@@ -65,6 +80,8 @@ class _Worker:
     mode: PromptMode
     streams: dict[int, asyncio.Queue[tuple[Any, ...]]] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
+    stalled: str = ""
+    """Why the watchdog killed this worker (`local_llm_stalled no token for 30 s`), '' unless it did."""
 
     def send(self, **message: Any) -> None:
         """Queue one command for the worker (a few hundred bytes: the pipe takes it without waiting)."""
@@ -72,6 +89,13 @@ class _Worker:
         if stdin is not None and not stdin.is_closing():
             with suppress(BrokenPipeError, ConnectionResetError):  # dying: the reader tells the turns
                 stdin.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+
+    def stall(self, reason: str) -> None:
+        """Kill a worker that stopped giving tokens; its reader then ends the turns as for any other crash."""
+        if not self.stalled:
+            self.stalled = reason
+            with suppress(ProcessLookupError):
+                self.process.kill()
 
 
 class LlamaProcess(LlmBackend):
@@ -157,6 +181,7 @@ class LlamaProcess(LlmBackend):
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,
+            env={WAIT_POLICY[0]: WAIT_POLICY[1], **os.environ},
         )
         assert process.stdin is not None and process.stdout is not None
         load = {"op": "load", "model": str(self.model_path), "config": self._config.model_dump(mode="json")}
@@ -184,11 +209,26 @@ class LlamaProcess(LlmBackend):
         log.info("local_llm_ready", pid=process.pid, model=self.model_path.name, mode=worker.mode)
 
     async def _read(self, worker: _Worker) -> None:
-        """Hand each line to its generation's queue; at end of output, the worker has died."""
+        """Hand each line to its generation's queue; at end of output, the worker has died.
+
+        While a generation runs (from its "started" to its end, a cancelled turn's included), each line must come
+        within `stall_s` or the worker is killed as stalled: a turn queued behind a stuck one waits no longer.
+        """
         stdout = worker.process.stdout
         assert stdout is not None
-        while line := await stdout.readline():
+        running = False
+        while True:
+            try:
+                line = await (
+                    asyncio.wait_for(stdout.readline(), self._config.stall_s) if running else stdout.readline()
+                )
+            except TimeoutError:  # the kill ends the output, and the turns hear of it below
+                worker.stall(f"local_llm_stalled no token for {self._config.stall_s:g} s")
+                continue
+            if not line:
+                break
             message = json.loads(line)
+            running = "started" in message or (running and not ("end" in message or "error" in message))
             stream = worker.streams.get(message.get("id", 0))
             if stream is None:
                 continue  # a cancelled turn's last words
@@ -207,15 +247,19 @@ class LlamaProcess(LlmBackend):
             for stream in worker.streams.values():  # a turn still waiting as the server stops
                 stream.put_nowait(("error", "the local brain stopped: the server is stopping"))
             return
-        reason = f"local_llm_crashed {exit_reason(code)}"
+        reason = worker.stalled or f"local_llm_crashed {exit_reason(code)}"
         for stream in worker.streams.values():
-            stream.put_nowait(("crash", reason))
+            stream.put_nowait(("crash", reason, reason.split()[0]))
         log.error(
-            "local_llm_crashed",
+            reason.split()[0],
             pid=worker.process.pid,
             exit=exit_reason(code),
             turns_in_flight=len(worker.streams),
-            hint="the worker's last words, if any, are just above (faulthandler)",
+            hint=(
+                f"no token for stall_s={self._config.stall_s:g} s: the worker was killed and restarts"
+                if worker.stalled
+                else "the worker's last words, if any, are just above (faulthandler)"
+            ),
         )
         self._crashed(reason)
 
@@ -293,7 +337,7 @@ class LlamaProcess(LlmBackend):
                         elif kind == "error":
                             raise LlmError(item[1])
                         elif started or attempt == 2:  # "crash": this turn was being answered
-                            raise LlmCrashedError(item[1])
+                            raise LlmCrashedError(item[1], reason=item[2])
                 # "crash" while only queued behind the turn that crashed: the restarted worker answers it
         finally:
             self._in_flight -= 1

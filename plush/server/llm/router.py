@@ -8,7 +8,8 @@ primary, no_api_key, retry_after, circuit_open, minute_budget_spent, daily_budge
 shared_state_unreachable (the replicas' Redis did not answer),
 gemini_error, error_mid_stream, gemini_empty_reply, gemini_safety (Gemini's own filter refused: `Route.blocked` has
 its category, and no other brain is asked), local_llm_crashed (the local model's worker died under the turn:
-the turn is an error), local_llm_down (it keeps dying: the breaker is open), llama_refused (the local model opened
+the turn is an error), local_llm_stalled (it gave no token for `stall_s`: killed and restarted, the turn is an
+error), local_llm_down (it keeps dying: the breaker is open), llama_refused (the local model opened
 with a canned refusal: the persona's `refused_line` is said instead, see canned_refusal.py) ...
 """
 
