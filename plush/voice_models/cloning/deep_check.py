@@ -34,9 +34,11 @@ log = get_logger(__name__)
 
 HELD_OUT = "held_out.csv"
 """A dataset's sentences kept out of training (LJSpeech form, `id|text`, clips in its `wavs/`)."""
-MAX_RECONSTRUCTION_CER_ABOVE_OWNER = 0.2
-"""How much worse than the owner's own clips their reconstruction may be heard: a fitted posterior encoder
-reconstructs joe's speech at 0.0x, a random one at 0.9x (#27, bench/README.md "Fit-to-base")."""
+MAX_RECONSTRUCTION_CER = 0.9
+"""The reconstruction CER above which the checkpoint's posterior encoder reads nothing of the owner's speech. On
+the stand-in owner (#27, bench/README.md): checkpoints from the plain warm start 1.00-1.05, even when their
+synthesis was still clear; from a fitted one 0.69-0.81 after 10-25 CPU steps, the clear ones included. Stricter
+bounds need a longer-trained voice to measure."""
 MAX_SIMILARITY_LOSS = 0.05
 """How much less like the owner than its base a voice may sound: training that moves away from the owner failed."""
 
@@ -191,7 +193,7 @@ def unfit_reasons(deep: dict[str, Any], max_cer_above_base: float) -> list[str]:
     reasons = []
     owner, voice, base = deep["owner"], deep["voice"], deep.get("base")
     recon = deep.get("reconstruction_cer")
-    if recon is not None and recon > owner["cer"] + MAX_RECONSTRUCTION_CER_ABOVE_OWNER:
+    if recon is not None and recon > MAX_RECONSTRUCTION_CER:
         reasons.append(
             f"its checkpoint reconstructs your held-out recordings at a CER of {recon:.2f} (your clips themselves "
             f"{owner['cer']:.2f}): the part that reads speech never learned to, and training through it makes babble"
