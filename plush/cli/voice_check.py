@@ -37,7 +37,7 @@ WhisperOption = Annotated[
 
 
 DeepOption = Annotated[
-    bool, typer.Option("--deep", help="Also reconstruction, held-out CER and speaker similarity (about a minute).")
+    bool, typer.Option("--deep", help="Also reconstruction, held-out CER and speaker similarity (minutes on a CPU).")
 ]
 HeldOutOption = Annotated[
     Path | None, typer.Option(help="Held-out recordings for --deep ('id|text', wavs/; default: the dataset's).")

@@ -3,10 +3,10 @@
 The plain check hears three test sentences. That missed the failure #27 found: a fine-tune from an ONNX warm
 start whose posterior encoder never learned to read speech. Its synthesis can still pass for a few steps, but
 training goes through that encoder, so the voice turns to babble soon after. Three measures tell this apart on
-CPU in about a minute:
+CPU in a few minutes (3-8 on 2 shared cores for 10 sentences):
 
 - **reconstruction**: the owner's held-out clips through the checkpoint's posterior encoder and decoder (what
-  training optimises), heard by Whisper as CER; the owner's clips heard directly are the yardstick;
+  training optimises), heard by Whisper as CER (the owner's clips heard directly say what Whisper makes of them);
 - **synthesis**: the held-out sentences spoken by the voice and by its base, heard as CER;
 - **similarity**: Resemblyzer's speaker similarity (`speaker_similarity`) of both to the owner's mean embedding
   over their training clips, and to the base's own.

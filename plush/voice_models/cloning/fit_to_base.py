@@ -8,7 +8,7 @@ latent `z` its flow gave the decoder, and each phoneme's duration. So the poster
 that `z` back from the audio's spectrogram (the negative log-likelihood of the true `z` under `enc_q`'s
 Gaussian), and the posterior duration flows the true durations (the duration predictor's own loss). Nothing
 that the ONNX gave is touched, no decoder backward pass runs and no discriminator is needed, so a step costs
-one synthesis and two small networks' backward passes (about a second on a laptop CPU at batch 4).
+one synthesis and two small networks' backward passes (2.7 s at batch 4 on one quiet core here).
 
 The result is the warm-start checkpoint again, with fitted parts and a note of how far they were fitted; the
 fine-tune (`training`) starts from it as from any warm start. torch is imported only when this runs.
