@@ -25,6 +25,11 @@ synthesis and recognition on a small box) the spinning threads take the cores fr
 three turns at once on the real Qwen2.5 0.5B (each with its own history), two cores, two busy processes beside
 it: the first was answered after 72 s; with `OMP_WAIT_POLICY=PASSIVE` all three in 21 s
 (tests/test_local_brain_stall.py). So the worker starts with that policy, unless the environment sets one.
+Its price on an idle machine, measured on the same two cores (one generation of 64 tokens, Qwen2.5 0.5B, three
+runs each): ~34 tokens/s spinning against ~21 sleeping; with two busy processes beside it, 4-9 against 18-22.
+A shorter spin (`GOMP_SPINCOUNT=100000`) kept the idle speed (~35) but fell to 11-16 when busy. Sleeping is the
+safe choice: 21 tokens/s is still five times the pace of speech, and a server's cores are seldom idle during a
+turn (Piper speaks the reply while the model writes it).
 
 The boundary costs one pipe write and one read per delta: microseconds against a token's tens of milliseconds
 (bench/brain_overhead.py measures it against the in-process model).
