@@ -48,6 +48,7 @@ EXTRA_OF: dict[str, str] = {
     "lightning": "train",
     "monotonic_alignment_search": "train",
     "onnx": "train",
+    "resemblyzer": "train",
 }
 
 
