@@ -64,14 +64,14 @@ from harness import (
     write_results,
 )
 from load import Turn, one_turn
-from postgres_server import PostgresServer
-from redis_server import RedisServer
-from test_dashboard_proxy import free_port, start_nginx
 
 from plush.config import load_config
 from plush.device.client import CompanionClient
 from plush.logs import setup_logging
-from plush.server.balancer import nginx_site
+from plush.scratch_engines import ScratchPostgres as PostgresServer
+from plush.scratch_engines import ScratchRedis as RedisServer
+from plush.scratch_engines import free_port, start_nginx
+from plush.server.balancer import nginx_scratch_conf, nginx_site
 from plush.server.certificate import certificate_paths, load_or_create
 from plush.server.paired_plushes import PairedPlushes
 from plush.server.store import Store
@@ -153,7 +153,8 @@ def balancer(folder: Path, config: Path, replicas: list[str]) -> Iterator[tuple[
     load_or_create(server)
     cert, key = certificate_paths(server)
     port = free_port()
-    proc = start_nginx(folder / "nginx", nginx_site(f"127.0.0.1:{port}", replicas, cert, key), port)
+    site = nginx_site(f"127.0.0.1:{port}", replicas, cert, key)
+    proc = start_nginx(folder / "nginx", nginx_scratch_conf(folder / "nginx", site), port)
     try:
         yield f"127.0.0.1:{port}", cert.read_bytes()
     finally:

@@ -150,33 +150,23 @@ def deep_check(
         np.mean([heard_cer(transcriber, a, r, t, language) for (a, r), t in zip(held_audio, texts, strict=True)])
     )
     owner_emb = [encoder.embed(a, r) for a, r in held_audio]
+
+    def scores_of(voice: Path, base_mean: np.ndarray | None, *, is_base: bool = False) -> tuple[SpeakerScores, Any]:
+        """A voice speaking the held-out sentences: its scores (beside the base's mean embedding, or its own
+        when it is the base), and its mean embedding."""
+        audio = _speak(voice, texts)
+        embeddings = [encoder.embed(a, r) for a, r in audio]
+        own_mean = mean_embedding(embeddings)
+        scores = _scores(
+            voice.stem, audio=audio, embeddings=embeddings, texts=texts, owner_mean=owner_mean,
+            base_mean=own_mean if is_base else base_mean, transcriber=transcriber, language=language,
+        )  # fmt: skip
+        return scores, own_mean
+
     base_scores = base_mean = None
     if base is not None and base.is_file():
-        base_audio = _speak(base, texts)
-        base_emb = [encoder.embed(a, r) for a, r in base_audio]
-        base_mean = mean_embedding(base_emb)
-        base_scores = _scores(
-            base.stem,
-            audio=base_audio,
-            embeddings=base_emb,
-            texts=texts,
-            owner_mean=owner_mean,
-            base_mean=base_mean,
-            transcriber=transcriber,
-            language=language,
-        )
-    voice_audio = _speak(onnx, texts)
-    voice_emb = [encoder.embed(a, r) for a, r in voice_audio]
-    voice = _scores(
-        onnx.stem,
-        audio=voice_audio,
-        embeddings=voice_emb,
-        texts=texts,
-        owner_mean=owner_mean,
-        base_mean=base_mean,
-        transcriber=transcriber,
-        language=language,
-    )
+        base_scores, base_mean = scores_of(base, None, is_base=True)
+    voice, _ = scores_of(onnx, base_mean)
     owner = SpeakerScores("owner", owner_cer, similarity(owner_emb, owner_mean), _similarity(owner_emb, base_mean))
     recon = None
     if checkpoint is not None and checkpoint.is_file():
